@@ -1,0 +1,384 @@
+"""A synthetic, NIH-like chest X-ray data set, generated deterministically from a seed.
+
+No real radiographs can be downloaded in many places this project runs (air-gapped hospital machines,
+CI), so the first stage of the pipeline draws a small stand-in **in exactly the user's format**: a
+Parquet table with a ``patologia`` column of ``|``-separated findings (``No Finding`` for none), an
+image-file column and a patient-id column, a folder of PNGs named like NIH's ``PPPPPPPP_FFF.png``, and a
+bounding-box table in the layout of NIH's ``BBox_List_2017.csv``.
+
+Each image is a chest-like radiograph (body, lung fields, mediastinum, heart, spine, ribs, diaphragm,
+noise); each of the 14 findings is drawn as its own pattern in an anatomically plausible place, so the
+task is learnable and a heat map can be checked against where the finding was drawn. Patients have
+several images (follow-ups) that share their anatomy, so a split that leaks patients would be
+rewarded: exactly the trap the seed's image-level split falls into. A few images are stored as RGBA and
+a few as 16-bit grayscale, as in the real data.
+
+The demo is not a medical data set: prevalences are flattened so every finding has positives in a
+small test split, and the patterns are caricatures. Its job is to prove that images, labels, training,
+evaluation and heat maps are wired together right.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from scipy import ndimage
+from tqdm import tqdm
+
+from chexnet import io
+from chexnet.labels import LABELS, NO_FINDING, SEPARATOR
+from chexnet.params import DemoParams
+
+# Relative frequency of each finding among drawn findings: NIH's counts, square-rooted and floored so
+# that rare findings (Hernia: 227 of 112,120 in NIH) still have positives in a small test split.
+_NIH_COUNTS = {
+    "Atelectasis": 11559,
+    "Cardiomegaly": 2776,
+    "Effusion": 13317,
+    "Infiltration": 19894,
+    "Mass": 5782,
+    "Nodule": 6331,
+    "Pneumonia": 1431,
+    "Pneumothorax": 5302,
+    "Consolidation": 4667,
+    "Edema": 2303,
+    "Emphysema": 2516,
+    "Fibrosis": 1686,
+    "Pleural_Thickening": 3385,
+    "Hernia": 227,
+}
+_WEIGHTS = np.array([max(np.sqrt(_NIH_COUNTS[label]), 60.0) for label in LABELS])
+_WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
+
+# NIH's BBox_List_2017.csv header: x in the third column, y, w, h in three unnamed ones after it.
+BBOX_COLUMNS = ["Image Index", "Finding Label", "Bbox [x,y,w,h]", "", "", ""]
+DEMO_TABLE, DEMO_IMAGES, DEMO_BOXES = "table.parquet", "images", "BBox_List.csv"
+DEMO_COLUMNS = ("imagem", "patologia", "paciente_id")  # image file, findings, patient: the seed's style
+
+
+@dataclasses.dataclass(frozen=True)
+class Anatomy:
+    """What stays the same across one patient's images (normalised coordinates, 0..1)."""
+
+    center_x: float
+    lung_top: float
+    lung_bottom: float
+    lung_half_width: float
+    lung_gap: float
+    heart_width: float
+    brightness: float
+    contrast: float
+
+    @staticmethod
+    def sample(rng: np.random.Generator) -> Anatomy:
+        return Anatomy(
+            center_x=0.5 + rng.normal(0, 0.015),
+            lung_top=0.17 + rng.normal(0, 0.015),
+            lung_bottom=0.74 + rng.normal(0, 0.02),
+            lung_half_width=0.15 + rng.normal(0, 0.01),
+            lung_gap=0.085 + rng.normal(0, 0.005),
+            heart_width=0.11 + rng.normal(0, 0.008),
+            brightness=rng.normal(0, 0.03),
+            contrast=1.0 + rng.normal(0, 0.06),
+        )
+
+
+class _Canvas:
+    """One image under construction: a float field in 0..1 plus the boxes of what was drawn on it."""
+
+    def __init__(self, size: int, anatomy: Anatomy, rng: np.random.Generator, shift: tuple[float, float]):
+        self.size = size
+        self.anatomy = anatomy
+        self.rng = rng
+        coords = (np.arange(size, dtype=np.float32) + 0.5) / size
+        self.y = coords[:, None] - shift[1]
+        self.x = coords[None, :] - shift[0]
+        self.shift = shift
+        self.field = np.zeros((size, size), np.float32)
+        self.boxes: list[tuple[str, float, float, float, float]] = []
+
+    # --- geometry helpers -------------------------------------------------------------------
+    def lung_center(self, side: int) -> tuple[float, float]:
+        """Centre of the lung on image side ``-1`` (left of the image, patient's right) or ``+1``."""
+        a = self.anatomy
+        return a.center_x + side * (a.lung_gap + a.lung_half_width), (a.lung_top + a.lung_bottom) / 2
+
+    def lung_mask(self, side: int, bottom: float | None = None) -> np.ndarray:
+        a = self.anatomy
+        cx, _ = self.lung_center(side)
+        bottom = a.lung_bottom if bottom is None else bottom
+        cy = (a.lung_top + bottom) / 2
+        ry = (bottom - a.lung_top) / 2
+        # A superellipse: rounder apex, flatter base, like a lung field.
+        return (np.abs((self.x - cx) / a.lung_half_width) ** 2.4 + np.abs((self.y - cy) / ry) ** 2.4) <= 1
+
+    def blob(self, cx: float, cy: float, rx: float, ry: float, softness: float = 0.15) -> np.ndarray:
+        """A soft-edged ellipse in 0..1."""
+        d = np.sqrt(((self.x - cx) / rx) ** 2 + ((self.y - cy) / ry) ** 2)
+        return np.clip((1 - d) / softness, 0, 1)
+
+    def add_box(self, label: str, x0: float, y0: float, x1: float, y1: float) -> None:
+        """Record a finding's box in pixel coordinates of this image (shift applied, clipped to it)."""
+        sx, sy = self.shift
+        x0, x1 = np.clip([x0 + sx, x1 + sx], 0, 1) * self.size
+        y0, y1 = np.clip([y0 + sy, y1 + sy], 0, 1) * self.size
+        self.boxes.append((label, float(x0), float(y0), float(x1 - x0), float(y1 - y0)))
+
+    def smooth_noise(self, sigma: float) -> np.ndarray:
+        noise = self.rng.standard_normal(self.field.shape).astype(np.float32)
+        noise = ndimage.gaussian_filter(noise, sigma * self.size)
+        return noise / (noise.std() + 1e-6)
+
+
+def _draw_anatomy(c: _Canvas, findings: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    a = c.anatomy
+    body = c.blob(a.center_x, 0.55, 0.44, 0.58, softness=0.05)
+    c.field += 0.12 + 0.33 * body
+    lungs_bottom = a.lung_bottom + (0.06 if "Emphysema" in findings else 0.0)  # flattened diaphragm
+    lungs = [c.lung_mask(side, bottom=lungs_bottom) for side in (-1, 1)]
+    lung_any = lungs[0] | lungs[1]
+    lung_soft = ndimage.gaussian_filter(lung_any.astype(np.float32), 0.006 * c.size)
+    darkness = 0.30 if "Emphysema" in findings else 0.22
+    c.field -= darkness * lung_soft
+    # Vascular markings: fine texture inside the lungs (absent where a pneumothorax is drawn later).
+    c.field += 0.025 * c.smooth_noise(0.006) * lung_soft
+    # Ribs: curved bright bands across each lung.
+    for k in range(9):
+        y0 = a.lung_top - 0.02 + k * 0.068
+        curve = y0 + 0.10 * ((c.x - a.center_x) / 0.35) ** 2
+        band = np.exp(-(((c.y - curve) / 0.011) ** 2))
+        c.field += 0.07 * band * lung_soft
+    # Mediastinum and spine.
+    spine = np.exp(-(((c.x - a.center_x) / 0.035) ** 2)) * (c.y > 0.05)
+    c.field += 0.22 * spine
+    mediastinum = c.blob(a.center_x, 0.38, 0.06, 0.25, softness=0.3)
+    c.field += 0.25 * mediastinum
+    heart_width = a.heart_width * (1.65 if "Cardiomegaly" in findings else 1.0)
+    heart_cx, heart_cy = a.center_x + 0.035, a.lung_bottom - 0.1
+    heart = c.blob(heart_cx, heart_cy, heart_width, 0.11, softness=0.12)
+    c.field += 0.32 * heart
+    if "Cardiomegaly" in findings:
+        c.add_box(
+            "Cardiomegaly", heart_cx - heart_width, heart_cy - 0.11, heart_cx + heart_width, heart_cy + 0.11
+        )
+    # Diaphragm domes: bright below the lung bases.
+    for side in (-1, 1):
+        cx, _ = c.lung_center(side)
+        dome = lungs_bottom - 0.03 - 0.05 * np.exp(-(((c.x - cx) / 0.12) ** 2))
+        c.field += 0.1 * ((c.y > dome) & (np.abs(c.x - cx) < a.lung_half_width * 1.1))
+    if "Emphysema" in findings:
+        x0 = a.center_x - a.lung_gap - 2 * a.lung_half_width
+        x1 = a.center_x + a.lung_gap + 2 * a.lung_half_width
+        c.add_box("Emphysema", x0, a.lung_top, x1, lungs_bottom)
+    return lungs[0], lungs[1]
+
+
+def _draw_findings(c: _Canvas, findings: set[str], lungs: tuple[np.ndarray, np.ndarray]) -> None:
+    """Draw each localised finding as its own pattern, in its own plausible place."""
+    a, rng = c.anatomy, c.rng
+
+    def side() -> int:
+        return int(rng.choice((-1, 1)))
+
+    height = a.lung_bottom - a.lung_top
+    if "Atelectasis" in findings:  # dense wedge in the lower-mid zone, apex towards the hilum
+        s = side()
+        cx, _ = c.lung_center(s)
+        hx, hy = a.center_x + s * (a.lung_gap + 0.02), a.lung_top + 0.55 * height
+        bx, by = cx + s * 0.09, a.lung_top + 0.78 * height
+        t = np.clip(((c.x - hx) * s) / max(abs(bx - hx), 1e-3), 0, 1)
+        centre_line = hy + (by - hy) * t
+        wedge = (np.abs(c.y - centre_line) < 0.012 + 0.06 * t) & ((c.x - hx) * s >= 0) & ((c.x - bx) * s <= 0)
+        c.field += 0.30 * ndimage.gaussian_filter(wedge.astype(np.float32), 0.004 * c.size)
+        c.add_box("Atelectasis", min(hx, bx), hy - 0.02, max(hx, bx), by + 0.07)
+    if "Effusion" in findings:  # white fluid at the base with a meniscus, angle blunted
+        s = side()
+        cx, _ = c.lung_center(s)
+        level = a.lung_bottom - 0.15 - 0.04 * rng.random()
+        meniscus = level - 0.05 * ((c.x - cx) * s / a.lung_half_width + 1) ** 2
+        fluid = lungs[0 if s < 0 else 1] & (c.y > meniscus)
+        c.field += 0.33 * ndimage.gaussian_filter(fluid.astype(np.float32), 0.005 * c.size)
+        c.add_box("Effusion", cx - a.lung_half_width, level - 0.2, cx + a.lung_half_width, a.lung_bottom)
+    if "Infiltration" in findings:  # patchy, ill-defined opacities in a mid zone
+        s = side()
+        cx, cy = c.lung_center(s)
+        region = c.blob(cx, cy, 0.1, 0.12, softness=0.5)
+        patches = np.clip(c.smooth_noise(0.012) - 0.3, 0, None)
+        c.field += 0.24 * patches * region * lungs[0 if s < 0 else 1]
+        c.add_box("Infiltration", cx - 0.1, cy - 0.12, cx + 0.1, cy + 0.12)
+    if "Mass" in findings:  # large round lobulated opacity
+        s = side()
+        cx, cy = c.lung_center(s)
+        mx, my, r = cx + rng.uniform(-0.04, 0.04), cy + rng.uniform(-0.12, 0.0), rng.uniform(0.055, 0.075)
+        lobes = 1 + 0.08 * np.sin(6 * np.arctan2(c.y - my, c.x - mx))
+        c.field += 0.38 * c.blob(mx, my, r * lobes, r * lobes, softness=0.2)
+        c.add_box("Mass", mx - r * 1.1, my - r * 1.1, mx + r * 1.1, my + r * 1.1)
+    if "Nodule" in findings:  # small sharp round opacity
+        s = side()
+        cx, cy = c.lung_center(s)
+        nx, ny, r = cx + rng.uniform(-0.07, 0.07), cy + rng.uniform(-0.15, 0.1), rng.uniform(0.016, 0.022)
+        c.field += 0.45 * c.blob(nx, ny, r, r, softness=0.25)
+        c.add_box("Nodule", nx - 2 * r, ny - 2 * r, nx + 2 * r, ny + 2 * r)
+    if "Pneumonia" in findings:  # fluffy cloud in a lower lobe
+        s = side()
+        cx, _ = c.lung_center(s)
+        py = a.lung_top + 0.68 * height
+        cloud = np.exp(-(((c.x - cx) / 0.085) ** 2 + ((c.y - py) / 0.075) ** 2))
+        texture = 0.75 + 0.25 * c.smooth_noise(0.01)
+        c.field += 0.30 * cloud * texture * lungs[0 if s < 0 else 1]
+        c.add_box("Pneumonia", cx - 0.13, py - 0.11, cx + 0.13, py + 0.11)
+    if "Consolidation" in findings:  # homogeneous upper-zone opacity with air bronchograms
+        s = side()
+        cx, _ = c.lung_center(s)
+        uy = a.lung_top + 0.3 * height
+        dense = c.blob(cx, uy, 0.1, 0.08, softness=0.1) * lungs[0 if s < 0 else 1]
+        bronchi = np.exp(-((((c.x - cx) * np.cos(0.5) + (c.y - uy) * np.sin(0.5)) / 0.006) ** 2))
+        c.field += 0.36 * dense - 0.2 * bronchi * dense
+        c.add_box("Consolidation", cx - 0.1, uy - 0.08, cx + 0.1, uy + 0.08)
+    if "Edema" in findings:  # bilateral perihilar "bat wing" haze and Kerley B lines
+        for s in (-1, 1):
+            hx = a.center_x + s * (a.lung_gap + 0.06)
+            c.field += 0.22 * c.blob(hx, a.lung_top + 0.5 * height, 0.09, 0.13, softness=0.9)
+            for k in range(4):
+                ky = a.lung_bottom - 0.05 - 0.025 * k
+                kx = a.center_x + s * (a.lung_gap + 2 * a.lung_half_width - 0.02)
+                c.field += 0.2 * ((np.abs(c.y - ky) < 0.003) & (np.abs(c.x - kx) < 0.025))
+        x0 = a.center_x - a.lung_gap - 2 * a.lung_half_width
+        c.add_box("Edema", x0, a.lung_top + 0.3 * height, 2 * a.center_x - x0, a.lung_bottom)
+    if "Fibrosis" in findings:  # reticular net in the peripheral lower zones
+        s = side()
+        cx, _ = c.lung_center(s)
+        net = (np.abs(np.sin(c.x * 95)) < 0.25) | (np.abs(np.sin(c.y * 95 + c.x * 30)) < 0.25)
+        zone = c.blob(cx + s * 0.07, a.lung_top + 0.7 * height, 0.08, 0.13, softness=0.5)
+        c.field += 0.28 * net * zone * lungs[0 if s < 0 else 1]
+        c.add_box(
+            "Fibrosis",
+            cx + s * 0.07 - 0.08,
+            a.lung_top + 0.7 * height - 0.13,
+            cx + s * 0.07 + 0.08,
+            a.lung_top + 0.7 * height + 0.13,
+        )
+    if "Pleural_Thickening" in findings:  # bright band along the lateral chest wall and apex
+        s = side()
+        lung = lungs[0 if s < 0 else 1]
+        rim = lung & ~ndimage.binary_erosion(lung, iterations=max(2, int(0.022 * c.size)))
+        upper = c.y < a.lung_top + 0.6 * height
+        c.field += 0.35 * ndimage.gaussian_filter((rim & upper).astype(np.float32), 0.003 * c.size)
+        cx, _ = c.lung_center(s)
+        c.add_box(
+            "Pleural_Thickening",
+            cx - a.lung_half_width,
+            a.lung_top,
+            cx + a.lung_half_width,
+            a.lung_top + 0.6 * height,
+        )
+    if "Hernia" in findings:  # retrocardiac gas bubble with an air-fluid level
+        hx, hy, r = a.center_x - 0.01, a.lung_bottom - 0.06, 0.05
+        ring = c.blob(hx, hy, r, r * 0.8, softness=0.25)
+        inner = c.blob(hx, hy, r * 0.75, r * 0.6, softness=0.2) * (c.y < hy)
+        c.field += 0.18 * ring - 0.45 * inner
+        c.add_box("Hernia", hx - r, hy - r * 0.8, hx + r, hy + r * 0.8)
+    if "Pneumothorax" in findings:  # black, markingless rim at the apex-lateral side, thin pleural line
+        s = side()
+        lung = lungs[0 if s < 0 else 1]
+        cx, _ = c.lung_center(s)
+        edge_x = cx + s * a.lung_half_width * 0.35
+        line_y = a.lung_top + 0.55 * height
+        free_air = lung & ((c.x - edge_x) * s > 0) & (c.y < line_y - 0.2 * ((c.x - edge_x) * s))
+        free_soft = ndimage.gaussian_filter(free_air.astype(np.float32), 0.002 * c.size)
+        c.field = c.field * (1 - free_soft) + 0.05 * free_soft
+        pleura = free_air ^ ndimage.binary_erosion(free_air, iterations=2)
+        c.field += 0.25 * pleura
+        c.add_box(
+            "Pneumothorax",
+            min(edge_x, cx + s * a.lung_half_width),
+            a.lung_top,
+            max(edge_x, cx + s * a.lung_half_width),
+            line_y,
+        )
+
+
+def draw_radiograph(
+    size: int, anatomy: Anatomy, findings: set[str], rng: np.random.Generator
+) -> tuple[np.ndarray, list[tuple[str, float, float, float, float]]]:
+    """Draw one image: a float32 array in 0..1 and the boxes ``(label, x, y, w, h)`` in its pixels."""
+    shift = (float(rng.normal(0, 0.012)), float(rng.normal(0, 0.012)))
+    canvas = _Canvas(size, anatomy, rng, shift)
+    lungs = _draw_anatomy(canvas, findings)
+    _draw_findings(canvas, findings, lungs)
+    field = ndimage.gaussian_filter(canvas.field, 0.0015 * size)
+    field = (field - 0.3) * anatomy.contrast + 0.3 + anatomy.brightness
+    field += rng.normal(0, 0.018, field.shape).astype(np.float32)
+    return np.clip(field, 0, 1), canvas.boxes
+
+
+def _sample_findings(rng: np.random.Generator, no_finding_fraction: float, previous: set[str]) -> set[str]:
+    """Findings for one image; a follow-up keeps each earlier finding with probability 0.5."""
+    kept = {label for label in previous if rng.random() < 0.5}
+    if not kept and rng.random() < no_finding_fraction:
+        return set()
+    count = int(rng.choice((1, 2, 3), p=(0.45, 0.35, 0.2)))
+    drawn = rng.choice(len(LABELS), size=count, replace=False, p=_WEIGHTS)
+    return kept | {LABELS[i] for i in drawn}
+
+
+def _save_png(path: Path, field: np.ndarray, mode: str) -> None:
+    """Store as NIH does: 8-bit gray mostly; RGBA and 16-bit gray for a few images."""
+    gray8 = np.round(field * 255).astype(np.uint8)
+    if mode == "RGBA":
+        rgba = np.dstack([gray8, gray8, gray8, np.full_like(gray8, 255)])
+        image = Image.fromarray(rgba, mode="RGBA")
+    elif mode == "I;16":
+        # 12-bit detector range inside a 16-bit container: a reader must scale by the real range.
+        image = Image.fromarray(np.round(field * 4095).astype(np.uint16))
+    else:
+        image = Image.fromarray(gray8, mode="L")
+    io.write_with(path, lambda tmp: image.save(tmp, format="PNG"))
+
+
+def generate_demo(out_dir: str | Path, demo: DemoParams) -> pd.DataFrame:
+    """Write the demo set under ``out_dir`` and return its table.
+
+    Layout: ``table.parquet`` (columns ``imagem``, ``patologia``, ``paciente_id``), ``images/*.png`` and
+    ``BBox_List.csv``. It always writes to its own folder, never to ``data.table``, so a user who points
+    the pipeline at their own table can never have it overwritten by the demo stage.
+    """
+    out_dir = Path(out_dir)
+    rng = np.random.default_rng(demo.seed)
+    image_dir = out_dir / DEMO_IMAGES
+    image_dir.mkdir(parents=True, exist_ok=True)
+
+    # Every patient gets one image; the rest are follow-ups spread over random patients.
+    per_patient = np.ones(demo.n_patients, dtype=int)
+    np.add.at(per_patient, rng.integers(0, demo.n_patients, demo.n_images - demo.n_patients), 1)
+    special = rng.permutation(demo.n_images)
+    modes = {int(i): "RGBA" for i in special[: demo.rgba_images]}
+    modes |= {int(i): "I;16" for i in special[demo.rgba_images : demo.rgba_images + demo.gray16_images]}
+
+    rows, boxes = [], []
+    progress = tqdm(total=demo.n_images, desc="demo images", unit="img")
+    index = 0
+    for patient in range(demo.n_patients):
+        patient_id = 10000 + patient
+        anatomy = Anatomy.sample(rng)
+        findings: set[str] = set()
+        for follow_up in range(per_patient[patient]):
+            findings = _sample_findings(rng, demo.no_finding_fraction, findings)
+            name = f"{patient_id:08d}_{follow_up:03d}.png"
+            field, image_boxes = draw_radiograph(demo.image_size, anatomy, findings, rng)
+            _save_png(image_dir / name, field, modes.get(index, "L"))
+            label_cell = SEPARATOR.join(label for label in LABELS if label in findings) or NO_FINDING
+            rows.append({DEMO_COLUMNS[0]: name, DEMO_COLUMNS[1]: label_cell, DEMO_COLUMNS[2]: patient_id})
+            boxes.extend((name, *box) for box in image_boxes)
+            index += 1
+            progress.update()
+    progress.close()
+
+    table = pd.DataFrame(rows)
+    io.write_parquet(out_dir / DEMO_TABLE, table)
+    io.write_csv(out_dir / DEMO_BOXES, pd.DataFrame(boxes, columns=BBOX_COLUMNS))
+    return table

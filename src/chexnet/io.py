@@ -1,0 +1,70 @@
+"""Atomic file outputs: every file a stage writes appears whole or not at all.
+
+DVC caches whatever a stage leaves behind, so a stage killed half-way must never leave a half file at
+an output path. Each writer here writes to a temporary file in the destination folder and renames it
+into place (``os.replace`` is atomic on one file system).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_with(path: str | os.PathLike[str], writer: Callable[[Path], Any]) -> Path:
+    """Call ``writer(tmp_path)`` and move the result to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        writer(tmp)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    return write_with(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    """Write JSON with a trailing newline and stable key order (diffs and ``dvc metrics diff`` read it)."""
+    return write_text(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_parquet(path: str | os.PathLike[str], frame: Any) -> Path:
+    """Write a pandas DataFrame as Parquet, without the pandas index."""
+    return write_with(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def write_csv(path: str | os.PathLike[str], frame: Any) -> Path:
+    return write_with(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def save_figure(path: str | os.PathLike[str], figure: Any, **kwargs: Any) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it (figures in loops must not pile up)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return write_with(path, lambda tmp: figure.savefig(tmp, format="png", **kwargs))
+    finally:
+        plt.close(figure)

@@ -1,0 +1,180 @@
+"""The one params schema: what ``params.yaml`` may hold, its types and its defaults.
+
+Stages read their settings only through :func:`load_params`, so a misspelled key or a wrong type is
+caught before any work starts, with the key's full name in the message, instead of being silently
+ignored. The defaults are the seed's (epochs 5, batch 32, Adam lr 1e-4, 224 px, a 20,000-image
+subset, ImageNet weights) and point the data at the built-in demo set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from chexnet.errors import ChexnetError
+
+
+class ParamsError(ChexnetError, ValueError):
+    """params.yaml does not fit the schema; the message names the key and what to do."""
+
+
+@dataclass(frozen=True)
+class DemoParams:
+    """The synthetic NIH-like demo set written by the ``demo`` stage."""
+
+    n_patients: int = 200
+    n_images: int = 480
+    image_size: int = 256  # side of the generated PNGs, in pixels (NIH's are 1024)
+    no_finding_fraction: float = 0.2
+    rgba_images: int = 3  # a few stored as RGBA and 16-bit, as in the real data
+    gray16_images: int = 3
+    seed: int = 2017
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Where the table and the images are, and which columns hold what."""
+
+    table: str = "data/demo/table.parquet"
+    images: str = "data/demo/images"
+    image_column: str = "imagem"
+    label_column: str = "patologia"
+    patient_column: str = "paciente_id"
+    bbox_table: str = "data/demo/BBox_List.csv"
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """Patient-level split fractions (train gets the rest)."""
+
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    threshold: float = 0.5  # the seed's decision threshold for the classification report
+    grid_images: int = 16  # test images in the prediction picture grid
+
+
+@dataclass(frozen=True)
+class ExplainParams:
+    target_layer: str = "features[-1]"  # the seed's Grad-CAM++ layer; dotted names and [i] indexing
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 42
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 1e-4
+    image_size: int = 224
+    subset: int = 20000
+    weights: str = "imagenet"  # imagenet | none | path to a state_dict file
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_workers: int = 0
+    demo: DemoParams = field(default_factory=DemoParams)
+    data: DataParams = field(default_factory=DataParams)
+    split: SplitParams = field(default_factory=SplitParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    explain: ExplainParams = field(default_factory=ExplainParams)
+
+    def __post_init__(self) -> None:
+        positive = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "image_size": self.image_size,
+            "subset": self.subset,
+            "demo.n_patients": self.demo.n_patients,
+            "demo.n_images": self.demo.n_images,
+            "demo.image_size": self.demo.image_size,
+            "evaluate.grid_images": self.evaluate.grid_images,
+        }
+        for key, value in positive.items():
+            if value <= 0:
+                raise ParamsError(f"params: {key} must be positive, got {value}")
+        if not self.lr > 0:
+            raise ParamsError(f"params: lr must be positive, got {self.lr}")
+        if self.num_workers < 0:
+            raise ParamsError(f"params: num_workers must be 0 or more, got {self.num_workers}")
+        if self.image_size < 32:
+            raise ParamsError(
+                f"params: image_size must be at least 32 for DenseNet121, got {self.image_size}"
+            )
+        fractions = self.split.val_fraction + self.split.test_fraction
+        if not (0 < self.split.val_fraction < 1 and 0 < self.split.test_fraction < 1 and fractions < 1):
+            raise ParamsError(
+                "params: split.val_fraction and split.test_fraction must each be in (0, 1) and sum to "
+                f"less than 1, got {self.split.val_fraction} and {self.split.test_fraction}"
+            )
+        if self.demo.n_images < self.demo.n_patients:
+            raise ParamsError("params: demo.n_images must be at least demo.n_patients (one image each)")
+        if not 0 <= self.demo.no_finding_fraction < 1:
+            raise ParamsError("params: demo.no_finding_fraction must be in [0, 1)")
+        if not 0 < self.evaluate.threshold < 1:
+            raise ParamsError(f"params: evaluate.threshold must be in (0, 1), got {self.evaluate.threshold}")
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check one leaf value against its annotated type; ints are accepted where floats are expected."""
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, key)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float) and isinstance(value, bool):
+        raise ParamsError(f"params: {key} must be a number, got {value!r}")
+    if isinstance(annotation, type) and not isinstance(value, annotation):
+        raise ParamsError(
+            f"params: {key} must be {annotation.__name__}, got {value!r} ({type(value).__name__})"
+        )
+    return value
+
+
+def _build(cls: Any, raw: Any, prefix: str = "") -> Any:
+    where = prefix or "the top level"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params: {where} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ParamsError(
+            f"params: unknown key(s) {', '.join(repr(f'{prefix}.{k}' if prefix else k) for k in unknown)} "
+            f"at {where}; known keys: {', '.join(sorted(names))}"
+        )
+    values = {}
+    for name, value in raw.items():
+        annotation = hints[name]
+        if isinstance(annotation, types.UnionType):  # pragma: no cover - no unions in the schema today
+            annotation = typing.get_args(annotation)[0]
+        values[name] = _coerce(value, annotation, f"{prefix}.{name}" if prefix else name)
+    return cls(**values)
+
+
+def params_from_dict(raw: dict[str, Any] | None) -> Params:
+    """Build and validate :class:`Params` from a parsed mapping; missing keys take their defaults."""
+    return _build(Params, raw)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read ``params.yaml`` (missing file: all defaults) and validate it against the schema."""
+    path = Path(path)
+    if not path.exists():
+        return Params()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ParamsError(f"params: {path} is not valid YAML: {error}") from error
+    return params_from_dict(raw)
+
+
+def params_to_dict(params: Params) -> dict[str, Any]:
+    return dataclasses.asdict(params)

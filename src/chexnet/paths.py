@@ -1,0 +1,26 @@
+"""Where each stage reads and writes: the one list of file contracts, mirrored by dvc.yaml."""
+
+from pathlib import Path
+
+DEMO_DIR = Path("data/demo")
+PREPARED_DIR = Path("data/prepared")
+SPLIT_FILE = Path("data/split.parquet")
+MODEL_FILE = Path("models/chexnet_model.pth")
+PREDICTIONS_FILE = Path("data/predictions/test.parquet")
+
+METRICS_DIR = Path("metrics")
+PREPARE_METRICS = METRICS_DIR / "prepare.json"
+SPLIT_METRICS = METRICS_DIR / "split.json"
+TRAIN_METRICS = METRICS_DIR / "train.json"
+EVALUATE_METRICS = METRICS_DIR / "evaluate.json"
+EXPLAIN_METRICS = METRICS_DIR / "explain.json"
+
+PLOTS_DIR = Path("plots")
+TRAIN_HISTORY = PLOTS_DIR / "train_history.csv"
+ROC_DIR = PLOTS_DIR / "roc"
+PREDICTION_GRID = PLOTS_DIR / "predictions.png"
+CAM_DIR = PLOTS_DIR / "cam"
+REPORTS_DIR = Path("reports")
+REPORT_TEXT = REPORTS_DIR / "classification_report.txt"
+REPORT_JSON = REPORTS_DIR / "classification_report.json"
+EXPLAIN_TABLE = REPORTS_DIR / "explain.csv"

@@ -1,0 +1,36 @@
+"""prepare stage: binarise labels, take the seeded subset, decode each image once into data/prepared/."""
+
+import logging
+
+from chexnet import data, io, paths
+from chexnet.cli import run_stage
+
+log = logging.getLogger("chexnet.prepare")
+
+
+def main(params, _args) -> None:
+    cfg = params.data
+    table = data.read_table(cfg.table)
+    report = data.prepare_cache(
+        table,
+        table_path=cfg.table,
+        image_root=cfg.images,
+        out_dir=paths.PREPARED_DIR,
+        image_column=cfg.image_column,
+        label_column=cfg.label_column,
+        patient_column=cfg.patient_column,
+        image_size=params.image_size,
+        subset=params.subset,
+        seed=params.seed,
+    )
+    io.write_json(paths.PREPARE_METRICS, report.as_dict())
+    log.info(
+        "prepared %d of %d selected images; rejected: %s",
+        report.images_written,
+        report.rows_selected,
+        report.rejected or "none",
+    )
+
+
+if __name__ == "__main__":
+    run_stage(__doc__, main)

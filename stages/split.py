@@ -1,0 +1,27 @@
+"""split stage: patient-level train/val/test split of the prepared index, checked for leakage."""
+
+import logging
+
+from chexnet import data, io, paths, splits
+from chexnet.cli import run_stage
+
+log = logging.getLogger("chexnet.split")
+
+
+def main(params, _args) -> None:
+    index = data.load_index(paths.PREPARED_DIR)
+    index["split"] = splits.patient_split(
+        index,
+        val_fraction=params.split.val_fraction,
+        test_fraction=params.split.test_fraction,
+        seed=params.seed,
+    )
+    splits.check_no_patient_overlap(index)
+    io.write_parquet(paths.SPLIT_FILE, index)
+    summary = splits.split_summary(index)
+    io.write_json(paths.SPLIT_METRICS, summary)
+    log.info("split: %s", {name: summary[name]["images"] for name in splits.SPLITS})
+
+
+if __name__ == "__main__":
+    run_stage(__doc__, main)

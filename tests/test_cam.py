@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+import torch
+
+from chexnet import cam
+from chexnet.model import CheXNet
+
+
+def _hook_count(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._backward_hooks) for m in model.modules())
+
+
+def test_grad_cam_pp_map_and_probability():
+    torch.manual_seed(0)
+    model = CheXNet()
+    image = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
+    heat, probability = cam.grad_cam_pp(
+        model, image, 3, target_layer="features[-1]", device=torch.device("cpu")
+    )
+    assert heat.shape == (64, 64) and heat.dtype == np.float32
+    assert heat.min() >= 0 and heat.max() <= 1
+    with torch.no_grad():
+        expected = model.eval()(cam.normalize_batch(torch.from_numpy(image)[None, None], "cpu"))[0, 3].item()
+    assert probability == pytest.approx(expected, abs=1e-5)
+    assert _hook_count(model) == 0
+    blended = cam.overlay(image, heat)
+    assert blended.shape == (64, 64, 3) and blended.dtype == np.uint8
+
+
+def test_hooks_are_removed_after_an_exception():
+    model = CheXNet()
+    image = np.zeros((32, 32), np.uint8)
+    with pytest.raises(IndexError):  # raised inside torchcam, after the hooks were registered
+        cam.grad_cam_pp(model, image, 99, target_layer="features[-1]", device=torch.device("cpu"))
+    assert _hook_count(model) == 0

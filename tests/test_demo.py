@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from scipy import ndimage
+
+from chexnet.demo import DEMO_BOXES, DEMO_IMAGES, DEMO_TABLE, generate_demo
+from chexnet.labels import LABELS, binarize
+from chexnet.params import DemoParams
+
+TINY = DemoParams(n_patients=20, n_images=50, image_size=96, rgba_images=2, gray16_images=2)
+
+
+def test_demo_set_has_the_users_format_and_variety(tmp_path: Path):
+    table = generate_demo(tmp_path, TINY)
+    assert list(table.columns) == ["imagem", "patologia", "paciente_id"]
+    assert table.equals(pd.read_parquet(tmp_path / DEMO_TABLE))
+    assert len(table) == 50 and table["paciente_id"].nunique() == 20
+    assert (table.groupby("paciente_id").size() > 1).any()  # follow-ups
+    assert (table["patologia"] == "No Finding").any()
+    assert table["patologia"].str.contains("|", regex=False).any()  # multi-finding images
+    binarize(table["patologia"])  # every finding is in the vocabulary
+    modes = {}
+    for name in table["imagem"]:
+        with Image.open(tmp_path / DEMO_IMAGES / name) as image:
+            assert image.size == (96, 96)
+            modes[image.mode] = modes.get(image.mode, 0) + 1
+    assert modes.get("RGBA") == 2 and modes.get("I;16") == 2 and modes.get("L") == 46
+
+
+def test_boxes_are_in_nih_format_and_inside_the_image(tmp_path: Path):
+    table = generate_demo(tmp_path, TINY)
+    header = (tmp_path / DEMO_BOXES).read_text().splitlines()[0]
+    assert header == 'Image Index,Finding Label,"Bbox [x,y,w,h]",,,'
+    boxes = pd.read_csv(tmp_path / DEMO_BOXES)
+    xywh = boxes.iloc[:, 2:6].to_numpy(float)
+    assert (xywh[:, :2] >= 0).all() and (xywh[:, 0] + xywh[:, 2] <= 96 + 1e-6).all()
+    assert (xywh[:, 2:] > 0).all()
+    assert set(boxes["Finding Label"]) <= set(LABELS)
+    labelled = {
+        (r.imagem, f) for r in table.itertuples() for f in r.patologia.split("|") if f != "No Finding"
+    }
+    assert set(zip(boxes["Image Index"], boxes["Finding Label"], strict=True)) == labelled
+
+
+def test_findings_are_drawn_where_their_boxes_say(tmp_path: Path):
+    """A finding changes pixels inside its box more than outside it (heat maps can be checked against it)."""
+    from chexnet.demo import Anatomy, draw_radiograph
+
+    anatomy = Anatomy.sample(np.random.default_rng(1))
+    for label in ["Nodule", "Mass", "Effusion", "Pneumothorax"]:
+        plain, _ = draw_radiograph(128, anatomy, set(), np.random.default_rng(5))
+        drawn, boxes = draw_radiograph(128, anatomy, {label}, np.random.default_rng(5))
+        ((_, x, y, w, h),) = boxes
+        # The image noise after the finding is drawn differs; a 5×5 mean filter averages it away.
+        difference = np.abs(ndimage.uniform_filter(drawn - plain, 5))
+        inside = np.zeros_like(difference, bool)
+        inside[int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))] = True
+        assert difference[inside].mean() > 5 * difference[~inside].mean(), label
+
+
+def test_demo_is_deterministic(tmp_path: Path):
+    a = generate_demo(tmp_path / "a", TINY)
+    b = generate_demo(tmp_path / "b", TINY)
+    assert a.equals(b)
+    name = a["imagem"].iloc[0]
+    assert (tmp_path / "a" / DEMO_IMAGES / name).read_bytes() == (
+        tmp_path / "b" / DEMO_IMAGES / name
+    ).read_bytes()

@@ -1,0 +1,39 @@
+import pytest
+
+from chexnet.params import Params, ParamsError, load_params, params_from_dict
+from tests.conftest import REPO
+
+
+def test_defaults_are_the_seeds():
+    p = Params()
+    assert (p.epochs, p.batch_size, p.lr, p.image_size, p.subset, p.weights) == (
+        5,
+        32,
+        1e-4,
+        224,
+        20000,
+        "imagenet",
+    )
+    assert p.data.label_column == "patologia"
+
+
+def test_repo_params_yaml_matches_schema_and_defaults():
+    p = load_params(REPO / "params.yaml")
+    assert p == Params()
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ParamsError, match=r"'data\.tabel'"):
+        params_from_dict({"data": {"tabel": "x.parquet"}})
+    with pytest.raises(ParamsError, match="'epoch'"):
+        params_from_dict({"epoch": 3})
+
+
+def test_wrong_type_and_range_are_errors():
+    with pytest.raises(ParamsError, match="epochs must be int"):
+        params_from_dict({"epochs": "ten"})
+    with pytest.raises(ParamsError, match="epochs must be positive"):
+        params_from_dict({"epochs": 0})
+    with pytest.raises(ParamsError, match="sum to less than 1"):
+        params_from_dict({"split": {"val_fraction": 0.5, "test_fraction": 0.5}})
+    assert params_from_dict({"lr": 1}).lr == 1.0  # ints are fine where floats are expected

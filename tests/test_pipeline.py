@@ -1,0 +1,144 @@
+"""End to end: a copy of the repo as a fresh git + DVC repo, `dvc repro` on tiny params, experiments.
+
+Tiny means 60 demo images of 96 px, 64 px training, 1 epoch, random init: about a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from chexnet.labels import LABELS
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.e2e
+COPY = [
+    "dvc.yaml",
+    "params.yaml",
+    "stages",
+    "src",
+    ".dvc/config",
+    ".dvcignore",
+    ".gitignore",
+    "pyproject.toml",
+]
+STAGES = ["demo", "prepare", "split", "train", "evaluate", "explain"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    # `python` in dvc.yaml must be this interpreter (the project's venv), as after `. .venv/bin/activate`.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "test"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@example.invalid"
+    return env
+
+
+def run(cwd: Path, *args: str) -> str:
+    result = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True)
+    assert result.returncode == 0, (
+        f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("chexnet-e2e")
+    for item in COPY:
+        source = REPO / item
+        if source.is_dir():
+            shutil.copytree(source, root / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        elif source.exists():
+            (root / item).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / item)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params.update(epochs=1, batch_size=8, image_size=64, weights="none", device="cpu")
+    params["demo"].update(n_patients=30, n_images=60, image_size=96)
+    params["split"].update(val_fraction=0.2, test_fraction=0.3)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(root, "git", "init", "-q")
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-qm", "tiny chexnet")
+    run(root, "dvc", "repro")
+    return root
+
+
+def _finite_in(value, low, high) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high
+
+
+def test_repro_writes_model_metrics_plots_and_heat_maps(repo: Path):
+    assert (repo / "models/chexnet_model.pth").stat().st_size > 1_000_000
+    train = json.loads((repo / "metrics/train.json").read_text())
+    assert train["pretrained"] is False and train["epochs_trained"] == 1 and train["train_loss"] > 0
+    evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert evaluate["split"] == "test" and _finite_in(evaluate["mean_auroc"], 0, 1)
+    for label in LABELS:
+        value = evaluate["auroc"][label]
+        assert (value is None and label in evaluate["auroc_undefined"]) or _finite_in(value, 0, 1)
+        assert (repo / "plots/roc" / f"{label}.csv").exists()
+    confusion = evaluate["micro_confusion"]
+    assert sum(confusion.values()) == evaluate["images"] * 14
+    split = json.loads((repo / "metrics/split.json").read_text())
+    assert split["patient_overlap"] == 0
+    assert sum(split[s]["images"] for s in ("train", "val", "test")) == 60
+    assert (repo / "plots/predictions.png").read_bytes()[:4] == b"\x89PNG"
+    explained = json.loads((repo / "metrics/explain.json").read_text())
+    cams = sorted(p.stem for p in (repo / "plots/cam").glob("*.png"))
+    assert explained["findings_explained"] == len(cams) > 0
+    assert set(cams) <= set(LABELS)
+    assert "up to date" in run(repo, "dvc", "status")
+
+
+def test_evaluate_param_reruns_only_evaluate_and_what_follows(repo: Path):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["evaluate"]["threshold"] = 0.4
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = run(repo, "dvc", "status")
+    assert "evaluate:" in status
+    for stage in ("demo:", "prepare:", "split:", "train:"):
+        assert stage not in status
+    output = run(repo, "dvc", "repro")
+    assert "Running stage 'evaluate'" in output
+    for stage in ("demo", "prepare", "split", "train"):
+        assert f"Running stage '{stage}'" not in output
+    assert json.loads((repo / "metrics/evaluate.json").read_text())["threshold"] == 0.4
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "threshold 0.4")
+
+
+def test_exp_run_set_param_and_metrics_diff(repo: Path):
+    output = run(repo, "dvc", "exp", "run", "-S", "epochs=2")
+    assert "Running stage 'train'" in output and "Running stage 'demo'" not in output
+    assert json.loads((repo / "metrics/train.json").read_text())["epochs_trained"] == 2
+    diff = run(repo, "dvc", "metrics", "diff")
+    assert "metrics/train.json" in diff and "epochs_trained" in diff
+    table = run(repo, "dvc", "exp", "show", "--csv").splitlines()
+    header = table[0].split(",")
+    assert "epochs" in header and "mean_auroc" in header
+    assert len(table) >= 3  # the workspace, the commit and the experiment
+
+
+def test_plots_show_renders_every_declared_plot(repo: Path):
+    out = repo / "rendered"
+    run(repo, "dvc", "plots", "show", "-o", str(out))
+    html = (out / "index.html").read_text()
+    for plot_id in ("roc", "loss", "val_auroc", "plots/predictions.png"):
+        assert plot_id in html
+    assert html.count("plots/cam/") >= 1
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_every_stage_has_help(stage: str):
+    output = run(REPO, sys.executable, f"stages/{stage}.py", "--help")
+    assert "usage:" in output and "--params" in output
