@@ -16,12 +16,12 @@ def main(params, _args) -> None:
         table_path=cfg.table,
         image_root=cfg.images,
         out_dir=paths.PREPARED_DIR,
-        image_column=cfg.image_column,
-        label_column=cfg.label_column,
-        patient_column=cfg.patient_column,
+        columns=data.resolve_columns(cfg.preset, cfg.image_column, cfg.label_column, cfg.patient_column),
         image_size=params.image_size,
         subset=params.subset,
         seed=params.seed,
+        workers=cfg.workers,
+        max_rejected_fraction=cfg.max_rejected_fraction,
     )
     io.write_json(paths.PREPARE_METRICS, report.as_dict())
     log.info(

@@ -10,17 +10,25 @@ log = logging.getLogger("chexnet.split")
 
 def main(params, _args) -> None:
     index = data.load_index(paths.PREPARED_DIR)
-    index["split"] = splits.patient_split(
-        index,
-        val_fraction=params.split.val_fraction,
-        test_fraction=params.split.test_fraction,
-        seed=params.seed,
-    )
+    cfg = params.split
+    if cfg.method == "official":
+        index["split"] = splits.official_split(
+            index,
+            test_list=cfg.test_list,
+            train_val_list=cfg.train_val_list,
+            val_fraction=cfg.val_fraction,
+            seed=params.seed,
+        )
+    else:
+        index["split"] = splits.patient_split(
+            index, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=params.seed
+        )
     splits.check_no_patient_overlap(index)
     io.write_parquet(paths.SPLIT_FILE, index)
     summary = splits.split_summary(index)
+    summary["method"] = cfg.method
     io.write_json(paths.SPLIT_METRICS, summary)
-    log.info("split: %s", {name: summary[name]["images"] for name in splits.SPLITS})
+    log.info("split (%s): %s", cfg.method, {name: summary[name]["images"] for name in splits.SPLITS})
 
 
 if __name__ == "__main__":

@@ -6,14 +6,17 @@ import pytest
 import torch
 from PIL import Image
 
-from chexnet import data
-from chexnet.labels import LABELS
+from chexnet import data, images
+from chexnet.labels import LABELS, UnknownLabelError
+
+SEED = data.resolve_columns("seed", "", "", "")
 
 
 def _gradient(size=64):
     return np.tile(np.linspace(0, 255, size, dtype=np.float64), (size, 1))
 
 
+# --- decoding ---------------------------------------------------------------------------------------
 def test_every_pixel_format_decodes_to_the_same_gray(tmp_path: Path):
     gray = np.round(_gradient()).astype(np.uint8)
     Image.fromarray(gray, "L").save(tmp_path / "l.png")
@@ -23,114 +26,239 @@ def test_every_pixel_format_decodes_to_the_same_gray(tmp_path: Path):
     Image.fromarray(gray, "L").convert("P").save(tmp_path / "p.png")
     # 12-bit values in a 16-bit container: must be scaled by the real range, not clipped to 255.
     Image.fromarray(np.round(_gradient() / 255 * 4095).astype(np.uint16)).save(tmp_path / "g16.png")
-    reference = data.load_gray(tmp_path / "l.png", 64)
+    reference = images.load_gray(tmp_path / "l.png", 64)
     for name in ["rgb", "rgba", "p", "g16"]:
-        decoded = data.load_gray(tmp_path / f"{name}.png", 64)
+        decoded = images.load_gray(tmp_path / f"{name}.png", 64)
         assert decoded.dtype == np.uint8 and decoded.shape == (64, 64)
         assert np.abs(decoded.astype(int) - reference.astype(int)).max() <= 2, name
     with Image.open(tmp_path / "g16.png") as image:
         assert image.mode.startswith("I")
 
 
+def test_full_range_16_bit_does_not_wrap(tmp_path: Path):
+    values = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    decoded = images.load_gray(tmp_path / "g16.png", 64).astype(int)
+    assert decoded[0, 0] == 0 and decoded[-1, -1] == 255
+    assert (np.diff(decoded.ravel()) >= 0).all()  # monotonic: nothing wrapped around
+
+
 def test_resize_is_antialiased(tmp_path: Path):
     stripes = np.zeros((256, 256), np.uint8)
     stripes[:, ::2] = 255  # 1-pixel stripes: naive subsampling gives all-black or all-white
     Image.fromarray(stripes).save(tmp_path / "s.png")
-    small = data.load_gray(tmp_path / "s.png", 32)
+    small = images.load_gray(tmp_path / "s.png", 32)
     assert 100 < small.mean() < 155 and small.std() < 20
 
 
+# --- finding files ----------------------------------------------------------------------------------
 def test_paths_cannot_leave_the_image_folder(tmp_path: Path):
-    assert data.image_path(tmp_path, "a/b.png") == (tmp_path / "a/b.png").resolve()
-    assert data.image_path(tmp_path, "/etc/passwd") is None
-    assert data.image_path(tmp_path, "../outside.png") is None
-    assert data.image_path(tmp_path, "a/../../outside.png") is None
+    assert images.safe_join(tmp_path, "a/b.png") == (tmp_path / "a/b.png").resolve()
+    assert images.safe_join(tmp_path, "/etc/passwd") is None
+    assert images.safe_join(tmp_path, "../outside.png") is None
+    assert images.safe_join(tmp_path, "a/../../outside.png") is None
 
 
-def _table_with_images(tmp_path: Path) -> pd.DataFrame:
-    images = tmp_path / "images"
-    images.mkdir()
+def test_recursive_index_finds_nih_subfolders_and_rejects_twins(tmp_path: Path):
+    for folder, name in [
+        ("images_001/images", "00000001_000.png"),
+        ("images_012/images", "00030805_000.png"),
+    ]:
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / name).write_bytes(b"x")
+    found = images.index_images(tmp_path)
+    assert found["00030805_000.png"] == tmp_path / "images_012/images/00030805_000.png"
+    assert (
+        images.resolve(tmp_path, "00000001_000.png", found)[0]
+        == tmp_path / "images_001/images/00000001_000.png"
+    )
+    assert images.resolve(tmp_path, "images_001/images/00000001_000.png", found)[0] is not None
+    assert images.resolve(tmp_path, "nope.png", found) == (None, "missing_file")
+    (tmp_path / "images_002").mkdir()
+    (tmp_path / "images_002/00000001_000.png").write_bytes(b"y")
+    with pytest.raises(images.ImageIndexError, match=r"images_001.*images_002|images_002.*images_001"):
+        images.index_images(tmp_path)
+
+
+# --- tables and columns -----------------------------------------------------------------------------
+def test_presets_and_overrides():
+    nih = data.resolve_columns("nih", "", "", "")
+    assert (nih.image, nih.label, nih.patient) == ("Image Index", "Finding Labels", "Patient ID")
+    assert data.resolve_columns("seed", "", "", "").label == "patologia"
+    assert data.resolve_columns("seed", "file", "", "none") == data.Columns("file", "patologia", None)
+    with pytest.raises(data.DataError, match=r"data\.preset"):
+        data.resolve_columns("chexpert", "", "", "")
+
+
+def test_csv_with_empty_trailing_column_parses(tmp_path: Path):
+    path = tmp_path / "Data_Entry_2017.csv"
+    path.write_text("Image Index,Finding Labels,Patient ID,\n00000001_000.png,Cardiomegaly,1,\n")
+    table = data.read_table(path)
+    assert list(table.columns) == ["Image Index", "Finding Labels", "Patient ID"]
+
+
+def test_real_nih_v2020_table_parses_and_binarises(nih_dir: Path):
+    table = data.read_table(nih_dir / "Data_Entry_2017_v2020.csv.gz")
+    assert len(table) == 112_120 and table["Patient ID"].nunique() == 30_805
+    from chexnet.labels import binarize
+
+    counts = dict(zip(LABELS, binarize(table["Finding Labels"]).sum(axis=0), strict=True))
+    assert counts["Infiltration"] == 19_894 and counts["Hernia"] == 227
+
+
+def test_patient_ids_from_nih_file_names():
+    names = pd.Series(["00000001_000.png", "00030805_012.png"])
+    assert list(data.patients_from_file_names(names, "t")) == ["1", "30805"]
+    with pytest.raises(data.DataError, match="patient column"):
+        data.patients_from_file_names(pd.Series(["scan-7.png"]), "t")
+
+
+# --- prepare: the cache and bad input ---------------------------------------------------------------
+def _write(folder: Path, name: str, value: int, size: int = 40) -> None:
+    Image.fromarray(np.full((size, size), value, np.uint8)).save(folder / name)
+
+
+def _good_table(tmp_path: Path, n: int = 6) -> pd.DataFrame:
+    folder = tmp_path / "images"
+    folder.mkdir(exist_ok=True)
     rows = []
-    for i in range(6):
-        name = f"0000000{i}_000.png"
-        Image.fromarray(np.full((40, 40), 20 * i, np.uint8)).save(images / name)
+    for i in range(n):
+        name = f"{i:08d}_000.png"
+        _write(folder, name, (20 * i) % 256)
         rows.append({"imagem": name, "patologia": "Mass" if i % 2 else "No Finding", "paciente_id": i})
-    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    rows += [
-        {"imagem": "missing.png", "patologia": "Nodule", "paciente_id": 7},
-        {"imagem": "broken.png", "patologia": "Nodule", "paciente_id": 8},
-        {"imagem": "../escape.png", "patologia": "Nodule", "paciente_id": 9},
-        {"imagem": "00000001_000.png", "patologia": "Mass", "paciente_id": 1},  # duplicate row
-        {"imagem": "00000009_000.png", "patologia": None, "paciente_id": 10},  # empty label
-    ]
     return pd.DataFrame(rows)
 
 
-def test_prepare_cache_writes_contract_and_counts_rejects(tmp_path: Path):
-    table = _table_with_images(tmp_path)
-    out = tmp_path / "prepared"
-    report = data.prepare_cache(
-        table,
+def _prepare(tmp_path: Path, table: pd.DataFrame, **overrides) -> data.PrepareReport:
+    kwargs = dict(
         table_path="t.parquet",
         image_root=tmp_path / "images",
-        out_dir=out,
-        image_column="imagem",
-        label_column="patologia",
-        patient_column="paciente_id",
+        out_dir=tmp_path / "prepared",
+        columns=SEED,
         image_size=32,
         subset=100,
         seed=0,
+        workers=1,
+        max_rejected_fraction=1.0,
     )
-    assert report.rows_in_table == 11 and report.duplicates_dropped == 1
-    assert report.rejected == {"missing_file": 1, "unreadable": 1, "unsafe_path": 1, "empty_label": 1}
-    assert report.images_written == 6
-    images = np.load(out / data.IMAGES_FILE, mmap_mode="r")
-    assert images.shape == (6, 32, 32) and images.dtype == np.uint8
-    index = data.load_index(out)
+    kwargs.update(overrides)
+    return data.prepare_cache(table, **kwargs)
+
+
+def test_prepare_cache_writes_the_contract(tmp_path: Path):
+    report = _prepare(tmp_path, _good_table(tmp_path))
+    assert report.images_written == 6 and report.rejected == {}
+    cache = np.load(tmp_path / "prepared" / data.IMAGES_FILE, mmap_mode="r")
+    assert cache.shape == (6, 32, 32) and cache.dtype == np.uint8
+    index = data.load_index(tmp_path / "prepared")
     assert list(index.columns) == ["row", "image", "patient", *LABELS]
     assert index["Mass"].sum() == 3
-    # every row of the cache holds the image the index names
-    for row in index.itertuples():
-        expected = 20 * int(row.image[:8])
-        assert abs(int(images[row.row].mean()) - expected) <= 1
-    rejects = pd.read_csv(out / data.REJECTS_FILE)
-    assert set(rejects["reason"]) == {"missing_file", "unreadable", "unsafe_path", "empty_label"}
-    assert not list(out.glob(".*tmp"))  # no temporary files left behind
+    for row in index.itertuples():  # every cache row holds the image the index names
+        assert abs(int(cache[row.row].mean()) - 20 * int(row.image[:8])) <= 1
+    assert not list((tmp_path / "prepared").glob(".*tmp"))  # no temporary files left behind
 
 
-def test_subset_is_seeded(tmp_path: Path):
-    table = _table_with_images(tmp_path).iloc[:6]
-    kwargs = dict(
-        table_path="t",
-        image_root=tmp_path / "images",
-        image_column="imagem",
-        label_column="patologia",
-        patient_column="paciente_id",
-        image_size=16,
-        subset=3,
+@pytest.mark.parametrize(
+    ("reason", "make"),
+    [
+        ("missing_file", lambda folder: None),
+        ("empty_file", lambda folder: (folder / "bad.png").write_bytes(b"")),
+        (
+            "truncated",
+            lambda folder: (folder / "bad.png").write_bytes((folder / "00000001_000.png").read_bytes()[:-40]),
+        ),
+        ("unreadable", lambda folder: (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)),
+        ("unreadable", lambda folder: (folder / "bad.png").write_text("this is a text file, not an image")),
+    ],
+    ids=["missing", "empty", "truncated", "corrupt", "not-an-image"],
+)
+def test_bad_image_files_are_counted_skips(tmp_path: Path, reason: str, make):
+    table = _good_table(tmp_path)
+    big = np.random.default_rng(0).integers(
+        0, 256, (300, 300), dtype=np.uint8
+    )  # big enough to truncate mid-data
+    Image.fromarray(big).save(tmp_path / "images" / "00000001_000.png")
+    make(tmp_path / "images")
+    table = pd.concat(
+        [table, pd.DataFrame([{"imagem": "bad.png", "patologia": "Nodule", "paciente_id": 99}])]
     )
-    data.prepare_cache(table, out_dir=tmp_path / "a", seed=1, **kwargs)
-    data.prepare_cache(table, out_dir=tmp_path / "b", seed=1, **kwargs)
-    data.prepare_cache(table, out_dir=tmp_path / "c", seed=2, **kwargs)
-    a, b, c = (list(data.load_index(tmp_path / x)["image"]) for x in "abc")
-    assert a == b and len(a) == 3 and a != c
+    report = _prepare(tmp_path, table)
+    assert report.rejected == {reason: 1} and report.images_written == 6
+    rejects = pd.read_csv(tmp_path / "prepared" / data.REJECTS_FILE)
+    assert list(rejects["image"]) == ["bad.png"] and list(rejects["table_row"]) == [6]
+
+
+@pytest.mark.parametrize("entry", ["/etc/passwd", "../escape.png", "sub/../../escape.png"])
+def test_paths_outside_the_image_folder_are_rejected(tmp_path: Path, entry: str):
+    _write(tmp_path, "escape.png", 7)  # it exists, outside the image folder: rejected as unsafe, not missing
+    table = pd.concat(
+        [_good_table(tmp_path), pd.DataFrame([{"imagem": entry, "patologia": "Mass", "paciente_id": 9}])]
+    )
+    report = _prepare(tmp_path, table)
+    assert report.rejected == {"unsafe_path": 1}
+
+
+def test_empty_label_cells_are_counted_rejects(tmp_path: Path):
+    table = _good_table(tmp_path)
+    table.loc[1, "patologia"] = None
+    table.loc[2, "patologia"] = "  "
+    report = _prepare(tmp_path, table)
+    assert report.rejected == {"empty_label": 2} and report.images_written == 4
+
+
+def test_duplicate_rows_are_kept_once_and_counted(tmp_path: Path):
+    table = _good_table(tmp_path)
+    table = pd.concat([table, table.iloc[[0, 3]]])
+    report = _prepare(tmp_path, table)
+    assert report.duplicates_dropped == 2 and report.images_written == 6
+
+
+def test_unknown_label_stops_prepare(tmp_path: Path):
+    table = _good_table(tmp_path)
+    table.loc[0, "patologia"] = "Efusion"
+    with pytest.raises(UnknownLabelError, match="'Efusion' ×1"):
+        _prepare(tmp_path, table)
 
 
 def test_missing_column_lists_the_columns_present(tmp_path: Path):
-    table = pd.DataFrame({"imagem": ["a.png"], "Finding Labels": ["Mass"], "paciente_id": [1]})
+    table = _good_table(tmp_path).rename(columns={"patologia": "Finding Labels"})
     with pytest.raises(data.DataError, match=r"no column 'patologia'.*data.label_column.*'Finding Labels'"):
-        data.prepare_cache(
-            table,
-            table_path="t.parquet",
-            image_root=tmp_path,
-            out_dir=tmp_path / "o",
-            image_column="imagem",
-            label_column="patologia",
-            patient_column="paciente_id",
-            image_size=16,
-            subset=10,
-            seed=0,
-        )
+        _prepare(tmp_path, table)
+
+
+def test_too_many_rejects_fail_with_a_clear_message(tmp_path: Path):
+    table = _good_table(tmp_path)
+    table.loc[0, "imagem"] = "gone.png"
+    with pytest.raises(data.DataError, match=r"1 of 6 selected images \(16.7%\).*max_rejected_fraction"):
+        _prepare(tmp_path, table, max_rejected_fraction=0.1)
+    assert (tmp_path / "prepared" / data.REJECTS_FILE).exists()  # written before failing, for inspection
+    assert _prepare(tmp_path, table, max_rejected_fraction=0.2).rejected == {"missing_file": 1}
+
+
+def test_subset_is_seeded(tmp_path: Path):
+    table = _good_table(tmp_path)
+    picks = []
+    for out, seed in [("a", 1), ("b", 1), ("c", 2)]:
+        _prepare(tmp_path, table, out_dir=tmp_path / out, seed=seed, subset=3)
+        picks.append(list(data.load_index(tmp_path / out)["image"]))
+    assert picks[0] == picks[1] and len(picks[0]) == 3 and picks[0] != picks[2]
+
+
+def test_parallel_decoding_writes_the_same_cache(tmp_path: Path):
+    table = _good_table(tmp_path, n=40)
+    (tmp_path / "images" / "00000003_000.png").write_bytes(b"")  # a reject in the middle keeps rows aligned
+    _prepare(tmp_path, table, out_dir=tmp_path / "serial", workers=1)
+    _prepare(tmp_path, table, out_dir=tmp_path / "parallel", workers=2)
+    serial = np.load(tmp_path / "serial" / data.IMAGES_FILE)
+    parallel = np.load(tmp_path / "parallel" / data.IMAGES_FILE)
+    assert serial.shape == (39, 32, 32) and np.array_equal(serial, parallel)
+    assert data.load_index(tmp_path / "serial").equals(data.load_index(tmp_path / "parallel"))
+
+
+def test_patient_ids_from_file_names_when_no_patient_column(tmp_path: Path):
+    table = _good_table(tmp_path).drop(columns=["paciente_id"])
+    _prepare(tmp_path, table, columns=data.resolve_columns("seed", "", "", "none"))
+    assert list(data.load_index(tmp_path / "prepared")["patient"]) == [str(i) for i in range(6)]
 
 
 def test_normalize_batch_matches_the_seeds_transform():

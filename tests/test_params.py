@@ -14,7 +14,7 @@ def test_defaults_are_the_seeds():
         20000,
         "imagenet",
     )
-    assert p.data.label_column == "patologia"
+    assert (p.data.preset, p.data.label_column) == ("seed", "")  # "" = the preset's column, patologia
 
 
 def test_repo_params_yaml_matches_schema_and_defaults():

@@ -16,18 +16,24 @@ Files written by prepare (the contract with later stages):
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+import re
+import struct
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from chexnet import io
 from chexnet.errors import ChexnetError
+from chexnet.images import Decoded, decode_one, index_images, resolve
 from chexnet.labels import LABELS, binarize
 
 log = logging.getLogger(__name__)
@@ -42,8 +48,41 @@ class DataError(ChexnetError, ValueError):
 
 
 # --- the table -----------------------------------------------------------------------------------
+COLUMN_PRESETS: dict[str, dict[str, str]] = {
+    # The seed's gold table (and the demo set, which copies its format).
+    "seed": {"image_column": "imagem", "label_column": "patologia", "patient_column": "paciente_id"},
+    # NIH's Data_Entry_2017.csv and Data_Entry_2017_v2020.csv.
+    "nih": {"image_column": "Image Index", "label_column": "Finding Labels", "patient_column": "Patient ID"},
+}
+NO_PATIENT_COLUMN = "none"  # patient ids come from NIH file names PPPPPPPP_FFF.png
+_NIH_NAME = re.compile(r"^(\d{8})_\d{3}\.png$")
+
+
+@dataclass(frozen=True)
+class Columns:
+    image: str
+    label: str
+    patient: str | None  # None: derive from NIH file names
+
+
+def resolve_columns(preset: str, image_column: str, label_column: str, patient_column: str) -> Columns:
+    """Column names from the preset, each overridden by its own param when that is set."""
+    if preset not in COLUMN_PRESETS:
+        raise DataError(f"params: data.preset must be one of {sorted(COLUMN_PRESETS)}, got {preset!r}")
+    base = COLUMN_PRESETS[preset]
+    patient = patient_column or base["patient_column"]
+    return Columns(
+        image=image_column or base["image_column"],
+        label=label_column or base["label_column"],
+        patient=None if patient == NO_PATIENT_COLUMN else patient,
+    )
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a Parquet or CSV table (by extension; ``.csv.gz`` too)."""
+    """Read a Parquet or CSV table (by extension; ``.csv.gz`` too).
+
+    NIH's original CSV ends every line with a comma; the empty trailing column it makes is dropped.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(
@@ -53,7 +92,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if suffixes.endswith((".parquet", ".pq")):
         return pd.read_parquet(path)
     if ".csv" in suffixes:
-        return pd.read_csv(path)
+        table = pd.read_csv(path)
+        empty_unnamed = [c for c in table.columns if str(c).startswith("Unnamed:") and table[c].isna().all()]
+        return table.drop(columns=empty_unnamed)
     raise DataError(f"table {path}: unknown format {path.suffix!r}; use .parquet or .csv")
 
 
@@ -67,52 +108,17 @@ def require_columns(table: pd.DataFrame, columns: dict[str, str], path: str | Pa
             )
 
 
-def image_path(root: Path, name: str) -> Path | None:
-    """``root / name`` if it stays inside ``root``; ``None`` for absolute paths or ``..`` escapes.
-
-    A path from a table is data, not trusted: it must never reach files outside the image folder.
-    """
-    candidate = Path(name)
-    if candidate.is_absolute() or not name:
-        return None
-    resolved = (root / candidate).resolve()
-    try:
-        resolved.relative_to(root.resolve())
-    except ValueError:
-        return None
-    return resolved
-
-
-# --- decoding -------------------------------------------------------------------------------------
-def to_gray8(image: Image.Image) -> np.ndarray:
-    """Any pixel format seen in chest X-ray PNGs → 8-bit grayscale.
-
-    L as is; RGB/RGBA/LA/P through luminance (alpha dropped); 16-bit and 32-bit grayscale scaled by
-    the image's real value range (a 12-bit image in a 16-bit container must not come out black, and
-    values must not wrap around).
-    """
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
-        if high <= low:
-            return np.zeros(values.shape, np.uint8)
-        return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
-    if image.mode == "L":
-        return np.asarray(image, dtype=np.uint8)
-    if image.mode == "LA":
-        return np.asarray(image.getchannel("L"), dtype=np.uint8)
-    return np.asarray(image.convert("RGB").convert("L"), dtype=np.uint8)
-
-
-def load_gray(path: str | Path, size: int) -> np.ndarray:
-    """Decode an image file and resize it (antialiased) to ``size × size`` 8-bit grayscale."""
-    with Image.open(path) as image:
-        image.load()
-        gray = to_gray8(image)
-    if gray.shape != (size, size):
-        # PIL's bilinear filter widens its support when shrinking, so 1024 → 224 is antialiased.
-        gray = np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR))
-    return gray
+def patients_from_file_names(names: pd.Series, table_path: str | Path) -> pd.Series:
+    """NIH file names ``PPPPPPPP_FFF.png`` carry the patient id; anything else needs a patient column."""
+    matches = names.astype(str).map(lambda name: _NIH_NAME.match(Path(name).name))
+    bad = names[matches.isna()]
+    if len(bad):
+        raise DataError(
+            f"table {table_path}: no patient column is configured (data.patient_column: none) and "
+            f"{len(bad)} image names are not NIH-style PPPPPPPP_FFF.png (e.g. {bad.iloc[0]!r}); "
+            "a patient-level split needs patient ids: set data.patient_column to the column that holds them"
+        )
+    return matches.map(lambda m: str(int(m.group(1))))
 
 
 # --- the prepared cache ---------------------------------------------------------------------------
@@ -124,6 +130,10 @@ class PrepareReport:
     duplicates_dropped: int
     rejected: dict[str, int]
 
+    @property
+    def rejected_total(self) -> int:
+        return int(sum(self.rejected.values()))
+
     def as_dict(self) -> dict[str, object]:
         return {
             "rows_in_table": self.rows_in_table,
@@ -131,8 +141,69 @@ class PrepareReport:
             "images_written": self.images_written,
             "duplicates_dropped": self.duplicates_dropped,
             "rejected": dict(self.rejected),
-            "rejected_total": int(sum(self.rejected.values())),
+            "rejected_total": self.rejected_total,
         }
+
+
+class _Uint8StackWriter:
+    """Writes an ``N × S × S`` uint8 ``.npy`` file row by row, with plain sequential writes.
+
+    Plain writes (not a memory map) keep the process's resident memory flat however large N is. The
+    header is written for the most rows there can be and rewritten, same length, for the rows kept.
+    """
+
+    def __init__(self, path: Path, max_rows: int, size: int):
+        self.path, self.size, self.rows = path, size, 0
+        self.header_length = len(self._header(max_rows))
+        self.file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self.file.write(self._header(max_rows))
+
+    def _header(self, rows: int, length: int | None = None) -> bytes:
+        text = f"{{'descr': '|u1', 'fortran_order': False, 'shape': ({rows}, {self.size}, {self.size}), }}"
+        if length is None:  # pad so that the data starts 64-byte aligned, as numpy writes it
+            length = -(-(10 + len(text) + 1) // 64) * 64
+        text = text.ljust(length - 10 - 1) + "\n"
+        return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode("latin1")
+
+    def append(self, image: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
+        self.rows += 1
+
+    def close(self) -> None:
+        self.file.seek(0)
+        self.file.write(self._header(self.rows, self.header_length))
+        self.file.close()
+
+
+def _bounded(tasks: Iterator[object], slots: threading.BoundedSemaphore) -> Iterator[object]:
+    """Hand tasks to a pool no faster than results are taken (the pool would read them all at once)."""
+    for task in tasks:
+        slots.acquire()
+        yield task
+
+
+def decode_all(tasks: list[tuple[int, str, int]], workers: int) -> Iterator[Decoded]:
+    """Decode in ``workers`` processes (1: in this one), yielding results in task order.
+
+    At most a few hundred decoded images are in flight, so memory stays bounded whatever N is.
+    """
+    if workers <= 1 or len(tasks) < 2:
+        yield from map(decode_one, tasks)
+        return
+    chunk = 8
+    slots = threading.BoundedSemaphore(workers * chunk * 4)
+    # "spawn": decoder processes import only chexnet.images (no torch), and inherit no threads.
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for result in pool.imap(decode_one, _bounded(iter(tasks), slots), chunksize=chunk):
+            slots.release()
+            yield result
+
+
+def default_workers(requested: int) -> int:
+    """0 means every core this process may use."""
+    if requested > 0:
+        return requested
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def prepare_cache(
@@ -141,42 +212,48 @@ def prepare_cache(
     table_path: str | Path,
     image_root: str | Path,
     out_dir: str | Path,
-    image_column: str,
-    label_column: str,
-    patient_column: str,
+    columns: Columns,
     image_size: int,
     subset: int,
     seed: int,
+    workers: int = 1,
+    max_rejected_fraction: float = 1.0,
 ) -> PrepareReport:
-    """Binarise labels, take the seeded subset, decode each image once into the cache under ``out_dir``."""
-    require_columns(
-        table,
-        {"image_column": image_column, "label_column": label_column, "patient_column": patient_column},
-        table_path,
-    )
+    """Binarise labels, take the seeded subset, decode each image once into the cache under ``out_dir``.
+
+    Bad rows are skipped and listed in ``rejects.csv`` by reason; when more than
+    ``max_rejected_fraction`` of the selected rows are rejected, the stage fails (after writing the
+    rejects, so they can be inspected).
+    """
+    needed = {"image_column": columns.image, "label_column": columns.label}
+    if columns.patient is not None:
+        needed["patient_column"] = columns.patient
+    require_columns(table, needed, table_path)
     rows_in_table = len(table)
     table = table.reset_index(drop=True)
     table["table_row"] = np.arange(rows_in_table)
+    table["patient"] = (
+        patients_from_file_names(table[columns.image], table_path)
+        if columns.patient is None
+        else table[columns.patient].astype(str)
+    )
     rejects: list[dict[str, object]] = []
 
-    def reject(rows: pd.DataFrame, reason: str, detail: str) -> None:
-        rejects.extend(
-            {
-                "image": str(r[image_column]),
-                "table_row": int(r["table_row"]),
-                "reason": reason,
-                "detail": detail,
-            }
-            for _, r in rows.iterrows()
-        )
-
-    empty = table[label_column].isna() | (table[label_column].astype(str).str.strip() == "")
-    reject(table[empty], "empty_label", f"column {label_column!r} is empty")
+    empty = table[columns.label].isna() | (table[columns.label].astype(str).str.strip() == "")
+    rejects += [
+        {
+            "image": str(name),
+            "table_row": int(row),
+            "reason": "empty_label",
+            "detail": f"{columns.label!r} is empty",
+        }
+        for name, row in zip(table.loc[empty, columns.image], table.loc[empty, "table_row"], strict=True)
+    ]
     table = table[~empty]
-    duplicated = table.duplicated(subset=[image_column], keep="first")
+    duplicated = table.duplicated(subset=[columns.image], keep="first")
     duplicates_dropped = int(duplicated.sum())
     table = table[~duplicated]
-    labels = binarize(table[label_column].astype(str), column=label_column)
+    labels = binarize(table[columns.label].astype(str), column=columns.label)
 
     n_selected = min(subset, len(table))
     chosen = np.sort(np.random.default_rng(seed).choice(len(table), size=n_selected, replace=False))
@@ -185,71 +262,82 @@ def prepare_cache(
     root = Path(image_root)
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist: set data.images in params.yaml")
+    by_name = index_images(root)
+    names = table[columns.image].astype(str).tolist()
+    table_rows = table["table_row"].tolist()
+    tasks = []
+    for position, name in enumerate(names):
+        path, reason = resolve(root, name, by_name)
+        if path is None:
+            detail = (
+                "absolute or outside the image folder"
+                if reason == "unsafe_path"
+                else f"not found under {root}"
+            )
+            rejects.append(
+                {"image": name, "table_row": int(table_rows[position]), "reason": reason, "detail": detail}
+            )
+        else:
+            tasks.append((position, str(path), image_size))
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     kept: list[int] = []
+    n_workers = default_workers(workers)
+    log.info("decoding %d images with %d process(es) into %s", len(tasks), n_workers, out_dir / IMAGES_FILE)
     with io.atomic_path(out_dir / IMAGES_FILE) as tmp:
-        cache = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=np.uint8, shape=(n_selected, image_size, image_size)
+        writer = _Uint8StackWriter(tmp, len(tasks), image_size)
+        try:
+            results = decode_all(tasks, n_workers)
+            for result in tqdm(results, total=len(tasks), desc="prepare", unit="img", smoothing=0.05):
+                if result.pixels is None:
+                    rejects.append(
+                        {
+                            "image": names[result.position],
+                            "table_row": int(table_rows[result.position]),
+                            "reason": result.reason,
+                            "detail": result.detail,
+                        }
+                    )
+                    continue
+                writer.append(result.pixels)
+                kept.append(result.position)
+        finally:
+            writer.close()
+
+        reject_frame = pd.DataFrame(rejects, columns=["image", "table_row", "reason", "detail"])
+        io.write_csv(out_dir / REJECTS_FILE, reject_frame)
+        report = PrepareReport(
+            rows_in_table=rows_in_table,
+            rows_selected=n_selected,
+            images_written=len(kept),
+            duplicates_dropped=duplicates_dropped,
+            rejected={str(k): int(v) for k, v in reject_frame["reason"].value_counts().items()},
         )
-        names = table[image_column].astype(str).tolist()
-        table_rows = table["table_row"].tolist()
-        for i, name in enumerate(tqdm(names, desc="prepare", unit="img")):
-            path = image_path(root, name)
-            record = {"image": name, "table_row": int(table_rows[i])}
-            if path is None:
-                rejects.append(
-                    record | {"reason": "unsafe_path", "detail": "absolute or outside the image folder"}
+        empty_labels = int(empty.sum())
+        shares = {
+            "selected images": (len(reject_frame) - empty_labels, n_selected),
+            "table rows with an empty label": (empty_labels, rows_in_table),
+        }
+        for what, (count, total) in shares.items():
+            if total and count / total > max_rejected_fraction:
+                raise DataError(
+                    f"{count} of {total} {what} ({count / total:.1%}) were rejected, more than "
+                    f"data.max_rejected_fraction = {max_rejected_fraction:g}: {report.rejected}. "
+                    f"See {out_dir / REJECTS_FILE} for each row and why"
                 )
-                continue
-            if not path.is_file():
-                rejects.append(record | {"reason": "missing_file", "detail": str(path)})
-                continue
-            try:
-                cache[len(kept)] = load_gray(path, image_size)
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-                rejects.append(
-                    record | {"reason": "unreadable", "detail": f"{type(error).__name__}: {error}"}
-                )
-                continue
-            kept.append(i)
-        cache.flush()
-        del cache
-    _shrink_cache(out_dir / IMAGES_FILE, len(kept))
 
     index = pd.DataFrame(
         {
             "row": np.arange(len(kept)),
             "image": np.asarray(names, dtype=object)[kept],
-            "patient": table[patient_column].astype(str).to_numpy()[kept],
+            "patient": table["patient"].to_numpy()[kept],
         }
     )
     for j, label in enumerate(LABELS):
         index[label] = labels[kept, j]
     io.write_parquet(out_dir / INDEX_FILE, index)
-    reject_frame = pd.DataFrame(rejects, columns=["image", "table_row", "reason", "detail"])
-    io.write_csv(out_dir / REJECTS_FILE, reject_frame)
-    return PrepareReport(
-        rows_in_table=rows_in_table,
-        rows_selected=n_selected,
-        images_written=len(kept),
-        duplicates_dropped=duplicates_dropped,
-        rejected=reject_frame["reason"].value_counts().to_dict(),
-    )
-
-
-def _shrink_cache(path: Path, n_kept: int) -> None:
-    """Rewrite the cache without the tail left empty by rejected images (only when some were)."""
-    images = np.load(path, mmap_mode="r")
-    if images.shape[0] == n_kept:
-        return
-    with io.atomic_path(path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n_kept, *images.shape[1:]))
-        for start in range(0, n_kept, 1024):
-            stop = min(start + 1024, n_kept)
-            out[start:stop] = images[start:stop]
-        out.flush()
-        del out
+    return report
 
 
 def load_index(prepared_dir: str | Path) -> pd.DataFrame:

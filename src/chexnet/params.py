@@ -43,18 +43,24 @@ class DataParams:
 
     table: str = "data/demo/table.parquet"
     images: str = "data/demo/images"
-    image_column: str = "imagem"
-    label_column: str = "patologia"
-    patient_column: str = "paciente_id"
+    preset: str = "seed"  # seed | nih: the column names of the seed's table or NIH's Data_Entry CSV
+    image_column: str = ""  # "" = the preset's; set one to override it
+    label_column: str = ""
+    patient_column: str = ""  # "none": patient ids from NIH file names PPPPPPPP_FFF.png
     bbox_table: str = "data/demo/BBox_List.csv"
+    workers: int = 0  # decoder processes for prepare; 0 = every core
+    max_rejected_fraction: float = 0.01  # prepare fails when more images than this share are unusable
 
 
 @dataclass(frozen=True)
 class SplitParams:
-    """Patient-level split fractions (train gets the rest)."""
+    """Patient-level split: stratified at random, or NIH's official lists (train gets the rest)."""
 
+    method: str = "random"  # random | official
     val_fraction: float = 0.1
-    test_fraction: float = 0.2
+    test_fraction: float = 0.2  # random only; official takes test from test_list
+    test_list: str = ""  # official: one image name a line (NIH's test_list.txt, .gz too)
+    train_val_list: str = ""  # official, optional: NIH's train_val_list.txt, to check coverage
 
 
 @dataclass(frozen=True)
@@ -101,12 +107,20 @@ class Params:
                 raise ParamsError(f"params: {key} must be positive, got {value}")
         if not self.lr > 0:
             raise ParamsError(f"params: lr must be positive, got {self.lr}")
+        if self.data.workers < 0:
+            raise ParamsError(f"params: data.workers must be 0 (every core) or more, got {self.data.workers}")
+        if not 0 <= self.data.max_rejected_fraction <= 1:
+            raise ParamsError("params: data.max_rejected_fraction must be in [0, 1]")
         if self.num_workers < 0:
             raise ParamsError(f"params: num_workers must be 0 or more, got {self.num_workers}")
         if self.image_size < 32:
             raise ParamsError(
                 f"params: image_size must be at least 32 for DenseNet121, got {self.image_size}"
             )
+        if self.split.method not in ("random", "official"):
+            raise ParamsError(f"params: split.method must be random or official, got {self.split.method!r}")
+        if self.split.method == "official" and not self.split.test_list:
+            raise ParamsError("params: split.method official needs split.test_list (NIH's test_list.txt)")
         fractions = self.split.val_fraction + self.split.test_fraction
         if not (0 < self.split.val_fraction < 1 and 0 < self.split.test_fraction < 1 and fractions < 1):
             raise ParamsError(

@@ -2,12 +2,17 @@
 
 The seed splits images at random, so one patient's follow-up images land in both train and test and
 the test score measures memorised anatomy, not generalisation. Here whole patients are assigned to one
-split; :func:`check_no_patient_overlap` is asserted by the split stage every time it runs.
+split (stratified across findings, or NIH's official lists); :func:`check_no_patient_overlap` is
+asserted by the split stage every time it runs. Splitting needs only the prepared index, never the
+images, so it can be run and tested on the full NIH metadata alone.
 
 Output contract: ``split.parquet`` = the prepared index plus a ``split`` column (train/val/test).
 """
 
 from __future__ import annotations
+
+import gzip
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,28 +27,112 @@ class LeakageError(ChexnetError, AssertionError):
     """A patient appears in more than one split."""
 
 
-def patient_split(index: pd.DataFrame, *, val_fraction: float, test_fraction: float, seed: int) -> pd.Series:
-    """Assign every image a split so that each patient's images all share one split.
+class SplitError(ChexnetError, ValueError):
+    """The split cannot be made as configured (missing list, images in no list, ...)."""
 
-    Patients are shuffled with ``seed`` and taken in turn into test, then val, until each holds its
-    share of *images*; the rest are train.
+
+def _assign_stratified(
+    positives: np.ndarray, images: np.ndarray, fractions: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Assign groups (patients) to splits so each split gets its share of every label and of images.
+
+    Iterative stratification (Sechidis et al., 2011) on groups: patients are taken rarest finding
+    first, and each goes to the split that still lacks most of that finding (relative to its target),
+    ties going to the split lacking most images. Patients with no finding fill the image shares. Rare
+    findings (NIH's Hernia: 227 images of 110 patients) thus land in every split.
+
+    ``positives``: groups × labels counts; ``images``: images per group; returns a split number per group.
     """
-    per_patient = index.groupby("patient", sort=True).size()
-    order = np.random.default_rng(seed).permutation(len(per_patient))
-    patients = per_patient.index.to_numpy()[order]
-    counts = per_patient.to_numpy()[order]
-    cumulative = np.cumsum(counts) / counts.sum()
-    assignment = np.where(
-        cumulative <= test_fraction,
-        "test",
-        np.where(cumulative <= test_fraction + val_fraction, "val", "train"),
-    )
-    # Small sets can leave test or val empty: give each at least one patient.
-    for name, position in (("test", 0), ("val", 1)):
-        if name not in assignment and len(assignment) > 2:
-            assignment[position] = name
-    split_of = dict(zip(patients, assignment, strict=True))
+    n_groups = len(images)
+    label_totals = positives.sum(axis=0).astype(float)
+    wanted_labels = fractions[:, None] * label_totals[None, :]
+    wanted_images = fractions * images.sum()
+    have_labels = np.zeros_like(wanted_labels)
+    have_images = np.zeros(len(fractions))
+    assignment = np.full(n_groups, -1)
+
+    has_label = positives > 0
+    rarity = np.where(has_label, label_totals[None, :], np.inf)
+    rarest = rarity.argmin(axis=1)
+    rarest_total = rarity.min(axis=1)
+    closed = np.where(fractions > 0, 0.0, -np.inf)  # a split with no share never takes anyone
+    order = np.lexsort((rng.random(n_groups), rarest_total))  # rarest first, random among equals
+    for group in order:
+        image_need = (wanted_images - have_images) / np.maximum(wanted_images, 1e-9) + closed
+        if np.isfinite(rarest_total[group]):
+            label = rarest[group]
+            label_need = (wanted_labels[:, label] - have_labels[:, label]) / np.maximum(
+                wanted_labels[:, label], 1e-9
+            )
+            choice = np.lexsort((rng.random(len(fractions)), -image_need, -(label_need + closed)))[0]
+        else:
+            choice = np.lexsort((rng.random(len(fractions)), -image_need))[0]
+        assignment[group] = choice
+        have_labels[choice] += positives[group]
+        have_images[choice] += images[group]
+    return assignment
+
+
+def patient_split(index: pd.DataFrame, *, val_fraction: float, test_fraction: float, seed: int) -> pd.Series:
+    """Seeded, patient-level train/val/test split, stratified across the 14 findings.
+
+    Every image of a patient gets that patient's split.
+    """
+    fractions = np.array([1 - val_fraction - test_fraction, val_fraction, test_fraction])
+    grouped = index.groupby("patient", sort=True)
+    positives = grouped[list(LABELS)].sum().to_numpy()
+    images = grouped.size().to_numpy()
+    rng = np.random.default_rng(seed)
+    assignment = _assign_stratified(positives, images, fractions, rng)
+    # Tiny sets: give every split that should have patients at least one (taken from the largest).
+    for split in np.flatnonzero(fractions > 0):
+        if not (assignment == split).any() and len(assignment) >= 3:
+            donor = np.bincount(assignment, minlength=len(fractions)).argmax()
+            assignment[rng.choice(np.flatnonzero(assignment == donor))] = split
+    split_of = dict(zip(grouped.size().index, np.asarray(SPLITS)[assignment], strict=True))
     return index["patient"].map(split_of).rename("split")
+
+
+def read_image_list(path: str | Path) -> set[str]:
+    """One image file name a line (NIH's ``test_list.txt`` / ``train_val_list.txt``, ``.gz`` too)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SplitError(f"split list {path} does not exist; set split.test_list (and split.train_val_list)")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return {line.strip() for line in handle if line.strip()}
+
+
+def official_split(
+    index: pd.DataFrame,
+    *,
+    test_list: str | Path,
+    train_val_list: str | Path | None,
+    val_fraction: float,
+    seed: int,
+) -> pd.Series:
+    """NIH's official split: test from ``test_list``; validation carved by patient from train_val.
+
+    ``val_fraction`` is the validation share of all images, as with the random split. With a
+    ``train_val_list``, every image must be in exactly one of the two lists.
+    """
+    names = index["image"].map(lambda name: Path(name).name)
+    in_test = names.isin(read_image_list(test_list))
+    if train_val_list:
+        in_train_val = names.isin(read_image_list(train_val_list))
+        nowhere, both = index["image"][~in_test & ~in_train_val], index["image"][in_test & in_train_val]
+        if len(nowhere) or len(both):
+            raise SplitError(
+                f"official split: {len(nowhere)} images are in neither list (e.g. {list(nowhere[:3])}) and "
+                f"{len(both)} in both (e.g. {list(both[:3])}); check split.test_list and split.train_val_list"
+            )
+    split = pd.Series(np.where(in_test, "test", "train"), index=index.index, name="split", dtype=object)
+    rest = index[~in_test]
+    if len(rest):
+        share_of_rest = min(val_fraction / max(len(rest) / len(index), 1e-9), 0.99)
+        carved = patient_split(rest, val_fraction=share_of_rest, test_fraction=0.0, seed=seed)
+        split[rest.index] = carved
+    return split
 
 
 def check_no_patient_overlap(frame: pd.DataFrame) -> None:

@@ -1,0 +1,134 @@
+"""Finding and decoding image files: path safety, the recursive file-name index, any pixel format.
+
+Kept free of torch so that the prepare stage's decoder processes start fast and stay small.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from chexnet.errors import ChexnetError
+
+
+class ImageIndexError(ChexnetError, ValueError):
+    """The image folder cannot be indexed unambiguously (e.g. one file name in two sub-folders)."""
+
+
+def safe_join(root: Path, name: str) -> Path | None:
+    """``root / name`` if it stays inside ``root``; ``None`` for absolute paths or ``..`` escapes.
+
+    A path from a table is data, not trusted: it must never reach files outside the image folder.
+    """
+    candidate = Path(name)
+    if not name or candidate.is_absolute():
+        return None
+    resolved = (root / candidate).resolve()
+    try:
+        resolved.relative_to(root.resolve())
+    except ValueError:
+        return None
+    return resolved
+
+
+def index_images(root: str | Path) -> dict[str, Path]:
+    """Every file under ``root`` (recursively, e.g. NIH's ``images_001/`` … ``images_012/``) by file name.
+
+    Two files with the same name would make a bare name in the table ambiguous: that is an error
+    naming both, never a silent pick.
+    """
+    root = Path(root)
+    found: dict[str, Path] = {}
+    for folder, subfolders, files in os.walk(root):
+        subfolders.sort()
+        for name in files:
+            if name.startswith("."):
+                continue
+            path = Path(folder) / name
+            if name in found:
+                raise ImageIndexError(
+                    f"two files named {name!r} under {root}: {found[name]} and {path}; "
+                    "remove one, or give paths relative to the image folder in the table"
+                )
+            found[name] = path
+    return found
+
+
+def resolve(root: Path, name: str, by_name: dict[str, Path]) -> tuple[Path | None, str | None]:
+    """Where the table's image entry lives: ``(path, None)`` or ``(None, reason)``.
+
+    A bare file name is looked up in the recursive index; an entry with folders is joined to the root
+    (and must stay inside it).
+    """
+    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        return None, "unsafe_path"
+    if len(Path(name).parts) == 1:
+        path = by_name.get(name)
+        return (path, None) if path is not None else (None, "missing_file")
+    path = safe_join(root, name)
+    if path is None:
+        return None, "unsafe_path"
+    return (path, None) if path.is_file() else (None, "missing_file")
+
+
+def to_gray8(image: Image.Image) -> np.ndarray:
+    """Any pixel format seen in chest X-ray PNGs → 8-bit grayscale.
+
+    L as is; RGB/RGBA/LA/P through luminance (alpha dropped); 16-bit and 32-bit grayscale scaled by
+    the image's real value range (a 12-bit image in a 16-bit container must not come out black, and
+    values must not wrap around).
+    """
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        if high <= low:
+            return np.zeros(values.shape, np.uint8)
+        return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
+    if image.mode == "L":
+        return np.asarray(image, dtype=np.uint8)
+    if image.mode == "LA":
+        return np.asarray(image.getchannel("L"), dtype=np.uint8)
+    return np.asarray(image.convert("RGB").convert("L"), dtype=np.uint8)
+
+
+def load_gray(path: str | Path, size: int) -> np.ndarray:
+    """Decode an image file and resize it (antialiased) to ``size × size`` 8-bit grayscale."""
+    with Image.open(path) as image:
+        image.load()
+        gray = to_gray8(image)
+    if gray.shape != (size, size):
+        # PIL's bilinear filter widens its support when shrinking, so 1024 → 224 is antialiased.
+        gray = np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR))
+    return gray
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One decoder result: the image, or why there is none."""
+
+    position: int
+    pixels: np.ndarray | None
+    reason: str | None = None
+    detail: str = ""
+
+
+def decode_one(task: tuple[int, str, int]) -> Decoded:
+    """Decode ``(position, path, size)``; classify failures as empty, truncated or unreadable files.
+
+    Runs in decoder processes: it never raises for a bad file, it reports it.
+    """
+    position, path, size = task
+    try:
+        if os.path.getsize(path) == 0:
+            return Decoded(position, None, "empty_file", path)
+        return Decoded(position, load_gray(path, size))
+    except FileNotFoundError:
+        return Decoded(position, None, "missing_file", path)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        message = f"{type(error).__name__}: {error}"
+        reason = "truncated" if "truncated" in str(error).lower() else "unreadable"
+        return Decoded(position, None, reason, message)
