@@ -7,7 +7,7 @@ import pandas as pd
 
 from chexnet import figures, io, metrics, paths, training
 from chexnet.cli import run_stage
-from chexnet.data import split_dataset
+from chexnet.dataset import split_dataset
 from chexnet.labels import LABELS
 from chexnet.model import CheXNet, load_checkpoint, resolve_device
 

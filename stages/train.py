@@ -7,7 +7,7 @@ import torch
 
 from chexnet import io, paths, training
 from chexnet.cli import run_stage
-from chexnet.data import split_dataset
+from chexnet.dataset import split_dataset
 from chexnet.model import build_model, resolve_device
 
 log = logging.getLogger("chexnet.train")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from chexnet import data, images
+from chexnet import data, dataset, images
 from chexnet.labels import LABELS, UnknownLabelError
 
 SEED = data.resolve_columns("seed", "", "", "")
@@ -266,8 +266,8 @@ def test_normalize_batch_matches_the_seeds_transform():
 
     gray = np.random.default_rng(0).integers(0, 256, (24, 24), dtype=np.uint8)
     seed_style = transforms.Compose(
-        [transforms.ToTensor(), transforms.Normalize(data.IMAGENET_MEAN, data.IMAGENET_STD)]
+        [transforms.ToTensor(), transforms.Normalize(dataset.IMAGENET_MEAN, dataset.IMAGENET_STD)]
     )
     expected = seed_style(Image.fromarray(gray).convert("RGB"))
-    ours = data.normalize_batch(torch.from_numpy(gray)[None, None], "cpu")[0]
+    ours = dataset.normalize_batch(torch.from_numpy(gray)[None, None], "cpu")[0]
     assert torch.allclose(ours, expected, atol=1e-6)

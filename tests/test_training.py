@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from chexnet import training
-from chexnet.data import CachedImages
+from chexnet.dataset import CachedImages
 from chexnet.model import CheXNet
 
 

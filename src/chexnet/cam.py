@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from torchcam.methods import GradCAMpp
 
-from chexnet.data import normalize_batch
+from chexnet.dataset import normalize_batch
 from chexnet.model import CheXNet, resolve_layer
 
 

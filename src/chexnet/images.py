@@ -1,7 +1,4 @@
-"""Finding and decoding image files: path safety, the recursive file-name index, any pixel format.
-
-Kept free of torch so that the prepare stage's decoder processes start fast and stay small.
-"""
+"""Finding and decoding image files: path safety, the recursive file-name index, any pixel format."""
 
 from __future__ import annotations
 
@@ -119,7 +116,7 @@ class Decoded:
 def decode_one(task: tuple[int, str, int]) -> Decoded:
     """Decode ``(position, path, size)``; classify failures as empty, truncated or unreadable files.
 
-    Runs in decoder processes: it never raises for a bad file, it reports it.
+    Runs in decoder threads: it never raises for a bad file, it reports it.
     """
     position, path, size = task
     try:

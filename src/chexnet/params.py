@@ -48,7 +48,7 @@ class DataParams:
     label_column: str = ""
     patient_column: str = ""  # "none": patient ids from NIH file names PPPPPPPP_FFF.png
     bbox_table: str = "data/demo/BBox_List.csv"
-    workers: int = 0  # decoder processes for prepare; 0 = every core
+    workers: int = 0  # decoder threads for prepare; 0 = every core
     max_rejected_fraction: float = 0.01  # prepare fails when more images than this share are unusable
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from chexnet.data import normalize_batch
+from chexnet.dataset import normalize_batch
 from chexnet.errors import ChexnetError
 from chexnet.metrics import mean_auroc, per_class_auroc
 from chexnet.model import CheXNet

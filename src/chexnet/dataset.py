@@ -1,0 +1,58 @@
+"""Feeding the prepared cache to the model: a Dataset over its rows and on-device normalisation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from chexnet.data import IMAGES_FILE, DataError, label_matrix
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class CachedImages(Dataset):
+    """Rows of the prepared cache as ``(uint8 1×S×S tensor, float 14-vector)``.
+
+    The memory map is opened lazily in each DataLoader worker (a mapped file does not pickle well and
+    each process should map it itself). Normalisation happens on the device, batched, in
+    :func:`normalize_batch`, not per sample in Python.
+    """
+
+    def __init__(self, prepared_dir: str | Path, rows: np.ndarray, labels: np.ndarray):
+        self.path = Path(prepared_dir) / IMAGES_FILE
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.labels = torch.tensor(np.asarray(labels), dtype=torch.float32)
+        self._images: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._images is None:
+            self._images = np.load(self.path, mmap_mode="r")
+        image = torch.from_numpy(np.array(self._images[self.rows[i]]))
+        return image.unsqueeze(0), self.labels[i]
+
+
+def normalize_batch(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """uint8 ``B×1×S×S`` → float ``B×3×S×S`` on ``device``, ImageNet-normalised (the seed's transform).
+
+    Grayscale is repeated to three channels, which is exactly what the seed's ``convert("RGB")`` does.
+    """
+    images = images.to(device, non_blocking=True).float().div_(255.0).expand(-1, 3, -1, -1)
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def split_dataset(prepared_dir: str | Path, split: pd.DataFrame, name: str) -> CachedImages:
+    """The rows of one split (``train``/``val``/``test``) of ``split.parquet`` as a dataset."""
+    part = split[split["split"] == name]
+    if part.empty:
+        raise DataError(f"split {name!r} is empty: use more images or change split fractions in params.yaml")
+    return CachedImages(prepared_dir, part["row"].to_numpy(), label_matrix(part))
