@@ -62,21 +62,36 @@ def main() -> None:
                 write_stubs(list(table["Image Index"]), work / "images", args.stub_size)
         with timed(results, "prepare_s"):
             report = data.prepare_cache(
-                table, table_path="Data_Entry_2017_v2020.csv.gz", image_root=work / "images",
-                out_dir=work / "prepared", columns=data.resolve_columns("nih", "", "", ""),
-                image_size=args.image_size, subset=len(table), seed=42, workers=args.workers,
+                table,
+                table_path="Data_Entry_2017_v2020.csv.gz",
+                image_root=work / "images",
+                out_dir=work / "prepared",
+                columns=data.resolve_columns("nih", "", "", ""),
+                image_size=args.image_size,
+                subset=len(table),
+                seed=42,
+                workers=args.workers,
                 max_rejected_fraction=0.01,
-            )  # fmt: skip
+            )
         with timed(results, "split_s"):
             index = data.load_index(work / "prepared")
             index["split"] = splits.patient_split(index, val_fraction=0.1, test_fraction=0.2, seed=42)
             splits.check_no_patient_overlap(index)
         cache_gb = (work / "prepared" / data.IMAGES_FILE).stat().st_size / 1e9
-        print(json.dumps({
-            "images": report.images_written, "patients": int(index["patient"].nunique()),
-            "image_size": args.image_size, "cache_gb": round(cache_gb, 2), **results,
-            "prepare_images_per_s": round(report.images_written / results["prepare_s"], 1), **peak_rss_mb(),
-        }, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "images": report.images_written,
+                    "patients": int(index["patient"].nunique()),
+                    "image_size": args.image_size,
+                    "cache_gb": round(cache_gb, 2),
+                    **results,
+                    "prepare_images_per_s": round(report.images_written / results["prepare_s"], 1),
+                    **peak_rss_mb(),
+                },
+                indent=2,
+            )
+        )
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

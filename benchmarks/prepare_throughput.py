@@ -70,10 +70,16 @@ def main() -> None:
         table = pd.DataFrame({"imagem": names, "patologia": "No Finding", "paciente_id": range(len(names))})
         started = time.perf_counter()
         data.prepare_cache(
-            table, table_path="bench", image_root=work / "images", out_dir=work / "prepared",
-            columns=data.resolve_columns("seed", "", "", ""), image_size=args.image_size,
-            subset=len(names), seed=0, workers=cores,
-        )  # fmt: skip
+            table,
+            table_path="bench",
+            image_root=work / "images",
+            out_dir=work / "prepared",
+            columns=data.resolve_columns("seed", "", "", ""),
+            image_size=args.image_size,
+            subset=len(names),
+            seed=0,
+            workers=cores,
+        )
         parallel_rate = len(paths) / (time.perf_counter() - started)
         bound = single_rate * cores
         figures = {

@@ -1,56 +1,117 @@
-"""train stage: DenseNet121 with the seed's head, Adam + BCE; writes the model and training metrics."""
+"""train stage: DenseNet121 with the seed's head, Adam + BCE; keeps the best epoch by validation AUROC.
 
+Runs alone or under torchrun (dvc.yaml launches `torchrun --nproc_per_node=<train.processes>`).
+Writes models/chexnet_model.pth, metrics/train.json and dvclive/ (per-epoch curves); resumes from
+<train.checkpoint_dir>/train_checkpoint.pt after an interruption.
+"""
+
+import dataclasses
 import logging
+from pathlib import Path
 
 import pandas as pd
 import torch
 
-from chexnet import io, paths, training
+from chexnet import distributed, io, paths, training
 from chexnet.cli import run_stage
+from chexnet.data import INDEX_FILE
 from chexnet.dataset import split_dataset
-from chexnet.model import build_model, resolve_device
+from chexnet.model import build_model
 
 log = logging.getLogger("chexnet.train")
 
 
 def main(params, _args) -> None:
-    training.seed_everything(params.seed)
-    device = resolve_device(params.device)
-    split = pd.read_parquet(paths.SPLIT_FILE)
+    ctx = distributed.setup(params.device)
+    try:
+        train(params, ctx)
+    finally:
+        distributed.teardown()
 
-    def loader(name: str, shuffle: bool):
-        dataset = split_dataset(paths.PREPARED_DIR, split, name)
-        return training.make_loader(
-            dataset,
-            batch_size=params.batch_size,
-            shuffle=shuffle,
-            seed=params.seed,
-            num_workers=params.num_workers,
-            device=device,
+
+def train(params, ctx: distributed.Context) -> None:
+    training.seed_everything(params.seed)
+    split = pd.read_parquet(paths.SPLIT_FILE)
+    model, pretrained = build_model(params.weights)
+    cfg = params.train
+    options = training.TrainOptions(
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        lr=params.lr,
+        seed=params.seed,
+        num_workers=params.num_workers,
+        amp=cfg.amp,
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
+        hflip=cfg.hflip,
+        pos_weight=cfg.pos_weight,
+        early_stopping_patience=cfg.early_stopping_patience,
+        lr_plateau_patience=cfg.lr_plateau_patience,
+        lr_plateau_factor=cfg.lr_plateau_factor,
+    )
+    # What a checkpoint must match to be resumed (epochs left out: a killed run may be extended).
+    settings = dataclasses.asdict(options) | {"weights": params.weights, "world_size": ctx.world_size}
+    settings.pop("epochs")
+    fingerprint = training.fingerprint(settings, [paths.SPLIT_FILE, paths.PREPARED_DIR / INDEX_FILE])
+    checkpoint = Path(cfg.checkpoint_dir) / paths.CHECKPOINT_NAME
+    if ctx.is_main:
+        log.info(
+            "training on %s × %d process(es), %s weights, amp %s",
+            ctx.device,
+            ctx.world_size,
+            "ImageNet" if pretrained else "random",
+            options.amp,
         )
 
-    model, pretrained = build_model(params.weights)
-    log.info("training on %s, %s weights", device, "ImageNet" if pretrained else "random")
-    history = training.train(
-        model, loader("train", True), loader("val", False), epochs=params.epochs, lr=params.lr, device=device
-    )
+    live = None
+    if ctx.is_main:
+        from dvclive import Live
 
-    io.write_with(paths.MODEL_FILE, lambda tmp: torch.save(model.state_dict(), tmp))
-    rows = [vars(record) for record in history.epochs]
-    io.write_csv(paths.TRAIN_HISTORY, pd.DataFrame(rows))
-    last = history.epochs[-1]
+        # dvcyaml=False: dvc.yaml declares dvclive's files itself; no surprise edits to it.
+        live = Live(dir=str(paths.DVCLIVE_DIR), dvcyaml=False, save_dvc_exp=False)
+
+    def log_epoch(record: training.EpochRecord) -> None:
+        live.log_metric("train/loss", record.train_loss)
+        live.log_metric("val/loss", record.val_loss)
+        if record.val_mean_auroc is not None:
+            live.log_metric("val/mean_auroc", record.val_mean_auroc)
+        live.log_metric("train/lr", record.lr)
+        live.next_step()
+
+    result = training.fit(
+        model,
+        split_dataset(paths.PREPARED_DIR, split, "train"),
+        split_dataset(paths.PREPARED_DIR, split, "val"),
+        options,
+        ctx,
+        checkpoint=checkpoint,
+        run_fingerprint=fingerprint,
+        on_epoch=log_epoch if live else None,
+    )
+    if not ctx.is_main:
+        return
+    live.end()
+    io.write_with(paths.MODEL_FILE, lambda tmp: torch.save(result.best_state, tmp))
+    history = result.history
+    images_per_second = [r.images_per_second for r in history if r.epoch > result.resumed_from_epoch]
     io.write_json(
         paths.TRAIN_METRICS,
         {
             "pretrained": pretrained,
-            "train_device": str(device),
-            "epochs_trained": len(history.epochs),
-            "train_loss": round(last.train_loss, 6),
-            "val_loss": round(last.val_loss, 6),
-            "val_mean_auroc": None if last.val_mean_auroc is None else round(last.val_mean_auroc, 6),
-            "train_images_per_second": round(history.images_seen / max(history.train_seconds, 1e-9), 2),
+            "train_device": f"{ctx.device.type} x{ctx.world_size}",
+            "epochs_trained": len(history),
+            "best_epoch": result.best_epoch,
+            "best_val_mean_auroc": None
+            if result.best_val_mean_auroc is None
+            else round(result.best_val_mean_auroc, 6),
+            "final_train_loss": round(history[-1].train_loss, 6),
+            "final_val_loss": round(history[-1].val_loss, 6),
+            "stopped_early": result.stopped_early,
+            "resumed_from_epoch": result.resumed_from_epoch,
+            "train_images_per_second": round(sum(images_per_second) / max(len(images_per_second), 1), 2),
         },
     )
+    checkpoint.unlink(missing_ok=True)  # finished: the next run with other params starts fresh
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def _finite_in(value, low, high) -> bool:
 def test_repro_writes_model_metrics_plots_and_heat_maps(repo: Path):
     assert (repo / "models/chexnet_model.pth").stat().st_size > 1_000_000
     train = json.loads((repo / "metrics/train.json").read_text())
-    assert train["pretrained"] is False and train["epochs_trained"] == 1 and train["train_loss"] > 0
+    assert train["pretrained"] is False and train["epochs_trained"] == 1 and train["final_train_loss"] > 0
     evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
     assert evaluate["split"] == "test" and _finite_in(evaluate["mean_auroc"], 0, 1)
     for label in LABELS:

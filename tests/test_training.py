@@ -8,6 +8,8 @@ from chexnet import training
 from chexnet.dataset import CachedImages
 from chexnet.model import CheXNet
 
+CPU = torch.device("cpu")
+
 
 def _cache(tmp_path: Path, n=16, size=32) -> CachedImages:
     rng = np.random.default_rng(0)
@@ -18,39 +20,106 @@ def _cache(tmp_path: Path, n=16, size=32) -> CachedImages:
     return CachedImages(tmp_path, np.arange(n), labels)
 
 
-def _run(dataset: CachedImages) -> tuple[CheXNet, training.History]:
+def _fit(
+    dataset: CachedImages, checkpoint: Path | None = None, **overrides
+) -> tuple[CheXNet, training.FitResult]:
     training.seed_everything(7)
     model = CheXNet()
-    device = torch.device("cpu")
-    loader = training.make_loader(dataset, batch_size=8, shuffle=True, seed=7, num_workers=0, device=device)
-    val = training.make_loader(dataset, batch_size=8, shuffle=False, seed=7, num_workers=0, device=device)
-    return model, training.train(model, loader, val, epochs=1, lr=1e-4, device=device)
+    options = training.TrainOptions(**({"epochs": 1, "batch_size": 8, "seed": 7} | overrides))
+    result = training.fit(model, dataset, dataset, options, checkpoint=checkpoint, run_fingerprint="test")
+    return model, result
+
+
+def _same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_same_seed_same_data_same_model(tmp_path: Path):
     dataset = _cache(tmp_path)
-    model_a, history_a = _run(dataset)
-    model_b, history_b = _run(dataset)
-    for (name, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items(), strict=True):
-        assert torch.equal(a, b), name
-    assert history_a.epochs[0].train_loss == history_b.epochs[0].train_loss
-    record = history_a.epochs[0]
+    model_a, result_a = _fit(dataset)
+    model_b, result_b = _fit(dataset)
+    assert _same_weights(model_a.state_dict(), model_b.state_dict())
+    assert result_a.history == [
+        r.__class__(**(vars(r) | {"seconds": s.seconds, "images_per_second": s.images_per_second}))
+        for r, s in zip(result_b.history, result_a.history, strict=True)
+    ]
+    record = result_a.history[0]
     assert np.isfinite(record.train_loss) and np.isfinite(record.val_loss)
     assert record.val_mean_auroc is None or 0.0 <= record.val_mean_auroc <= 1.0
+
+
+def test_resuming_from_a_checkpoint_ends_with_the_same_model(tmp_path: Path):
+    dataset = _cache(tmp_path)
+    uninterrupted, full = _fit(dataset, epochs=3)
+    checkpoint = tmp_path / "ckpt" / "train.pt"
+    _fit(dataset, checkpoint=checkpoint, epochs=1)  # "killed" after epoch 1: its checkpoint is there
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
+    resumed, result = _fit(dataset, checkpoint=checkpoint, epochs=3)
+    assert result.resumed_from_epoch == 2 and [r.epoch for r in result.history] == [1, 2, 3]
+    assert _same_weights(resumed.state_dict(), uninterrupted.state_dict())
+    assert _same_weights(result.best_state, full.best_state)
+
+
+def test_a_checkpoint_for_other_settings_is_not_resumed(tmp_path: Path):
+    dataset = _cache(tmp_path)
+    checkpoint = tmp_path / "train.pt"
+    _fit(dataset, checkpoint=checkpoint, epochs=1)
+    training.seed_everything(7)
+    options = training.TrainOptions(epochs=1, batch_size=8, seed=7)
+    result = training.fit(
+        CheXNet(), dataset, dataset, options, checkpoint=checkpoint, run_fingerprint="other"
+    )
+    assert result.resumed_from_epoch == 0
+
+
+def test_best_epoch_is_kept_and_early_stopping_and_plateau_work(tmp_path: Path, monkeypatch):
+    dataset = _cache(tmp_path)
+    scripted = iter([0.6, 0.7, 0.5, 0.5, 0.5, 0.5, 0.5])  # validation AUROC per epoch: best at epoch 2
+    monkeypatch.setattr(training, "mean_auroc", lambda per_class: next(scripted))
+    model, result = _fit(dataset, epochs=7, lr=1e-4, early_stopping_patience=3, lr_plateau_patience=1)
+    assert result.best_epoch == 2 and result.best_val_mean_auroc == 0.7 and result.stopped_early
+    assert [r.epoch for r in result.history] == [1, 2, 3, 4, 5]
+    assert [r.lr for r in result.history] == pytest.approx([1e-4, 1e-4, 1e-4, 1e-4, 1e-5])
+    assert not _same_weights(result.best_state, model.state_dict())  # epoch 2's weights, not the last
 
 
 def test_non_finite_loss_stops_with_epoch_and_batch(tmp_path: Path):
     dataset = _cache(tmp_path, n=8)
     dataset.labels[:] = float("nan")
     with pytest.raises(training.NonFiniteLossError, match="epoch 1, batch 1"):
-        _run(dataset)
+        _fit(dataset)
 
 
-def test_predict_returns_probabilities_in_loader_order(tmp_path: Path):
+def test_predict_returns_probabilities_in_dataset_order(tmp_path: Path):
     dataset = _cache(tmp_path, n=10)
-    loader = training.make_loader(
-        dataset, batch_size=4, shuffle=False, seed=0, num_workers=0, device=torch.device("cpu")
-    )
-    scores, truth = training.predict(CheXNet(), loader, torch.device("cpu"))
+    loader = training.make_loader(dataset, batch_size=4, shuffle=False, seed=0, num_workers=0, device=CPU)
+    scores, truth = training.predict(CheXNet(), loader, CPU)
     assert scores.shape == (10, 14) and ((scores >= 0) & (scores <= 1)).all()
     assert np.array_equal(truth, dataset.labels.numpy())
+
+
+def test_flips_happen_on_the_device_batch(tmp_path: Path):
+    torch.manual_seed(0)
+    images = torch.arange(16, dtype=torch.uint8).repeat(64, 1, 4, 1)  # 64 × 1 × 4 × 16, asymmetric
+    x = training.prepare_batch(images, CPU, hflip=True, channels_last=False)
+    flipped = [bool(torch.equal(x[i], x[0].flip(-1))) for i in range(64)]
+    assert 10 < sum(flipped) < 54  # about half
+    assert training.prepare_batch(images, CPU, hflip=False, channels_last=True).is_contiguous(
+        memory_format=torch.channels_last
+    )
+
+
+def test_amp_choice():
+    assert training.amp_dtype("auto", CPU) is None and training.amp_dtype("off", CPU) is None
+    assert training.amp_dtype("bf16", CPU) is torch.bfloat16
+    with pytest.raises(training.ChexnetError, match="fp16 needs CUDA"):
+        training.amp_dtype("fp16", CPU)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_mixed_precision_step(tmp_path: Path):
+    dataset = _cache(tmp_path)
+    ctx = training.Context(rank=0, world_size=1, local_rank=0, device=torch.device("cuda"))
+    options = training.TrainOptions(epochs=1, batch_size=8, amp="auto", channels_last=True)
+    result = training.fit(CheXNet(), dataset, dataset, options, ctx)
+    assert np.isfinite(result.history[0].train_loss)

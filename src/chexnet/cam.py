@@ -14,18 +14,7 @@ from matplotlib import colormaps
 from torchcam.methods import GradCAMpp
 
 from chexnet.dataset import normalize_batch
-from chexnet.model import CheXNet, resolve_layer
-
-
-class _LogitsView(torch.nn.Module):
-    """Presents ``model.logits`` as ``forward`` so torchcam backpropagates from pre-sigmoid scores."""
-
-    def __init__(self, model: CheXNet):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.logits(x)
+from chexnet.model import CheXNet, LogitsView, resolve_layer
 
 
 def grad_cam_pp(
@@ -33,7 +22,7 @@ def grad_cam_pp(
 ) -> tuple[np.ndarray, float]:
     """Heat map (float32 in 0..1, the image's size) for one uint8 ``S×S`` image, and the probability."""
     model.eval()
-    wrapper = _LogitsView(model)
+    wrapper = LogitsView(model)  # torchcam backpropagates from the pre-sigmoid scores
     layer = resolve_layer(model, target_layer)
     batch = normalize_batch(torch.from_numpy(np.array(image, dtype=np.uint8))[None, None], device)
     with GradCAMpp(wrapper, target_layer=layer, input_shape=tuple(batch.shape[1:])) as extractor:

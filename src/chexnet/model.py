@@ -54,6 +54,21 @@ class CheXNet(DenseNet):
         return self.classifier[1](self.logits(x))
 
 
+class LogitsView(nn.Module):
+    """``model.logits`` as ``forward``: what DDP, ``torch.compile`` and torchcam wrap and call.
+
+    It owns no parameters of its own (its state_dict is the model's under ``model.``); save the
+    wrapped :class:`CheXNet` itself.
+    """
+
+    def __init__(self, model: CheXNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.logits(x)
+
+
 def hub_weights_path() -> Path:
     """Where torchvision looks for the ImageNet file before downloading it."""
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(IMAGENET_WEIGHTS.url).name

@@ -75,6 +75,24 @@ class ExplainParams:
 
 
 @dataclass(frozen=True)
+class TrainParams:
+    """How to train fast and robustly; the defaults keep the seed's behaviour (no extra tricks)."""
+
+    processes: int = 1  # processes on this machine (torchrun --nproc_per_node), e.g. one per GPU
+    amp: str = (
+        "auto"  # auto (CUDA: bf16 if supported, else fp16 + grad scaler; CPU: fp32) | bf16 | fp16 | off
+    )
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model (CUDA; slow first epoch, faster after)
+    hflip: bool = False  # random horizontal flips, on the device
+    pos_weight: bool = False  # weight positives by negatives/positives per class (class imbalance)
+    early_stopping_patience: int = 0  # 0 = off
+    lr_plateau_patience: int = 0  # 0 = off; else lr *= lr_plateau_factor after this many flat epochs
+    lr_plateau_factor: float = 0.1
+    checkpoint_dir: str = "checkpoints"  # per-epoch resume point; not a DVC output, so it survives a kill
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 42
     epochs: int = 5
@@ -87,6 +105,7 @@ class Params:
     num_workers: int = 0
     demo: DemoParams = field(default_factory=DemoParams)
     data: DataParams = field(default_factory=DataParams)
+    train: TrainParams = field(default_factory=TrainParams)
     split: SplitParams = field(default_factory=SplitParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     explain: ExplainParams = field(default_factory=ExplainParams)
@@ -111,6 +130,10 @@ class Params:
             raise ParamsError(f"params: data.workers must be 0 (every core) or more, got {self.data.workers}")
         if not 0 <= self.data.max_rejected_fraction <= 1:
             raise ParamsError("params: data.max_rejected_fraction must be in [0, 1]")
+        if self.train.processes < 1:
+            raise ParamsError(f"params: train.processes must be 1 or more, got {self.train.processes}")
+        if self.train.amp not in ("auto", "bf16", "fp16", "off"):
+            raise ParamsError(f"params: train.amp must be auto, bf16, fp16 or off, got {self.train.amp!r}")
         if self.num_workers < 0:
             raise ParamsError(f"params: num_workers must be 0 or more, got {self.num_workers}")
         if self.image_size < 32:

@@ -16,7 +16,8 @@ EVALUATE_METRICS = METRICS_DIR / "evaluate.json"
 EXPLAIN_METRICS = METRICS_DIR / "explain.json"
 
 PLOTS_DIR = Path("plots")
-TRAIN_HISTORY = PLOTS_DIR / "train_history.csv"
+DVCLIVE_DIR = Path("dvclive")  # per-epoch train/val loss and val AUROC, logged by dvclive
+CHECKPOINT_NAME = "train_checkpoint.pt"  # inside params train.checkpoint_dir
 ROC_DIR = PLOTS_DIR / "roc"
 PREDICTION_GRID = PLOTS_DIR / "predictions.png"
 CAM_DIR = PLOTS_DIR / "cam"

@@ -1,0 +1,110 @@
+"""The train stage as DVC runs it: under torchrun with 2 CPU processes (gloo), and killed and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from chexnet.labels import LABELS
+from tests.conftest import REPO
+
+STAGE = str(REPO / "stages" / "train.py")
+
+
+def _workdir(root: Path, epochs: int, n: int = 48, size: int = 32) -> Path:
+    """A tiny prepared cache and split, as prepare and split would leave them, plus params.yaml."""
+    rng = np.random.default_rng(0)
+    (root / "data" / "prepared").mkdir(parents=True)
+    labels = (rng.random((n, 14)) < 0.3).astype(np.uint8)
+    images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
+    images[labels[:, 2] == 1, -10:, :] = 255
+    np.save(root / "data" / "prepared" / "images.npy", images)
+    index = pd.DataFrame({"row": np.arange(n), "image": [f"{i:08d}_000.png" for i in range(n)],
+                          "patient": [str(i // 2) for i in range(n)]})  # fmt: skip
+    index[list(LABELS)] = labels
+    index.to_parquet(root / "data" / "prepared" / "index.parquet", index=False)
+    index["split"] = np.where(np.arange(n) // 2 % 4 == 0, "val", "train")
+    index.to_parquet(root / "data" / "split.parquet", index=False)
+    params = {"epochs": epochs, "batch_size": 8, "weights": "none", "device": "cpu", "seed": 3}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def _env() -> dict[str, str]:
+    return os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                         "DVC_NO_ANALYTICS": "1"}  # fmt: skip
+
+
+def _run(cwd: Path, *command: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_torchrun_two_cpu_processes_with_gloo(tmp_path: Path):
+    work = _workdir(tmp_path, epochs=2)
+    _run(work, "torchrun", "--standalone", "--nproc_per_node=2", STAGE)
+    metrics = json.loads((work / "metrics" / "train.json").read_text())
+    assert metrics["train_device"] == "cpu x2" and metrics["epochs_trained"] == 2
+    assert 0 <= metrics["best_val_mean_auroc"] <= 1
+    assert set(_weights(work / "models" / "chexnet_model.pth")) >= {
+        "classifier.0.weight",
+        "features.norm5.weight",
+    }
+    summary = json.loads((work / "dvclive" / "metrics.json").read_text())
+    assert summary["step"] == 1 and "loss" in summary["train"] and "mean_auroc" in summary["val"]
+    assert not (work / "checkpoints" / "train_checkpoint.pt").exists()  # removed once finished
+
+
+def test_killed_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path: Path):
+    epochs = 4
+    reference = _workdir(tmp_path / "reference", epochs=epochs)
+    _run(reference, sys.executable, STAGE)
+
+    work = _workdir(tmp_path / "killed", epochs=epochs)
+    checkpoint = work / "checkpoints" / "train_checkpoint.pt"
+    process = subprocess.Popen([sys.executable, STAGE], cwd=work, env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)  # kill -9, in the middle of epoch 2 (or later)
+    process.wait()
+    assert checkpoint.exists(), "the run ended before it wrote a checkpoint"
+    killed_after = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert killed_after < epochs
+    assert not (work / "models" / "chexnet_model.pth").exists()
+
+    _run(work, sys.executable, STAGE)
+    metrics = json.loads((work / "metrics" / "train.json").read_text())
+    assert metrics["resumed_from_epoch"] == killed_after + 1 and metrics["epochs_trained"] == epochs
+    resumed, uninterrupted = (
+        _weights(work / "models" / "chexnet_model.pth"),
+        _weights(reference / "models" / "chexnet_model.pth"),
+    )
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+    reference_live = (reference / "dvclive" / "plots" / "metrics" / "val" / "loss.tsv").read_text()
+    assert (work / "dvclive" / "plots" / "metrics" / "val" / "loss.tsv").read_text() == reference_live
+
+
+@pytest.mark.parametrize("bad", ["{epochs: 0}", "{train: {amp: fp8}}", "{train: {procesess: 2}}"])
+def test_bad_params_give_one_line_and_exit_1(tmp_path: Path, bad: str):
+    work = _workdir(tmp_path, epochs=1)
+    (work / "params.yaml").write_text(bad)
+    result = subprocess.run([sys.executable, STAGE], cwd=work, env=_env(), capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "params:" in result.stderr
