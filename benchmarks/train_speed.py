@@ -1,0 +1,237 @@
+"""Training speed: our cache loader and train loop against the seed's way, side by side in one run.
+
+1. Loader: images/s of the prepared-cache loader (uint8 memory map, DataLoader workers, pinned memory,
+   normalisation on the device) against a seed-style loader (PIL open, convert RGB, Resize, ToTensor,
+   Normalize per sample) on the same 1024×1024 PNGs, same batch size, same workers. Target ≥ 30×.
+2. Training: images/s of our loop (``training.fit``: cache loader, AMP and channels_last on CUDA) against
+   a seed-style loop (fp32, NCHW, per-sample decode, Sigmoid + BCELoss) on the same data; on CUDA also
+   the model alone on synthetic tensors already on the GPU (the ceiling for our loop with data).
+   Targets on one H100 at 224 px: ≥ 2,500 img/s with data and ≥ 0.9 of the model-alone figure.
+
+    python benchmarks/train_speed.py                       # CPU: 64 px, a few batches
+    python benchmarks/train_speed.py --size 224 --rows 8192 --batch-sizes 32 128 --compile   # a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+from torchvision.models import densenet121
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prepare_throughput import write_images
+
+from chexnet import data, training
+from chexnet.dataset import IMAGENET_MEAN, IMAGENET_STD, CachedImages, normalize_batch
+from chexnet.distributed import Context
+from chexnet.model import CheXNet, LogitsView
+
+
+class SeedStyleImages(Dataset):
+    """The seed's data path: decode the PNG, convert to RGB, resize, to tensor, normalise, per sample."""
+
+    def __init__(self, paths: list[Path], size: int):
+        self.paths = paths
+        self.transform = transforms.Compose(
+            [
+                transforms.Resize((size, size)),
+                transforms.ToTensor(),
+                transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = Image.open(self.paths[i]).convert("RGB")
+        return self.transform(image), torch.zeros(14)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def loader_rate(loader: DataLoader, device: torch.device, normalise: bool, passes: int = 2) -> float:
+    """Images/s delivered to the device, best of ``passes`` full passes (the first warms workers)."""
+    rates = []
+    for _ in range(passes):
+        started, count = time.perf_counter(), 0
+        for images, _labels in loader:
+            batch = normalize_batch(images, device) if normalise else images.to(device, non_blocking=True)
+            count += len(batch)
+        sync(device)
+        rates.append(count / (time.perf_counter() - started))
+    return max(rates)
+
+
+def seed_style_train_rate(loader: DataLoader, device: torch.device, batches: int) -> float:
+    """The seed's loop: fp32, NCHW, Linear → Sigmoid head, BCELoss, Adam; per-sample decode loader."""
+    torch.manual_seed(0)
+    model = densenet121(weights=None)
+    model.classifier = nn.Sequential(nn.Linear(model.classifier.in_features, 14), nn.Sigmoid())
+    model.to(device).train()
+    optimizer, criterion = torch.optim.Adam(model.parameters(), lr=1e-4), nn.BCELoss()
+    count, started = 0, None
+    for step, (images, labels) in enumerate(loader):
+        if step == 1:  # the first batch (worker start, cuDNN set-up) is not timed
+            sync(device)
+            started, count = time.perf_counter(), 0
+        loss = criterion(model(images.to(device)), labels.to(device))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        count += len(images)
+        if step == batches:
+            break
+    sync(device)
+    return count / (time.perf_counter() - started)
+
+
+def model_alone_rate(device: torch.device, size: int, batch: int, steps: int, compile_model: bool) -> float:
+    """Our train step on synthetic tensors already on the device: no data path at all."""
+    torch.manual_seed(0)
+    options = training.TrainOptions()
+    dtype = training.amp_dtype(options.amp, device)
+    model = CheXNet().to(device, memory_format=torch.channels_last)
+    net = torch.compile(LogitsView(model)) if compile_model else LogitsView(model)
+    optimizer, criterion = torch.optim.Adam(model.parameters(), lr=1e-4), nn.BCEWithLogitsLoss()
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    y = (torch.rand(batch, 14, device=device) < 0.2).float()
+    rates = []
+    for step in range(steps + 5):
+        sync(device)
+        started = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = net(x)
+        loss = criterion(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sync(device)
+        if step >= 5:  # warm-up: cuDNN autotuning, compilation
+            rates.append(batch / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def our_train_rate(
+    prepared: Path, rows: int, device: torch.device, batch: int, workers: int, compile_model: bool
+) -> float:
+    """``training.fit`` as the train stage runs it, on a cache of ``rows`` rows; epoch 2's images/s."""
+    cache = np.load(prepared / data.IMAGES_FILE, mmap_mode="r")
+    tiled = np.resize(np.arange(len(cache)), rows)  # repeat the prepared images up to `rows`
+    labels = (np.random.default_rng(0).random((rows, 14)) < 0.2).astype(np.float32)
+    train_set = CachedImages(prepared, tiled, labels)
+    val_set = CachedImages(prepared, tiled[:64], labels[:64])
+    options = training.TrainOptions(epochs=2, batch_size=batch, num_workers=workers, compile=compile_model)
+    ctx = Context(rank=0, world_size=1, local_rank=0, device=device)
+    torch.manual_seed(0)
+    result = training.fit(CheXNet(), train_set, val_set, options, ctx)
+    return result.history[-1].images_per_second
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--size", type=int, default=None, help="training image size (default: 224 on CUDA, 64 on CPU)"
+    )
+    parser.add_argument(
+        "--pngs", type=int, default=None, help="1024×1024 PNGs to generate (default 256 / 96)"
+    )
+    parser.add_argument("--rows", type=int, default=None, help="cache rows for our loop (default 8192 / 256)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32])
+    parser.add_argument(
+        "--workers", type=int, default=None, help="DataLoader workers (default: min(8, cores))"
+    )
+    parser.add_argument("--seed-batches", type=int, default=None, help="timed batches of the seed-style loop")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (largest batch)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    size = args.size or (224 if gpu else 64)
+    pngs, rows = args.pngs or (256 if gpu else 96), args.rows or (8192 if gpu else 256)
+    workers = args.workers if args.workers is not None else min(8, data.default_workers(0))
+    seed_batches = args.seed_batches or (20 if gpu else 3)
+    figures: dict[str, object] = {
+        "device": torch.cuda.get_device_name(device) if gpu else "cpu",
+        "torch": torch.__version__,
+        "size": size,
+        "workers": workers,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+    def record(key: str, value: float) -> None:
+        figures[key] = round(value, 3 if value < 10 else 1)
+        print(f"{key:>44}: {value:10.1f}", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2))
+
+    work = Path(tempfile.mkdtemp(prefix="chexnet-train-speed-"))
+    try:
+        names = write_images(work / "images", pngs)
+        paths = [work / "images" / name for name in names]
+        table = pd.DataFrame({"imagem": names, "patologia": "No Finding", "paciente_id": range(len(names))})
+        prepared = work / "prepared"
+        data.prepare_cache(
+            table,
+            table_path="bench",
+            image_root=work / "images",
+            out_dir=prepared,
+            columns=data.resolve_columns("seed", "", "", ""),
+            image_size=size,
+            subset=len(names),
+            seed=0,
+            workers=0,
+        )
+
+        batch = args.batch_sizes[0]
+        common = dict(batch_size=batch, num_workers=workers, pin_memory=gpu, persistent_workers=workers > 0)
+        seed_loader = DataLoader(SeedStyleImages(paths, size), shuffle=True, **common)
+        cache_set = CachedImages(prepared, np.arange(len(names)), np.zeros((len(names), 14), np.float32))
+        cache_loader = DataLoader(cache_set, shuffle=True, **common)
+        seed_rate = loader_rate(seed_loader, device, normalise=False)
+        cache_rate = loader_rate(cache_loader, device, normalise=True)
+        record(f"loader_seed_style_img_s_b{batch}", seed_rate)
+        record(f"loader_cache_img_s_b{batch}", cache_rate)
+        record("loader_speedup", cache_rate / seed_rate)
+
+        record(f"train_seed_style_img_s_b{batch}", seed_style_train_rate(seed_loader, device, seed_batches))
+        for b in args.batch_sizes:
+            # torch.compile takes minutes: measured at the largest batch size only
+            variants = [False, True] if args.compile and gpu and b == max(args.batch_sizes) else [False]
+            for compiled in variants:
+                tag = f"b{b}" + ("_compiled" if compiled else "")
+                ours = our_train_rate(prepared, rows, device, b, workers, compiled)
+                record(f"train_ours_with_data_img_s_{tag}", ours)
+                if gpu:
+                    alone = model_alone_rate(device, size, b, 30, compiled)
+                    record(f"train_model_alone_img_s_{tag}", alone)
+                    record(f"with_data_over_model_alone_{tag}", ours / alone)
+        print(json.dumps(figures, indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
