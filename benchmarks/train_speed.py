@@ -18,7 +18,6 @@ import argparse
 import json
 import logging
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -104,34 +103,46 @@ def seed_style_train_rate(loader: DataLoader, device: torch.device, batches: int
     return count / (time.perf_counter() - started)
 
 
-def model_alone_rate(device: torch.device, size: int, batch: int, steps: int, compile_model: bool) -> float:
+def model_alone_rate(
+    device: torch.device, size: int, batch: int, steps: int, compile_model: bool, channels_last: bool
+) -> float:
     """Our train step on synthetic tensors already on the device: no data path at all."""
     torch.manual_seed(0)
-    options = training.TrainOptions()
+    options = training.TrainOptions(channels_last=channels_last)
     dtype = training.amp_dtype(options.amp, device)
-    model = CheXNet().to(device, memory_format=torch.channels_last)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model = CheXNet().to(device, memory_format=memory_format)
     net = torch.compile(LogitsView(model)) if compile_model else LogitsView(model)
     optimizer, criterion = torch.optim.Adam(model.parameters(), lr=1e-4), nn.BCEWithLogitsLoss()
-    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
     y = (torch.rand(batch, 14, device=device) < 0.2).float()
-    rates = []
-    for step in range(steps + 5):
-        sync(device)
-        started = time.perf_counter()
+
+    def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = net(x)
         loss = criterion(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        sync(device)
-        if step >= 5:  # warm-up: cuDNN autotuning, compilation
-            rates.append(batch / (time.perf_counter() - started))
-    return statistics.median(rates)
+
+    for _ in range(5):  # warm-up: cuDNN autotuning, compilation
+        step()
+    sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):  # one sync at the end, as in the training loop: the GPU runs ahead
+        step()
+    sync(device)
+    return steps * batch / (time.perf_counter() - started)
 
 
 def our_train_rate(
-    prepared: Path, rows: int, device: torch.device, batch: int, workers: int, compile_model: bool
+    prepared: Path,
+    rows: int,
+    device: torch.device,
+    batch: int,
+    workers: int,
+    compile_model: bool,
+    channels_last: bool,
 ) -> float:
     """``training.fit`` as the train stage runs it, on a cache of ``rows`` rows; epoch 2's images/s."""
     cache = np.load(prepared / data.IMAGES_FILE, mmap_mode="r")
@@ -139,7 +150,9 @@ def our_train_rate(
     labels = (np.random.default_rng(0).random((rows, 14)) < 0.2).astype(np.float32)
     train_set = CachedImages(prepared, tiled, labels)
     val_set = CachedImages(prepared, tiled[:64], labels[:64])
-    options = training.TrainOptions(epochs=2, batch_size=batch, num_workers=workers, compile=compile_model)
+    options = training.TrainOptions(
+        epochs=2, batch_size=batch, num_workers=workers, compile=compile_model, channels_last=channels_last
+    )
     ctx = Context(rank=0, world_size=1, local_rank=0, device=device)
     torch.manual_seed(0)
     result = training.fit(CheXNet(), train_set, val_set, options, ctx)
@@ -164,6 +177,9 @@ def main() -> None:
     )
     parser.add_argument("--seed-batches", type=int, default=None, help="timed batches of the seed-style loop")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (largest batch)")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="our loop in channels_last (train.channels_last)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -208,6 +224,11 @@ def main() -> None:
         batch = args.batch_sizes[0]
         common = dict(batch_size=batch, num_workers=workers, pin_memory=gpu, persistent_workers=workers > 0)
         seed_loader = DataLoader(SeedStyleImages(paths, size), shuffle=True, **common)
+        # The seed-style training loop must outrun its workers' prefetch, or it would time the model only.
+        needed = (seed_batches + 2 + 2 * max(workers, 1)) * batch
+        seed_train_loader = DataLoader(
+            SeedStyleImages(paths * -(-needed // len(paths)), size), shuffle=True, **common
+        )
         cache_set = CachedImages(prepared, np.arange(len(names)), np.zeros((len(names), 14), np.float32))
         cache_loader = DataLoader(cache_set, shuffle=True, **common)
         seed_rate = loader_rate(seed_loader, device, normalise=False)
@@ -216,16 +237,22 @@ def main() -> None:
         record(f"loader_cache_img_s_b{batch}", cache_rate)
         record("loader_speedup", cache_rate / seed_rate)
 
-        record(f"train_seed_style_img_s_b{batch}", seed_style_train_rate(seed_loader, device, seed_batches))
+        record(
+            f"train_seed_style_img_s_b{batch}", seed_style_train_rate(seed_train_loader, device, seed_batches)
+        )
         for b in args.batch_sizes:
             # torch.compile takes minutes: measured at the largest batch size only
             variants = [False, True] if args.compile and gpu and b == max(args.batch_sizes) else [False]
             for compiled in variants:
-                tag = f"b{b}" + ("_compiled" if compiled else "")
-                ours = our_train_rate(prepared, rows, device, b, workers, compiled)
+                tag = (
+                    f"b{b}"
+                    + ("_compiled" if compiled else "")
+                    + ("_channels_last" if args.channels_last else "")
+                )
+                ours = our_train_rate(prepared, rows, device, b, workers, compiled, args.channels_last)
                 record(f"train_ours_with_data_img_s_{tag}", ours)
                 if gpu:
-                    alone = model_alone_rate(device, size, b, 30, compiled)
+                    alone = model_alone_rate(device, size, b, 30, compiled, args.channels_last)
                     record(f"train_model_alone_img_s_{tag}", alone)
                     record(f"with_data_over_model_alone_{tag}", ours / alone)
         print(json.dumps(figures, indent=2))

@@ -82,7 +82,7 @@ class TrainParams:
     amp: str = (
         "auto"  # auto (CUDA: bf16 if supported, else fp16 + grad scaler; CPU: fp32) | bf16 | fp16 | off
     )
-    channels_last: bool = True
+    channels_last: bool = False  # faster on CUDA from batch 128 and on CPU; slower at 32 on CUDA
     compile: bool = False  # torch.compile the model (CUDA; slow first epoch, faster after)
     hflip: bool = False  # random horizontal flips, on the device
     pos_weight: bool = False  # weight positives by negatives/positives per class (class imbalance)

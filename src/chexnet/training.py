@@ -57,7 +57,7 @@ class TrainOptions:
     seed: int = 42
     num_workers: int = 0
     amp: str = "auto"  # auto (CUDA: bf16 if supported else fp16; CPU: off) | bf16 | fp16 | off
-    channels_last: bool = True
+    channels_last: bool = False
     compile: bool = False
     hflip: bool = False
     pos_weight: bool = False
