@@ -4,21 +4,20 @@ from chexnet import metrics
 from chexnet.labels import LABELS
 
 
-def test_auroc_undefined_classes_are_none_with_reason_and_left_out_of_the_mean():
+def test_auroc_undefined_classes_are_none_and_left_out_of_the_mean():
     rng = np.random.default_rng(0)
     truth = (rng.random((40, 14)) < 0.3).astype(np.uint8)
     truth[:, 13] = 0  # Hernia: no positives
     truth[:, 12] = 1  # Pleural_Thickening: no negatives
     scores = np.clip(truth * 0.6 + rng.random((40, 14)) * 0.5, 0, 1)
-    result = metrics.evaluate_scores(truth, scores, 0.5)
-    assert result["auroc"]["Hernia"] is None and result["auroc"]["Pleural_Thickening"] is None
-    assert result["auroc_undefined"] == {
-        "Pleural_Thickening": "no negatives in this split",
-        "Hernia": "no positives in this split",
-    }
-    defined = [v for k, v in result["auroc"].items() if v is not None]
-    assert len(defined) == 12 and result["mean_auroc"] == np.mean(defined)
-    assert set(metrics.roc_points(truth, scores)) == set(LABELS) - {"Hernia", "Pleural_Thickening"}
+    per_class = metrics.per_class_auroc(truth, scores)
+    assert per_class["Hernia"] is None and per_class["Pleural_Thickening"] is None
+    assert metrics.undefined_reason(truth[:, 13]) == "no positives in this split"
+    assert metrics.undefined_reason(truth[:, 12]) == "no negatives in this split"
+    defined = [v for v in per_class.values() if v is not None]
+    assert len(defined) == 12 and metrics.mean_auroc(per_class) == np.mean(defined)
+    expected = set(LABELS) - {"Hernia", "Pleural_Thickening"}
+    assert set(metrics.roc_points(truth, scores)) == expected == set(metrics.pr_points(truth, scores))
 
 
 def test_perfect_and_inverted_scores():

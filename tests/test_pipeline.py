@@ -82,13 +82,19 @@ def test_repro_writes_model_metrics_plots_and_heat_maps(repo: Path):
     train = json.loads((repo / "metrics/train.json").read_text())
     assert train["pretrained"] is False and train["epochs_trained"] == 1 and train["final_train_loss"] > 0
     evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
-    assert evaluate["split"] == "test" and _finite_in(evaluate["mean_auroc"], 0, 1)
+    assert evaluate["split"] == "test"
+    macro = evaluate["auroc"]["macro"]
+    assert _finite_in(macro["value"], 0, 1) and macro["ci_low"] <= macro["value"] <= macro["ci_high"]
     for label in LABELS:
-        value = evaluate["auroc"][label]
-        assert (value is None and label in evaluate["auroc_undefined"]) or _finite_in(value, 0, 1)
-        assert (repo / "plots/roc" / f"{label}.csv").exists()
-    confusion = evaluate["micro_confusion"]
+        entry = evaluate["auroc"][label]
+        assert (entry["value"] is None and entry["undefined"]) or _finite_in(entry["value"], 0, 1)
+        assert (repo / "plots/roc" / f"{label}.csv").exists() and (
+            repo / "plots/pr" / f"{label}.csv"
+        ).exists()
+    confusion = evaluate["at_0.5"]["micro_confusion"]
     assert sum(confusion.values()) == evaluate["images"] * 14
+    assert json.loads((repo / "models/thresholds.json").read_text())["chosen_on"] == "val"
+    assert "## Limits of these numbers" in (repo / "reports/model_card.md").read_text()
     split = json.loads((repo / "metrics/split.json").read_text())
     assert split["patient_overlap"] == 0
     assert sum(split[s]["images"] for s in ("train", "val", "test")) == 60
@@ -112,7 +118,7 @@ def test_evaluate_param_reruns_only_evaluate_and_what_follows(repo: Path):
     assert "Running stage 'evaluate'" in output
     for stage in ("demo", "prepare", "split", "train"):
         assert f"Running stage '{stage}'" not in output
-    assert json.loads((repo / "metrics/evaluate.json").read_text())["threshold"] == 0.4
+    assert json.loads((repo / "metrics/evaluate.json").read_text())["at_0.5"]["threshold"] == 0.4
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "threshold 0.4")
 
@@ -123,9 +129,10 @@ def test_exp_run_set_param_and_metrics_diff(repo: Path):
     assert json.loads((repo / "metrics/train.json").read_text())["epochs_trained"] == 2
     diff = run(repo, "dvc", "metrics", "diff")
     assert "metrics/train.json" in diff and "epochs_trained" in diff
+    assert "auroc.macro.value" in diff and "auroc.macro.ci_low" in diff  # AUROC changes with their intervals
     table = run(repo, "dvc", "exp", "show", "--csv").splitlines()
     header = table[0].split(",")
-    assert "epochs" in header and "mean_auroc" in header
+    assert "epochs" in header and "auroc.macro.value" in header
     assert len(table) >= 3  # the workspace, the commit and the experiment
 
 
@@ -133,7 +140,16 @@ def test_plots_show_renders_every_declared_plot(repo: Path):
     out = repo / "rendered"
     run(repo, "dvc", "plots", "show", "-o", str(out))
     html = (out / "index.html").read_text()
-    for plot_id in ("roc", "loss", "val_auroc", "plots/predictions.png"):
+    for plot_id in (
+        "roc",
+        "pr",
+        "calibration",
+        "loss",
+        "val_auroc",
+        "plots/predictions.png",
+        "plots/confusion.png",
+        "plots/reliability.png",
+    ):
         assert plot_id in html
     assert html.count("plots/cam/") >= 1
 

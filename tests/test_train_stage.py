@@ -10,35 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
-import yaml
 
-from chexnet.labels import LABELS
 from tests.conftest import REPO
+from tests.conftest import make_workdir as _workdir
 
 STAGE = str(REPO / "stages" / "train.py")
-
-
-def _workdir(root: Path, epochs: int, n: int = 48, size: int = 32) -> Path:
-    """A tiny prepared cache and split, as prepare and split would leave them, plus params.yaml."""
-    rng = np.random.default_rng(0)
-    (root / "data" / "prepared").mkdir(parents=True)
-    labels = (rng.random((n, 14)) < 0.3).astype(np.uint8)
-    images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
-    images[labels[:, 2] == 1, -10:, :] = 255
-    np.save(root / "data" / "prepared" / "images.npy", images)
-    index = pd.DataFrame({"row": np.arange(n), "image": [f"{i:08d}_000.png" for i in range(n)],
-                          "patient": [str(i // 2) for i in range(n)]})  # fmt: skip
-    index[list(LABELS)] = labels
-    index.to_parquet(root / "data" / "prepared" / "index.parquet", index=False)
-    index["split"] = np.where(np.arange(n) // 2 % 4 == 0, "val", "train")
-    index.to_parquet(root / "data" / "split.parquet", index=False)
-    params = {"epochs": epochs, "batch_size": 8, "weights": "none", "device": "cpu", "seed": 3}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return root
 
 
 def _env() -> dict[str, str]:

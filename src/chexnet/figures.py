@@ -24,28 +24,28 @@ def prediction_grid(
     path: str | Path,
     images: np.ndarray,
     truth: np.ndarray,
-    scores: np.ndarray,
+    predicted: np.ndarray,
     titles: list[str],
-    threshold: float,
+    rule: str,
 ) -> Path:
-    """The seed's picture grid: each test image with its true and predicted labels."""
+    """The seed's picture grid: each test image with its true and predicted (0/1) labels."""
     n = len(images)
     cols = min(4, max(n, 1))
     rows = max(1, math.ceil(n / cols))
     figure, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4.6 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, image, true_row, score_row, title in zip(
-        axes.ravel(), images, truth, scores, titles, strict=False
+    for ax, image, true_row, pred_row, title in zip(
+        axes.ravel(), images, truth, predicted, titles, strict=False
     ):
-        predicted = score_row >= threshold
+        correct = np.array_equal(np.asarray(pred_row, bool), np.asarray(true_row, bool))
         ax.imshow(image, cmap="gray", vmin=0, vmax=255)
         ax.set_title(
-            f"{title}\ntrue: {_names(true_row)}\npred: {_names(predicted)}",
+            f"{title}\ntrue: {_names(true_row)}\npred: {_names(pred_row)}",
             fontsize=7,
-            color="darkgreen" if np.array_equal(predicted, true_row.astype(bool)) else "darkred",
+            color="darkgreen" if correct else "darkred",
         )
-    figure.suptitle(f"Test images: true vs predicted labels (threshold {threshold:g})")
+    figure.suptitle(f"Test images: true vs predicted labels, {rule}")
     figure.tight_layout(rect=(0, 0, 1, 0.97))
     return io.save_figure(path, figure, dpi=80)
 
@@ -61,4 +61,50 @@ def cam_figure(path: str | Path, image: np.ndarray, blended: np.ndarray, title: 
         ax.axis("off")
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
+    return io.save_figure(path, figure, dpi=80)
+
+
+def confusion_grid(path: str | Path, points: dict[str, dict], title: str) -> Path:
+    """Per-class 2×2 confusion matrices (rows: truth, columns: prediction) in one figure."""
+    figure, axes = plt.subplots(3, 5, figsize=(15, 9.5))
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, label in zip(axes.ravel(), LABELS, strict=False):
+        p = points[label]
+        matrix = np.array([[p["tn"], p["fp"]], [p["fn"], p["tp"]]])
+        ax.axis("on")
+        ax.imshow(matrix / max(matrix.sum(), 1), cmap="Blues", vmin=0, vmax=1)
+        for (row, col), count in np.ndenumerate(matrix):
+            ax.text(col, row, str(count), ha="center", va="center", fontsize=10)
+        ax.set_xticks([0, 1], ["pred −", "pred +"], fontsize=7)
+        ax.set_yticks([0, 1], ["true −", "true +"], fontsize=7)
+        ax.set_title(f"{label}\nthreshold {p['threshold']:.3f}", fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0, 1, 0.96))
+    return io.save_figure(path, figure, dpi=80)
+
+
+def reliability_diagram(
+    path: str | Path,
+    overall: list[dict[str, float]],
+    per_class: dict[str, list[dict[str, float]]],
+    ece: float,
+) -> Path:
+    """Observed frequency against mean predicted probability per bin: overall, then per class."""
+    figure, axes = plt.subplots(3, 5, figsize=(15, 9.5))
+    curves = [("all findings", overall, ece), *((label, per_class[label], None) for label in LABELS)]
+    for ax, (name, points, value) in zip(axes.ravel(), curves, strict=False):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8)
+        if points:
+            ax.plot(
+                [p["predicted"] for p in points], [p["observed"] for p in points], marker="o", markersize=3
+            )
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(name if value is None else f"{name} (ECE {value:.3f})", fontsize=8)
+        ax.tick_params(labelsize=6)
+    figure.supxlabel("mean predicted probability")
+    figure.supylabel("observed frequency")
+    figure.suptitle("Reliability diagram (test split)")
+    figure.tight_layout(rect=(0, 0, 1, 0.96))
     return io.save_figure(path, figure, dpi=80)

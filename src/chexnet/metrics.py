@@ -7,7 +7,13 @@ the reason, and left out of the mean, never scored as 0.5 or NaN silently.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import classification_report, confusion_matrix, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    classification_report,
+    confusion_matrix,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 
 from chexnet.labels import LABELS
 
@@ -63,22 +69,17 @@ def report(truth: np.ndarray, predicted: np.ndarray) -> tuple[dict[str, object],
     return as_dict, as_text
 
 
-def evaluate_scores(truth: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, object]:
-    """The evaluate stage's headline metrics: per-class and mean AUROC, micro confusion, F1 summary."""
-    per_class = per_class_auroc(truth, scores)
-    predicted = (scores >= threshold).astype(np.uint8)
-    as_dict, _ = report(truth, predicted)
-    return {
-        "images": len(truth),
-        "threshold": threshold,
-        "mean_auroc": mean_auroc(per_class),
-        "auroc": per_class,
-        "auroc_undefined": {
-            label: reason
-            for j, label in enumerate(LABELS)
-            if (reason := undefined_reason(truth[:, j])) is not None
-        },
-        "micro_confusion": micro_confusion(truth, predicted),
-        "micro_f1": float(as_dict["micro avg"]["f1-score"]),
-        "macro_f1": float(as_dict["macro avg"]["f1-score"]),
-    }
+def pr_points(truth: np.ndarray, scores: np.ndarray) -> dict[str, dict[str, list[float]]]:
+    """Precision-recall curve points per defined class: ``{label: {"recall", "precision", "threshold"}}``."""
+    curves = {}
+    for j, label in enumerate(LABELS):
+        if undefined_reason(truth[:, j]):
+            continue
+        precision, recall, thresholds = precision_recall_curve(truth[:, j], scores[:, j])
+        # sklearn gives one threshold fewer than points (the last point, recall 0, has none)
+        curves[label] = {
+            "recall": recall.tolist(),
+            "precision": precision.tolist(),
+            "threshold": [*thresholds.tolist(), 1.0],
+        }
+    return curves

@@ -65,7 +65,12 @@ class SplitParams:
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    threshold: float = 0.5  # the seed's decision threshold for the classification report
+    threshold: float = 0.5  # the seed's threshold, reported beside the validation-chosen ones
+    threshold_method: str = "youden"  # youden | max_f1: how per-class thresholds are chosen on validation
+    bootstrap_resamples: int = 1000  # patient-level resamples for confidence intervals
+    ci_level: float = 0.95
+    calibration_bins: int = 10
+    tta: str = "none"  # none | hflip | tencrop: test-time augmentation
     grid_images: int = 16  # test images in the prediction picture grid
 
 
@@ -154,6 +159,14 @@ class Params:
             raise ParamsError("params: demo.n_images must be at least demo.n_patients (one image each)")
         if not 0 <= self.demo.no_finding_fraction < 1:
             raise ParamsError("params: demo.no_finding_fraction must be in [0, 1)")
+        if self.evaluate.threshold_method not in ("youden", "max_f1"):
+            raise ParamsError("params: evaluate.threshold_method must be youden or max_f1")
+        if self.evaluate.tta not in ("none", "hflip", "tencrop"):
+            raise ParamsError("params: evaluate.tta must be none, hflip or tencrop")
+        if self.evaluate.bootstrap_resamples < 1 or not 0 < self.evaluate.ci_level < 1:
+            raise ParamsError(
+                "params: evaluate.bootstrap_resamples must be ≥ 1 and evaluate.ci_level in (0, 1)"
+            )
         if not 0 < self.evaluate.threshold < 1:
             raise ParamsError(f"params: evaluate.threshold must be in (0, 1), got {self.evaluate.threshold}")
 

@@ -37,12 +37,13 @@ from chexnet import io
 from chexnet.dataset import CachedImages, normalize_batch
 from chexnet.distributed import Context, barrier, gather_rows, sum_all
 from chexnet.errors import ChexnetError
+from chexnet.evaluation import tta_views
 from chexnet.metrics import mean_auroc, per_class_auroc
 from chexnet.model import CheXNet, LogitsView
 
 log = logging.getLogger(__name__)
 SINGLE = Context(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-_CHECK_EVERY = 20  # batches between host syncs (loss shown, finiteness checked)
+_CHECK_EVERY_CUDA = 20  # batches between host syncs on a GPU (loss shown, finiteness checked)
 
 
 class NonFiniteLossError(ChexnetError, RuntimeError):
@@ -157,13 +158,15 @@ def _predict(
     dtype: torch.dtype | None,
     channels_last: bool,
     desc: str,
+    tta: str = "none",
 ) -> tuple[np.ndarray, np.ndarray]:
     net.eval()
     scores, truth = [], []
     for images, labels in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not ctx.is_main):
         x = prepare_batch(images, ctx.device, hflip=False, channels_last=channels_last)
         with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
-            scores.append(torch.sigmoid(net(x).float()).cpu())
+            views = [torch.sigmoid(net(view).float()) for view in tta_views(x, tta)]
+        scores.append(torch.stack(views).mean(dim=0).cpu())
         truth.append(labels)
     order = torch.as_tensor(list(iter(loader.sampler)), dtype=torch.long)
     total = len(loader.dataset)
@@ -173,11 +176,14 @@ def _predict(
 
 
 def predict(
-    model: CheXNet, loader: DataLoader, device: torch.device, desc: str = "predict"
+    model: CheXNet, loader: DataLoader, device: torch.device, desc: str = "predict", tta: str = "none"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and labels for every sample of ``loader``, in dataset order (one process, fp32)."""
+    """Probabilities and labels for every sample of ``loader``, in dataset order (one process, fp32).
+
+    ``tta``: average the probabilities over test-time views (``evaluation.tta_views``).
+    """
     ctx = Context(rank=0, world_size=1, local_rank=0, device=device)
-    return _predict(LogitsView(model.to(device)), loader, ctx, None, False, desc)
+    return _predict(LogitsView(model.to(device)), loader, ctx, None, False, desc, tta)
 
 
 def _bce(scores: np.ndarray, truth: np.ndarray) -> float:
@@ -306,6 +312,7 @@ def fit(
         total = torch.zeros((), device=device, dtype=torch.float64)
         first_bad = torch.full((), -1, device=device, dtype=torch.long)
         count = 0
+        check_every = _CHECK_EVERY_CUDA if device.type == "cuda" else 1  # a CPU loses nothing by syncing
         bar = tqdm(
             train_loader, desc=f"epoch {epoch}/{options.epochs}", unit="batch", disable=not ctx.is_main
         )
@@ -323,7 +330,7 @@ def fit(
             total += detached * len(labels)
             count += len(labels)
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), batch, first_bad)
-            if batch % _CHECK_EVERY == 0 or batch == len(train_loader):
+            if batch % check_every == 0 or batch == len(train_loader):
                 _stop_if_non_finite(first_bad, epoch)  # one host sync every few batches, not every one
                 bar.set_postfix(loss=f"{detached.item():.4f}")
         loss_sum, seen = sum_all(ctx, total.item(), float(count))

@@ -1,0 +1,203 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import norm
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from chexnet import bootstrap, evaluation
+from chexnet.labels import LABELS
+from chexnet.model import CheXNet
+from tests.conftest import REPO, make_workdir
+
+
+def test_weighted_auroc_and_ap_match_scikit_learn_with_ties():
+    rng = np.random.default_rng(0)
+    y = (rng.random(300) < 0.3).astype(int)
+    s = np.round(rng.random(300) + 0.5 * y, 1)  # coarse scores: many ties
+    w = rng.integers(0, 3, (5, 300)).astype(float)
+    auroc, ap = bootstrap.weighted_auroc_ap(y, s, w)
+    for i in range(5):
+        assert auroc[i] == pytest.approx(roc_auc_score(y, s, sample_weight=w[i]))
+        assert ap[i] == pytest.approx(average_precision_score(y, s, sample_weight=w[i]))
+
+
+def test_bootstrap_interval_covers_the_true_auroc_of_a_known_separation():
+    """Scores N(0,1) for negatives and N(1,1) for positives: true AUROC = Φ(1/√2) = 0.760."""
+    rng = np.random.default_rng(1)
+    patients = np.repeat(np.arange(400), 2)
+    truth = np.zeros((800, 14), np.uint8)
+    truth[:, :] = (rng.random((400, 14)) < 0.3).repeat(2, axis=0)  # a patient's two images agree
+    scores = truth + rng.normal(0, 1, truth.shape)
+    result = bootstrap.bootstrap_metrics(truth, scores, patients, resamples=1000, seed=0)
+    true_auroc = norm.cdf(1 / np.sqrt(2))
+    covered = [
+        result["auroc"][label].ci_low <= true_auroc <= result["auroc"][label].ci_high for label in LABELS
+    ]
+    assert sum(covered) >= 12  # a 95% interval misses now and then; 14 of 14 is not guaranteed
+    macro = result["auroc"]["macro"]
+    assert macro.ci_low < true_auroc < macro.ci_high and macro.ci_high - macro.ci_low < 0.05
+    assert 0 < result["average_precision"]["macro"].value < 1
+
+
+def test_patient_resampling_widens_intervals_for_correlated_images():
+    rng = np.random.default_rng(2)
+    patients = np.repeat(np.arange(60), 10)  # 10 near-identical images per patient
+    per_patient = (rng.random((60, 14)) < 0.4).astype(np.uint8)
+    truth = per_patient.repeat(10, axis=0)
+    scores = (per_patient + rng.normal(0, 1, (60, 14))).repeat(10, axis=0) + rng.normal(0, 0.01, (600, 14))
+    by_patient = bootstrap.bootstrap_metrics(truth, scores, patients, resamples=300, seed=0)["auroc"]["macro"]
+    by_image = bootstrap.bootstrap_metrics(truth, scores, np.arange(600), resamples=300, seed=0)["auroc"][
+        "macro"
+    ]
+    assert (by_patient.ci_high - by_patient.ci_low) > 2 * (by_image.ci_high - by_image.ci_low)
+
+
+def test_undefined_classes_are_reported_with_the_reason_never_as_numbers():
+    rng = np.random.default_rng(3)
+    truth = (rng.random((50, 14)) < 0.3).astype(np.uint8)
+    truth[:, 13] = 0
+    truth[:, 0] = 1
+    result = bootstrap.bootstrap_metrics(truth, rng.random((50, 14)), np.arange(50), resamples=50, seed=0)
+    assert result["auroc"]["Hernia"].as_dict() == {
+        "value": None,
+        "ci_low": None,
+        "ci_high": None,
+        "undefined": "no positives in this split",
+    }
+    assert result["average_precision"]["Atelectasis"].undefined == "no negatives in this split"
+    assert result["auroc"]["macro"].value is not None
+
+
+def test_thresholds_youden_and_max_f1_on_a_separable_class():
+    truth = np.zeros((8, 14), np.uint8)
+    truth[4:] = 1
+    scores = np.tile(np.linspace(0.1, 0.8, 8)[:, None], (1, 14))
+    thresholds, fallbacks = evaluation.choose_thresholds(truth, scores, "youden")
+    assert thresholds["Mass"] == pytest.approx(0.5) and not fallbacks  # first positive's score
+    assert evaluation.choose_thresholds(truth, scores, "max_f1")[0]["Mass"] == pytest.approx(0.5)
+    truth[:, 13] = 0
+    thresholds, fallbacks = evaluation.choose_thresholds(truth, scores, "youden")
+    assert thresholds["Hernia"] == 0.5 and "no positives" in fallbacks["Hernia"]
+
+
+def test_operating_points_and_calibration():
+    truth = np.array([[1], [1], [0], [0]]).repeat(14, axis=1)
+    scores = np.array([[0.9], [0.4], [0.6], [0.1]]).repeat(14, axis=1)
+    point = evaluation.operating_points(truth, scores, dict.fromkeys(LABELS, 0.5))["Edema"]
+    assert (point["tp"], point["fp"], point["fn"], point["tn"]) == (1, 1, 1, 1)
+    assert point["sensitivity"] == point["specificity"] == point["ppv"] == point["f1"] == 0.5
+    rng = np.random.default_rng(4)
+    p = rng.random(200_000)
+    calibrated = (rng.random(200_000) < p).astype(int)
+    assert evaluation.reliability(calibrated, p)[0] < 0.01
+    overconfident = (rng.random(200_000) < 0.5).astype(int)
+    ece, points = evaluation.reliability(overconfident, np.where(p < 0.5, 0.0, 1.0))
+    assert ece == pytest.approx(0.5, abs=0.01) and len(points) == 2
+
+
+def test_tta_views():
+    batch = torch.randn(2, 3, 224, 224)
+    assert len(evaluation.tta_views(batch, "none")) == 1
+    flipped = evaluation.tta_views(batch, "hflip")
+    assert torch.equal(flipped[1], batch.flip(-1))
+    crops = evaluation.tta_views(batch, "tencrop")
+    assert len(crops) == 10 and all(c.shape == batch.shape for c in crops)
+
+
+def _evaluate(work: Path) -> subprocess.CompletedProcess:
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "stages" / "evaluate.py")],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture
+def evaluated(tmp_path: Path) -> Path:
+    """The evaluate stage run on a tiny set with a random model, as the pipeline leaves things."""
+    work = make_workdir(tmp_path / "work", epochs=1)
+    (work / "params.yaml").write_text("weights: none\ndevice: cpu\nevaluate: {bootstrap_resamples: 200}\n")
+    torch.manual_seed(0)
+    (work / "models").mkdir()
+    torch.save(CheXNet().state_dict(), work / "models" / "chexnet_model.pth")
+    metrics = work / "metrics"
+    metrics.mkdir()
+    prepare = {
+        "rows_in_table": 48,
+        "rows_selected": 48,
+        "images_written": 48,
+        "duplicates_dropped": 0,
+        "rejected": {},
+        "rejected_total": 0,
+    }
+    (metrics / "prepare.json").write_text(json.dumps(prepare))
+    split = pd.read_parquet(work / "data" / "split.parquet")
+    summary = {}
+    for name in ("train", "val", "test"):
+        part = split[split["split"] == name]
+        positives = {label: int(part[label].sum()) for label in LABELS}
+        summary[name] = {
+            "images": len(part),
+            "patients": int(part["patient"].nunique()),
+            "positives": positives,
+        }
+    (metrics / "split.json").write_text(json.dumps(summary | {"method": "random"}))
+    (metrics / "train.json").write_text(
+        json.dumps({"pretrained": False, "best_epoch": 1, "epochs_trained": 1})
+    )
+    result = _evaluate(work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work
+
+
+def test_evaluate_stage_writes_metrics_with_intervals_thresholds_plots_and_model_card(evaluated: Path):
+    summary = json.loads((evaluated / "metrics" / "evaluate.json").read_text())
+    assert summary["split"] == "test" and summary["bootstrap"]["unit"] == "patient"
+    for key in ("macro", "micro", *LABELS):
+        entry = summary["auroc"][key]
+        assert entry["value"] is None or entry["ci_low"] <= entry["value"] <= entry["ci_high"], key
+    assert set(summary["at_thresholds"]["per_class"]) == set(LABELS)
+    thresholds = json.loads((evaluated / "models" / "thresholds.json").read_text())
+    assert thresholds["chosen_on"] == "val" and set(thresholds["thresholds"]) == set(LABELS)
+    for name in ("roc", "pr"):
+        assert len(list((evaluated / "plots" / name).glob("*.csv"))) == 14
+    for png in ("predictions.png", "confusion.png", "reliability.png"):
+        assert (evaluated / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+    card = (evaluated / "reports" / "model_card.md").read_text()
+    headings = [
+        "## Model",
+        "## Data",
+        "## Split",
+        "## Performance on the test split",
+        "## Operating thresholds",
+    ]
+    for heading in [*headings, "## Calibration", "## Limits of these numbers"]:
+        assert heading in card
+    assert "0.8094" in card and "Random initialisation" in card
+    report = (evaluated / "reports" / "classification_report.txt").read_text()
+    assert "chosen on validation" in report and "threshold 0.5" in report
+
+
+def test_thresholds_never_look_at_test_labels(evaluated: Path):
+    before = (evaluated / "models" / "thresholds.json").read_text()
+    auroc_before = json.loads((evaluated / "metrics" / "evaluate.json").read_text())["auroc"]["macro"]
+    split = pd.read_parquet(evaluated / "data" / "split.parquet")
+    test = split["split"] == "test"
+    split.loc[test, list(LABELS)] = 1 - split.loc[test, list(LABELS)]  # every test label inverted
+    split.to_parquet(evaluated / "data" / "split.parquet", index=False)
+    assert _evaluate(evaluated).returncode == 0
+    assert (evaluated / "models" / "thresholds.json").read_text() == before
+    auroc_after = json.loads((evaluated / "metrics" / "evaluate.json").read_text())["auroc"]["macro"]
+    assert auroc_after["value"] == pytest.approx(
+        1 - auroc_before["value"]
+    )  # the test labels were used, to measure
