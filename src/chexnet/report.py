@@ -72,8 +72,8 @@ def model_card(
         f"- Table `{params['data']['table']}`, images `{params['data']['images']}`"
         + (" (the built-in **synthetic** demo set)." if demo_data else "."),
         f"- {prepare['rows_in_table']:,} rows in the table; {prepare['rows_selected']:,} selected (subset "
-        f"{params['subset']:,}); {prepare['images_written']:,} images used; {prepare['rejected_total']:,} rejected "
-        f"{prepare['rejected'] or ''}; {prepare['duplicates_dropped']:,} duplicate rows dropped.",
+        f"{params['subset']:,}); {prepare['images_written']:,} images used; {prepare['rejected_total']:,} rejected"
+        f"{' ' + str(prepare['rejected']) if prepare['rejected'] else ''}; {prepare['duplicates_dropped']:,} duplicate rows dropped.",
         "",
         "## Split",
         "",
