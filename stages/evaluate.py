@@ -36,7 +36,8 @@ def main(params, _args) -> None:
             device=device,
         )
         probabilities[name] = training.predict(model, loader, device, desc=name, tta=cfg.tta)
-        frame = split[split["split"] == name][["row", "image", "patient", *LABELS]].reset_index(drop=True)
+        columns = ["row", "image", "patient", "width", "height", *LABELS]
+        frame = split[split["split"] == name][columns].reset_index(drop=True)
         for j, label in enumerate(LABELS):
             frame[f"p_{label}"] = probabilities[name][0][:, j]
         predictions[name] = frame

@@ -1,58 +1,69 @@
-"""explain stage: Grad-CAM++ overlay, per finding in the test split, of its most confident test image."""
+"""explain stage: Grad-CAM++ overlays of each finding's top-k test images, and how well heat maps
+point at the expert boxes (pointing game, IoBB > 0.5) when a box table is given."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from chexnet import cam, figures, io, paths
+from chexnet import io, paths
+from chexnet.boxes import read_boxes
 from chexnet.cli import run_stage
 from chexnet.data import IMAGES_FILE
-from chexnet.labels import LABELS
+from chexnet.explain import localisation, top_k_overlays
 from chexnet.model import CheXNet, load_checkpoint, resolve_device
 
 log = logging.getLogger("chexnet.explain")
 
 
 def main(params, _args) -> None:
+    cfg = params.explain
     device = resolve_device(params.device)
     predictions = pd.read_parquet(paths.PREDICTIONS_FILE)
     images = np.load(paths.PREPARED_DIR / IMAGES_FILE, mmap_mode="r")
     model = load_checkpoint(CheXNet(), paths.MODEL_FILE).to(device)
 
-    chosen = []
-    for index, label in enumerate(LABELS):
-        if predictions[label].sum() == 0:
-            continue  # the finding is not present in the test split
-        top = predictions.loc[predictions[f"p_{label}"].idxmax()]
-        image = np.asarray(images[int(top["row"])])
-        heat, probability = cam.grad_cam_pp(
-            model, image, index, target_layer=params.explain.target_layer, device=device
-        )
-        truth = "positive" if top[label] else "negative"
-        title = f"{label}: p={probability:.3f}, ground truth {truth} — {top['image']}"
-        figures.cam_figure(paths.CAM_DIR / f"{label}.png", image, cam.overlay(image, heat), title)
-        chosen.append(
-            {
-                "finding": label,
-                "image": top["image"],
-                "probability": probability,
-                "ground_truth": bool(top[label]),
-                "overlay": str(paths.CAM_DIR / f"{label}.png"),
-            }
-        )
+    rows = top_k_overlays(
+        model,
+        images,
+        predictions,
+        k=cfg.top_k,
+        target_layer=cfg.target_layer,
+        device=device,
+        out_dir=paths.CAM_DIR,
+    )
     io.write_csv(
         paths.EXPLAIN_TABLE,
-        pd.DataFrame(chosen, columns=["finding", "image", "probability", "ground_truth", "overlay"]),
+        pd.DataFrame(rows, columns=["finding", "rank", "image", "probability", "ground_truth", "overlay"]),
     )
-    io.write_json(
-        paths.EXPLAIN_METRICS,
-        {
-            "findings_explained": len(chosen),
-            "top_probability": {row["finding"]: round(row["probability"], 6) for row in chosen},
-        },
-    )
-    log.info("wrote %d Grad-CAM++ overlays to %s", len(chosen), paths.CAM_DIR)
+    summary: dict[str, object] = {
+        "target_layer": cfg.target_layer,
+        "top_k": cfg.top_k,
+        "findings_explained": len({row["finding"] for row in rows}),
+    }
+    box_table = Path(params.data.bbox_table) if params.data.bbox_table else None
+    if box_table is not None and box_table.is_file():
+        scores = localisation(
+            model,
+            images,
+            predictions,
+            read_boxes(box_table),
+            target_layer=cfg.target_layer,
+            device=device,
+            fraction=cfg.cam_threshold,
+        )
+        summary["localisation"] = {"split": "test", "box_table": str(box_table), **scores}
+        log.info(
+            "pointing game %s, IoBB > 0.5 %s over %d (image, finding) boxes",
+            scores["pointing_game"],
+            scores["iobb_over_0.5"],
+            scores["cases"],
+        )
+    else:
+        log.info("no box table (data.bbox_table = %r): localisation not scored", params.data.bbox_table)
+    io.write_json(paths.EXPLAIN_METRICS, summary)
+    log.info("wrote overlays for %d findings to %s", summary["findings_explained"], paths.CAM_DIR)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ def make_workdir(root: Path, epochs: int, n: int = 48, size: int = 32) -> Path:
             "patient": [str(i // 2) for i in range(n)],
         }
     )
+    index["width"], index["height"] = 1024, 1024
     index[list(LABELS)] = labels
     index.to_parquet(root / "data" / "prepared" / "index.parquet", index=False)
     index["split"] = np.array(["val", "test", "train", "train"])[np.arange(n) // 2 % 4]  # 2 images a patient

@@ -151,7 +151,8 @@ def test_prepare_cache_writes_the_contract(tmp_path: Path):
     cache = np.load(tmp_path / "prepared" / data.IMAGES_FILE, mmap_mode="r")
     assert cache.shape == (6, 32, 32) and cache.dtype == np.uint8
     index = data.load_index(tmp_path / "prepared")
-    assert list(index.columns) == ["row", "image", "patient", *LABELS]
+    assert list(index.columns) == ["row", "image", "patient", "width", "height", *LABELS]
+    assert (index["width"] == 40).all() and (index["height"] == 40).all()  # the originals, before resizing
     assert index["Mass"].sum() == 3
     for row in index.itertuples():  # every cache row holds the image the index names
         assert abs(int(cache[row.row].mean()) - 20 * int(row.image[:8])) <= 1

@@ -103,6 +103,9 @@ def test_repro_writes_model_metrics_plots_and_heat_maps(repo: Path):
     cams = sorted(p.stem for p in (repo / "plots/cam").glob("*.png"))
     assert explained["findings_explained"] == len(cams) > 0
     assert set(cams) <= set(LABELS)
+    assert all((repo / "plots/cam" / name / "top1.png").exists() for name in cams)
+    localisation = explained["localisation"]  # the demo set has a box table: heat maps are scored
+    assert localisation["cases"] > 0 and 0 <= localisation["pointing_game"] <= 1
     assert "up to date" in run(repo, "dvc", "status")
 
 

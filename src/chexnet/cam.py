@@ -21,17 +21,32 @@ def grad_cam_pp(
     model: CheXNet, image: np.ndarray, class_index: int, *, target_layer: str, device: torch.device
 ) -> tuple[np.ndarray, float]:
     """Heat map (float32 in 0..1, the image's size) for one uint8 ``S×S`` image, and the probability."""
+    heats, probabilities = grad_cam_pp_batch(
+        model, image[None], [class_index], target_layer=target_layer, device=device
+    )
+    return heats[0], float(probabilities[0])
+
+
+def grad_cam_pp_batch(
+    model: CheXNet, images: np.ndarray, class_indices: list[int], *, target_layer: str, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grad-CAM++ for a batch: image ``i`` (uint8 ``S×S``) explained for class ``class_indices[i]``.
+
+    Returns heat maps ``B×S×S`` in 0..1 and each image's probability for its class. The hooks live only
+    inside this call (torchcam's context manager removes them, also on error), so explaining hundreds
+    of images keeps memory flat.
+    """
     model.eval()
     wrapper = LogitsView(model)  # torchcam backpropagates from the pre-sigmoid scores
     layer = resolve_layer(model, target_layer)
-    batch = normalize_batch(torch.from_numpy(np.array(image, dtype=np.uint8))[None, None], device)
+    batch = normalize_batch(torch.from_numpy(np.array(images, dtype=np.uint8))[:, None], device)
     with GradCAMpp(wrapper, target_layer=layer, input_shape=tuple(batch.shape[1:])) as extractor:
         logits = wrapper(batch)
-        (cam,) = extractor(class_idx=class_index, scores=logits)
-    probability = float(torch.sigmoid(logits[0, class_index]).item())
-    heat = F.interpolate(cam[None].float(), size=image.shape, mode="bilinear", align_corners=False)[0, 0]
-    heat = heat.nan_to_num(0.0).clamp_(0, 1)
-    return heat.detach().cpu().numpy(), probability
+        (cams,) = extractor(class_idx=list(class_indices), scores=logits)
+    picked = logits.detach().gather(1, torch.as_tensor(class_indices, device=logits.device)[:, None])[:, 0]
+    heats = F.interpolate(cams[:, None].float(), size=images.shape[1:], mode="bilinear", align_corners=False)
+    model.zero_grad(set_to_none=True)  # the backward pass left gradients on the weights
+    return heats[:, 0].nan_to_num(0.0).clamp_(0, 1).cpu().numpy(), torch.sigmoid(picked).cpu().numpy()
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -39,3 +54,11 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndar
     gray = np.repeat(image[..., None].astype(np.float32) / 255.0, 3, axis=2)
     colour = colormaps["jet"](heat)[..., :3]
     return np.round(255 * ((1 - alpha) * gray + alpha * colour)).clip(0, 255).astype(np.uint8)
+
+
+@torch.no_grad()
+def predict_probabilities(model: CheXNet, images: np.ndarray, device: torch.device) -> np.ndarray:
+    """Probabilities ``B×14`` for uint8 ``B×S×S`` images."""
+    model.eval()
+    batch = normalize_batch(torch.from_numpy(np.array(images, dtype=np.uint8))[:, None], device)
+    return torch.sigmoid(model.logits(batch)).cpu().numpy()

@@ -12,7 +12,8 @@ Files written by prepare (the contract with later stages):
 
 - ``images.npy``: NumPy ``.npy``, dtype uint8, shape ``(N, S, S)``, one 8-bit grayscale image a row.
 - ``index.parquet``: columns ``row`` (int, row in images.npy), ``image`` (file name as in the table),
-  ``patient`` (string), then one uint8 column per label in ``LABELS`` order.
+  ``patient`` (string), ``width`` and ``height`` (the original image's pixels, which bounding boxes
+  refer to), then one uint8 column per label in ``LABELS`` order.
 - ``rejects.csv``: rows that were skipped: ``image``, ``table_row``, ``reason``, ``detail``.
 """
 
@@ -284,6 +285,7 @@ def prepare_cache(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     kept: list[int] = []
+    sizes: list[tuple[int, int]] = []
     n_workers = default_workers(workers)
     log.info("decoding %d images with %d thread(s) into %s", len(tasks), n_workers, out_dir / IMAGES_FILE)
     with io.atomic_path(out_dir / IMAGES_FILE) as tmp:
@@ -303,6 +305,7 @@ def prepare_cache(
                     continue
                 writer.append(result.pixels)
                 kept.append(result.position)
+                sizes.append(result.original_size)
         finally:
             writer.close()
 
@@ -333,6 +336,8 @@ def prepare_cache(
             "row": np.arange(len(kept)),
             "image": np.asarray(names, dtype=object)[kept],
             "patient": table["patient"].to_numpy()[kept],
+            "width": np.array([w for w, _ in sizes], dtype=np.int32),
+            "height": np.array([h for _, h in sizes], dtype=np.int32),
         }
     )
     for j, label in enumerate(LABELS):

@@ -108,3 +108,16 @@ def reliability_diagram(
     figure.suptitle("Reliability diagram (test split)")
     figure.tight_layout(rect=(0, 0, 1, 0.96))
     return io.save_figure(path, figure, dpi=80)
+
+
+def cam_grid(path: str | Path, tiles: list[tuple[np.ndarray, str]], title: str) -> Path:
+    """Several heat-map overlays in a row (one finding's top-k images)."""
+    figure, axes = plt.subplots(1, max(len(tiles), 1), figsize=(4 * max(len(tiles), 1), 4.6), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (blended, caption) in zip(axes.ravel(), tiles, strict=False):
+        ax.imshow(blended)
+        ax.set_title(caption, fontsize=7)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout(rect=(0, 0, 1, 0.95))
+    return io.save_figure(path, figure, dpi=80)

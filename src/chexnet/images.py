@@ -94,13 +94,19 @@ def to_gray8(image: Image.Image) -> np.ndarray:
 
 def load_gray(path: str | Path, size: int) -> np.ndarray:
     """Decode an image file and resize it (antialiased) to ``size × size`` 8-bit grayscale."""
+    return load_gray_sized(path, size)[0]
+
+
+def load_gray_sized(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`load_gray`, and the original ``(width, height)``."""
     with Image.open(path) as image:
         image.load()
         gray = to_gray8(image)
+    original = (gray.shape[1], gray.shape[0])
     if gray.shape != (size, size):
         # PIL's bilinear filter widens its support when shrinking, so 1024 → 224 is antialiased.
         gray = np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR))
-    return gray
+    return gray, original
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ class Decoded:
     pixels: np.ndarray | None
     reason: str | None = None
     detail: str = ""
+    original_size: tuple[int, int] = (0, 0)  # (width, height) before resizing: boxes are in these pixels
 
 
 def decode_one(task: tuple[int, str, int]) -> Decoded:
@@ -122,7 +129,8 @@ def decode_one(task: tuple[int, str, int]) -> Decoded:
     try:
         if os.path.getsize(path) == 0:
             return Decoded(position, None, "empty_file", path)
-        return Decoded(position, load_gray(path, size))
+        pixels, original = load_gray_sized(path, size)
+        return Decoded(position, pixels, original_size=original)
     except FileNotFoundError:
         return Decoded(position, None, "missing_file", path)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:

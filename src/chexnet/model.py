@@ -41,12 +41,15 @@ class CheXNet(DenseNet):
     def __init__(self, num_classes: int = NUM_CLASSES):
         super().__init__(growth_rate=32, block_config=(6, 12, 24, 16), num_init_features=64)
         self.classifier = nn.Sequential(nn.Linear(self.classifier.in_features, num_classes), nn.Sigmoid())
+        # torchvision applies this ReLU as a function; as a module (no parameters, so the state_dict is
+        # unchanged) it can be a Grad-CAM target: "final_relu", the post-ReLU features.
+        self.final_relu = nn.ReLU()
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Scores before the sigmoid: what the loss and Grad-CAM++ use."""
         # Not in place (torchvision uses inplace=True): a Grad-CAM hook on features[-1] must keep the
         # pre-ReLU activations it recorded.
-        features = F.relu(self.features(x))
+        features = self.final_relu(self.features(x))
         pooled = torch.flatten(F.adaptive_avg_pool2d(features, 1), 1)
         return self.classifier[0](pooled)
 

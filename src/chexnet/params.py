@@ -76,7 +76,9 @@ class EvaluateParams:
 
 @dataclass(frozen=True)
 class ExplainParams:
-    target_layer: str = "features[-1]"  # the seed's Grad-CAM++ layer; dotted names and [i] indexing
+    target_layer: str = "features[-1]"  # the seed's Grad-CAM++ layer; "final_relu" = post-ReLU features
+    top_k: int = 3  # overlays per finding: its most probable test images
+    cam_threshold: float = 0.5  # IoBB: heat map thresholded at this fraction of its maximum
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,65 @@
+"""Which Grad-CAM++ layer localises better on the demo set, and the floor of an untrained model.
+
+Run after `dvc repro` (it reads the test predictions, the prepared cache, the trained model and the demo
+box table). Scores the pointing game and IoBB > 0.5 for the seed's layer ``features[-1]`` (the last
+BatchNorm, before torchvision's final ReLU) and ``final_relu`` (after it), with the trained model and
+with an untrained one (random initialisation, the floor).
+
+    python benchmarks/explain_layers.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import numpy as np
+import pandas as pd
+import torch
+
+from chexnet import paths
+from chexnet.boxes import read_boxes
+from chexnet.data import IMAGES_FILE
+from chexnet.explain import localisation
+from chexnet.model import CheXNet, load_checkpoint
+from chexnet.params import load_params
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--layers", nargs="+", default=["features[-1]", "final_relu"])
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    params = load_params()
+    predictions = pd.read_parquet(paths.PREDICTIONS_FILE)
+    images = np.load(paths.PREPARED_DIR / IMAGES_FILE, mmap_mode="r")
+    box_table = read_boxes(params.data.bbox_table)
+    torch.manual_seed(params.seed)
+    models = {"untrained": CheXNet(), "trained": load_checkpoint(CheXNet(), paths.MODEL_FILE)}
+    figures = {}
+    for name, model in models.items():
+        for layer in args.layers:
+            scores = localisation(
+                model,
+                images,
+                predictions,
+                box_table,
+                target_layer=layer,
+                device=torch.device("cpu"),
+                fraction=params.explain.cam_threshold,
+            )
+            figures[f"{name} {layer}"] = {k: scores[k] for k in ("cases", "pointing_game", "iobb_over_0.5")}
+            print(
+                f"{name:>9} {layer:>12}: pointing game {scores['pointing_game']:.3f}, "
+                f"IoBB>0.5 {scores['iobb_over_0.5']:.3f} over {scores['cases']} cases",
+                flush=True,
+            )
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
