@@ -1,0 +1,69 @@
+"""predict's CPU latency per image and throughput on a folder of 100 images (1024×1024 PNGs).
+
+python benchmarks/predict_speed.py [--images 100] [--model models/chexnet_model.pth]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from prepare_throughput import write_images
+
+from chexnet import paths
+from chexnet.labels import LABELS
+from chexnet.model import CheXNet, load_checkpoint, resolve_device
+from chexnet.predict import predict_files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--model", type=Path, default=paths.MODEL_FILE)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    device = resolve_device(args.device)
+    model = (load_checkpoint(CheXNet(), args.model) if args.model.is_file() else CheXNet()).to(device).eval()
+    thresholds = dict.fromkeys(LABELS, 0.5)
+    work = Path(tempfile.mkdtemp(prefix="chexnet-predict-"))
+    try:
+        files = [work / "images" / name for name in write_images(work / "images", args.images)]
+        predict_files(model, files[:2], thresholds=thresholds, device=device)  # warm-up
+        latencies = []
+        for path in files[:10]:
+            started = time.perf_counter()
+            predict_files(model, [path], thresholds=thresholds, device=device)
+            latencies.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        predict_files(model, files, thresholds=thresholds, device=device, batch_size=args.batch_size)
+        folder_seconds = time.perf_counter() - started
+        figures = {
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "images": len(files),
+            "latency_per_image_s": round(statistics.median(latencies), 3),
+            "folder_seconds": round(folder_seconds, 2),
+            "folder_images_per_s": round(len(files) / folder_seconds, 2),
+            "batch_size": args.batch_size,
+        }
+        print(json.dumps(figures, indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.models import densenet121
+
+from chexnet.labels import LABELS
+from chexnet.model import CheXNet
+from chexnet.predict import read_dicom, read_image
+
+pydicom = pytest.importorskip("pydicom")
+
+
+def _dicom(
+    path: Path,
+    pixels: np.ndarray,
+    photometric: str = "MONOCHROME2",
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    window: tuple[float, float] | None = None,
+) -> Path:
+    """A minimal DX DICOM written with pydicom."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = pydicom.Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID, dataset.SOPInstanceUID = (
+        meta.MediaStorageSOPClassUID,
+        meta.MediaStorageSOPInstanceUID,
+    )
+    dataset.Modality = "DX"
+    dataset.set_pixel_data(pixels.astype(np.uint16), photometric_interpretation=photometric, bits_stored=12)
+    dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
+    if window:
+        dataset.WindowCenter, dataset.WindowWidth = window
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _gradient():
+    return np.tile(np.linspace(0, 4000, 128), (128, 1))
+
+
+def test_dicom_monochrome2_and_monochrome1_inverted(tmp_path: Path):
+    normal = read_dicom(_dicom(tmp_path / "m2.dcm", _gradient()))
+    inverted = read_dicom(_dicom(tmp_path / "m1.dcm", _gradient(), photometric="MONOCHROME1"))
+    assert normal[0, 0] == 0 and normal[0, -1] == 255
+    assert np.array_equal(inverted, 255 - normal)
+
+
+def test_dicom_rescale_and_window_are_applied(tmp_path: Path):
+    # a window of 1000 around 2000 saturates below 1500 and above 2500
+    windowed = read_dicom(_dicom(tmp_path / "w.dcm", _gradient(), window=(2000, 1000)))
+    assert windowed[0, 0] == 0 and windowed[0, -1] == 255 and windowed[0, 64] not in (0, 255)
+    assert (windowed[0] == 0).sum() > 40  # the dark third is clipped by the window
+    negative = read_dicom(_dicom(tmp_path / "r.dcm", _gradient(), slope=-1.0, intercept=4000))
+    assert negative[0, 0] == 255 and negative[0, -1] == 0  # slope −1 reverses the values
+
+
+def test_every_input_kind_reads_to_gray(tmp_path: Path):
+    base = np.round(np.tile(np.linspace(0, 255, 256), (256, 1))).astype(np.uint8)
+    Image.fromarray(base).save(tmp_path / "g8.png")
+    Image.fromarray(base.astype(np.uint16) * 16).save(tmp_path / "g16.png")
+    Image.fromarray(np.dstack([base] * 3 + [np.full_like(base, 255)]), "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(base).convert("RGB").save(tmp_path / "rgb.jpg", quality=95)
+    reference = read_image(tmp_path / "g8.png", 64).astype(int)
+    for name in ["g16.png", "rgba.png", "rgb.jpg"]:
+        assert np.abs(read_image(tmp_path / name, 64).astype(int) - reference).max() <= 4, name
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "chexnet", "predict", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_predict_cli_json_thresholds_seed_checkpoint_and_bad_files(tmp_path: Path):
+    seed_model = densenet121(weights=None)  # the seed's own format: classifier = Sequential(Linear, Sigmoid)
+    seed_model.classifier = nn.Sequential(nn.Linear(1024, 14), nn.Sigmoid())
+    torch.save(seed_model.state_dict(), tmp_path / "chexnet_model.pth")
+    thresholds = dict.fromkeys(LABELS, 0.99) | {"Mass": 0.0}  # Mass always positive, the rest never
+    (tmp_path / "thresholds.json").write_text(json.dumps({"method": "youden", "thresholds": thresholds}))
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(np.full((100, 100), 90, np.uint8)).save(folder / "a.png")
+    _dicom(folder / "sub" / "b.dcm", _gradient(), photometric="MONOCHROME1")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
+    result = _cli(
+        str(folder),
+        "--model",
+        str(tmp_path / "chexnet_model.pth"),
+        "--thresholds",
+        str(tmp_path / "thresholds.json"),
+        "--json",
+        "--heatmaps",
+        str(tmp_path / "maps"),
+    )
+    assert result.returncode == 1, (
+        result.stderr
+    )  # one unreadable file: the others still run, the status says so
+    document = json.loads(result.stdout)
+    assert document["thresholds"]["values"]["Mass"] == 0.0
+    by_name = {Path(r["file"]).name: r for r in document["images"]}
+    assert set(by_name) == {"a.png", "b.dcm", "broken.png"}
+    assert by_name["broken.png"]["error"] and by_name["broken.png"]["probabilities"] == {}
+    for name in ("a.png", "b.dcm"):
+        entry = by_name[name]
+        assert entry["error"] is None and entry["findings"] == ["Mass"]
+        assert set(entry["probabilities"]) == set(LABELS) and all(
+            0 <= v <= 1 for v in entry["probabilities"].values()
+        )
+        assert [Path(p).name for p in entry["heatmaps"]] == [f"{Path(name).stem}_Mass.png"]
+    assert (tmp_path / "maps" / "a_Mass.png").exists()
+
+
+def test_predict_without_thresholds_warns_and_uses_half(tmp_path: Path):
+    torch.manual_seed(0)
+    torch.save(CheXNet().state_dict(), tmp_path / "m.pth")
+    Image.fromarray(np.full((64, 64), 30, np.uint8)).save(tmp_path / "x.png")
+    result = _cli(
+        str(tmp_path / "x.png"),
+        "--model",
+        str(tmp_path / "m.pth"),
+        "--thresholds",
+        str(tmp_path / "absent.json"),
+        "--csv",
+    )
+    assert result.returncode == 0 and "no thresholds file" in result.stderr
+    header, row = result.stdout.strip().splitlines()
+    assert header.split(",")[:3] == ["file", "error", "findings"] and len(row.split(",")) == 17
