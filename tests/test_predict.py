@@ -10,9 +10,10 @@ from PIL import Image
 from torch import nn
 from torchvision.models import densenet121
 
+from chexnet.images import load_gray as read_image
+from chexnet.images import read_dicom
 from chexnet.labels import LABELS
 from chexnet.model import CheXNet
-from chexnet.predict import read_dicom, read_image
 
 pydicom = pytest.importorskip("pydicom")
 

@@ -128,7 +128,7 @@ def explain_file(
     thresholds: dict[str, float] | None = None,
     findings: list[str] | None = None,
 ) -> list[dict[str, object]]:
-    """Explain one image file (any format :func:`chexnet.images.load_gray` reads).
+    """Explain one image file (any format :func:`chexnet.images.load_gray` reads: PNG, JPEG, DICOM).
 
     Heat maps for ``findings`` if given, else for every finding at or above its threshold (0.5 where
     none is given), else for the single most probable finding. Writes ``<stem>_<Finding>.png`` overlays
@@ -141,15 +141,42 @@ def explain_file(
     if findings is None:
         findings = [label for j, label in enumerate(LABELS) if probabilities[j] >= thresholds[label]]
         findings = findings or [LABELS[int(np.argmax(probabilities))]]
+    overlays = write_overlays(
+        model,
+        image,
+        Path(path),
+        findings,
+        probabilities,
+        out_dir=Path(out_dir),
+        target_layer=target_layer,
+        device=device,
+    )
+    return [
+        {"finding": label, "probability": float(probabilities[LABELS.index(label)]), "overlay": overlay}
+        for label, overlay in zip(findings, overlays, strict=True)
+    ]
+
+
+def write_overlays(
+    model: CheXNet,
+    image: np.ndarray,
+    path: Path,
+    findings: list[str],
+    probabilities: np.ndarray,
+    *,
+    out_dir: Path,
+    target_layer: str,
+    device: torch.device,
+) -> list[str]:
+    """Grad-CAM++ overlays of one uint8 image for each finding, as ``<out_dir>/<stem>_<Finding>.png``."""
     indices = [LABELS.index(label) for label in findings]
     heats, _ = cam.grad_cam_pp_batch(
         model, np.repeat(image[None], len(indices), axis=0), indices, target_layer=target_layer, device=device
     )
-    out_dir = Path(out_dir)
-    rows = []
+    written = []
     for label, j, heat in zip(findings, indices, heats, strict=True):
-        target = out_dir / f"{Path(path).stem}_{label}.png"
-        title = f"{Path(path).name} — {label}: p={probabilities[j]:.3f} (threshold {thresholds[label]:.3f})"
+        target = out_dir / f"{path.stem}_{label}.png"
+        title = f"{path.name} — {label}: p={probabilities[j]:.3f}"
         figures.cam_figure(target, image, cam.overlay(image, heat), title)
-        rows.append({"finding": label, "probability": float(probabilities[j]), "overlay": str(target)})
-    return rows
+        written.append(str(target))
+    return written

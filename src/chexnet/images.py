@@ -72,6 +72,46 @@ def resolve(root: Path, name: str, by_name: dict[str, Path]) -> tuple[Path | Non
     return (path, None) if path.is_file() else (None, "missing_file")
 
 
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+def scale_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Map the values' real range (min..max) onto 0..255; a flat image becomes black."""
+    values = np.asarray(values, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, np.uint8)
+    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+def read_dicom(path: str | Path) -> np.ndarray:
+    """A DICOM radiograph as 8-bit grayscale, displayed as a radiologist would see it.
+
+    Rescale slope/intercept (modality LUT), then the VOI LUT or window centre/width when the file has
+    one, then MONOCHROME1 (white = low values) inverted, then the real range scaled to 0..255.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        dataset = pydicom.dcmread(path)
+        pixels = dataset.pixel_array
+    except (InvalidDicomError, AttributeError, KeyError) as error:  # not DICOM, or no pixel data
+        raise ValueError(f"not a readable DICOM image: {error}") from error
+    if pixels.ndim == 3 and dataset.get("SamplesPerPixel", 1) == 1:
+        pixels = pixels[0]  # a multi-frame file: its first frame
+    if dataset.get("SamplesPerPixel", 1) != 1:
+        return np.asarray(Image.fromarray(scale_to_uint8(pixels)).convert("L"))
+    values = apply_modality_lut(pixels, dataset)
+    if "VOILUTSequence" in dataset or "WindowCenter" in dataset:
+        values = apply_voi_lut(values, dataset)
+    gray = scale_to_uint8(values)
+    if dataset.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
+        gray = 255 - gray
+    return gray
+
+
 def to_gray8(image: Image.Image) -> np.ndarray:
     """Any pixel format seen in chest X-ray PNGs → 8-bit grayscale.
 
@@ -80,11 +120,7 @@ def to_gray8(image: Image.Image) -> np.ndarray:
     values must not wrap around).
     """
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
-        if high <= low:
-            return np.zeros(values.shape, np.uint8)
-        return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
+        return scale_to_uint8(np.asarray(image))
     if image.mode == "L":
         return np.asarray(image, dtype=np.uint8)
     if image.mode == "LA":
@@ -93,15 +129,18 @@ def to_gray8(image: Image.Image) -> np.ndarray:
 
 
 def load_gray(path: str | Path, size: int) -> np.ndarray:
-    """Decode an image file and resize it (antialiased) to ``size × size`` 8-bit grayscale."""
+    """Decode an image file (PNG, JPEG, DICOM) and resize it (antialiased) to ``size × size`` 8-bit gray."""
     return load_gray_sized(path, size)[0]
 
 
 def load_gray_sized(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
     """:func:`load_gray`, and the original ``(width, height)``."""
-    with Image.open(path) as image:
-        image.load()
-        gray = to_gray8(image)
+    if Path(path).suffix.lower() in DICOM_SUFFIXES:
+        gray = read_dicom(path)
+    else:
+        with Image.open(path) as image:
+            image.load()
+            gray = to_gray8(image)
     original = (gray.shape[1], gray.shape[0])
     if gray.shape != (size, size):
         # PIL's bilinear filter widens its support when shrinking, so 1024 → 224 is antialiased.

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from chexnet import cam
-from chexnet.images import to_gray8
+from chexnet.explain import write_overlays
+from chexnet.images import load_gray
 from chexnet.labels import LABELS
 
 log = logging.getLogger(__name__)
@@ -45,51 +45,6 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
     return files
 
 
-def _to_gray8(values: np.ndarray) -> np.ndarray:
-    values = values.astype(np.float64)
-    low, high = float(values.min()), float(values.max())
-    if high <= low:
-        return np.zeros(values.shape, np.uint8)
-    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
-
-
-def read_dicom(path: Path) -> np.ndarray:
-    """A DICOM radiograph as 8-bit grayscale, displayed as a radiologist would see it.
-
-    Rescale slope/intercept (modality LUT), then the VOI LUT or window centre/width when the file has
-    one, then MONOCHROME1 (white = low values) inverted, then the real range scaled to 0..255.
-    """
-    import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    dataset = pydicom.dcmread(path)
-    pixels = dataset.pixel_array
-    if pixels.ndim == 3 and dataset.get("SamplesPerPixel", 1) == 1:
-        pixels = pixels[0]  # a multi-frame file: its first frame
-    if dataset.get("SamplesPerPixel", 1) != 1:
-        return np.asarray(Image.fromarray(_to_gray8(pixels)).convert("L"))
-    values = apply_modality_lut(pixels, dataset)
-    if "VOILUTSequence" in dataset or "WindowCenter" in dataset:
-        values = apply_voi_lut(values, dataset)
-    gray = _to_gray8(values)
-    if dataset.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
-        gray = 255 - gray
-    return gray
-
-
-def read_image(path: Path, size: int) -> np.ndarray:
-    """Any supported file → ``size × size`` uint8 grayscale (antialiased resize)."""
-    if path.suffix.lower() in (".dcm", ".dicom"):
-        gray = read_dicom(path)
-    else:
-        with Image.open(path) as image:
-            image.load()
-            gray = to_gray8(image)
-    if gray.shape != (size, size):
-        gray = np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR))
-    return gray
-
-
 def _batches(
     files: list[Path], size: int, batch_size: int
 ) -> Iterator[tuple[list[Path], np.ndarray | None, list]]:
@@ -99,7 +54,7 @@ def _batches(
     failures: list[tuple[Path, str]] = []
     for path in files:
         try:
-            pixels.append(read_image(path, size))
+            pixels.append(load_gray(path, size))
             good.append(path)
         except Exception as error:  # any reader failure is reported, never fatal
             failures.append((path, f"{type(error).__name__}: {error}"))
@@ -139,26 +94,16 @@ def predict_files(
                         findings=positive,
                     )
                     if heatmaps is not None and positive:
-                        result.heatmaps = _heatmaps(
-                            model, image, path, positive, p, heatmaps, target_layer, device
+                        result.heatmaps = write_overlays(
+                            model,
+                            image,
+                            path,
+                            positive,
+                            p,
+                            out_dir=heatmaps,
+                            target_layer=target_layer,
+                            device=device,
                         )
                     results[path] = result
             bar.update(len(good) + len(failures))
     return [results[path] for path in files]
-
-
-def _heatmaps(model, image, path, findings, probabilities, out_dir, target_layer, device) -> list[str]:
-    from chexnet import figures
-
-    indices = [LABELS.index(label) for label in findings]
-    heats, _ = cam.grad_cam_pp_batch(
-        model, np.repeat(image[None], len(indices), axis=0), indices, target_layer=target_layer, device=device
-    )
-    written = []
-    for label, j, heat in zip(findings, indices, heats, strict=True):
-        target = out_dir / f"{path.stem}_{label}.png"
-        figures.cam_figure(
-            target, image, cam.overlay(image, heat), f"{path.name} — {label}: p={probabilities[j]:.3f}"
-        )
-        written.append(str(target))
-    return written
