@@ -8,8 +8,13 @@
    the model alone on synthetic tensors already on the GPU (the ceiling for our loop with data).
    Targets on one H100 at 224 px: ≥ 2,500 img/s with data and ≥ 0.9 of the model-alone figure.
 
-    python benchmarks/train_speed.py                       # CPU: 64 px, a few batches
-    python benchmarks/train_speed.py --size 224 --rows 8192 --batch-sizes 32 128 --compile   # a GPU
+Each ``--configs`` entry is ``BATCH[:cl][:compile[=MODE]]`` (cl = channels_last; MODE a
+``train.compile_mode``); each is timed as our loop with data and, on CUDA, the model alone. Figures are
+written to ``--json`` after every measurement, so a run cut short still leaves what it measured; a
+configuration that fails is recorded with its error and the next one runs.
+
+    python benchmarks/train_speed.py                                        # CPU: 64 px, batch 32
+    python benchmarks/train_speed.py --size 224 --configs 32 256:cl 256:cl:compile   # a GPU
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -103,19 +109,47 @@ def seed_style_train_rate(loader: DataLoader, device: torch.device, batches: int
     return count / (time.perf_counter() - started)
 
 
-def model_alone_rate(
-    device: torch.device, size: int, batch: int, steps: int, compile_model: bool, channels_last: bool
-) -> float:
-    """Our train step on synthetic tensors already on the device: no data path at all."""
+@dataclass(frozen=True)
+class Config:
+    """One timed set-up: batch size, memory format and compilation."""
+
+    batch: int
+    channels_last: bool = False
+    compile_mode: str | None = None  # None: eager
+
+    @staticmethod
+    def parse(text: str) -> Config:
+        batch, *flags = text.split(":")
+        channels_last, mode = False, None
+        for flag in flags:
+            if flag == "cl":
+                channels_last = True
+            elif flag.startswith("compile"):
+                mode = flag.partition("=")[2] or "default"
+            else:
+                raise argparse.ArgumentTypeError(f"unknown flag {flag!r} in {text!r}")
+        return Config(int(batch), channels_last, mode)
+
+    @property
+    def tag(self) -> str:
+        compiled = "" if self.compile_mode is None else f"_compiled_{self.compile_mode}"
+        return f"b{self.batch}{'_channels_last' if self.channels_last else ''}{compiled}"
+
+
+def model_alone_rate(device: torch.device, size: int, config: Config, steps: int) -> float:
+    """Our train step (same optimizer, AMP, memory format, compilation) on synthetic tensors already on
+    the device: no data path at all."""
     torch.manual_seed(0)
-    options = training.TrainOptions(channels_last=channels_last)
+    options = training.TrainOptions(channels_last=config.channels_last)
     dtype = training.amp_dtype(options.amp, device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = CheXNet().to(device, memory_format=memory_format)
-    net = torch.compile(LogitsView(model)) if compile_model else LogitsView(model)
-    optimizer, criterion = torch.optim.Adam(model.parameters(), lr=1e-4), nn.BCEWithLogitsLoss()
-    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
-    y = (torch.rand(batch, 14, device=device) < 0.2).float()
+    net: nn.Module = LogitsView(model)
+    if config.compile_mode is not None:
+        net = training.compile_model(net, config.compile_mode)
+    optimizer, criterion = training.make_optimizer(model, 1e-4, device), nn.BCEWithLogitsLoss()
+    x = torch.randn(config.batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
+    y = (torch.rand(config.batch, 14, device=device) < 0.2).float()
 
     def step() -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -125,33 +159,32 @@ def model_alone_rate(
         loss.backward()
         optimizer.step()
 
-    for _ in range(5):  # warm-up: cuDNN autotuning, compilation
+    for _ in range(5 if config.compile_mode is None else 10):  # cuDNN autotuning, compilation, graphs
         step()
     sync(device)
     started = time.perf_counter()
     for _ in range(steps):  # one sync at the end, as in the training loop: the GPU runs ahead
         step()
     sync(device)
-    return steps * batch / (time.perf_counter() - started)
+    return steps * config.batch / (time.perf_counter() - started)
 
 
-def our_train_rate(
-    prepared: Path,
-    rows: int,
-    device: torch.device,
-    batch: int,
-    workers: int,
-    compile_model: bool,
-    channels_last: bool,
-) -> float:
-    """``training.fit`` as the train stage runs it, on a cache of ``rows`` rows; epoch 2's images/s."""
+def our_train_rate(prepared: Path, steps: int, device: torch.device, config: Config, workers: int) -> float:
+    """``training.fit`` as the train stage runs it, ``steps`` full batches per epoch; epoch 2's images/s
+    (epoch 1 pays for worker start-up, cuDNN autotuning and compilation)."""
     cache = np.load(prepared / data.IMAGES_FILE, mmap_mode="r")
+    rows = steps * config.batch
     tiled = np.resize(np.arange(len(cache)), rows)  # repeat the prepared images up to `rows`
     labels = (np.random.default_rng(0).random((rows, 14)) < 0.2).astype(np.float32)
     train_set = CachedImages(prepared, tiled, labels)
-    val_set = CachedImages(prepared, tiled[:64], labels[:64])
+    val_set = CachedImages(prepared, tiled[: config.batch], labels[: config.batch])
     options = training.TrainOptions(
-        epochs=2, batch_size=batch, num_workers=workers, compile=compile_model, channels_last=channels_last
+        epochs=2,
+        batch_size=config.batch,
+        num_workers=workers,
+        compile=config.compile_mode is not None,
+        compile_mode=config.compile_mode or "default",
+        channels_last=config.channels_last,
     )
     ctx = Context(rank=0, world_size=1, local_rank=0, device=device)
     torch.manual_seed(0)
@@ -170,23 +203,28 @@ def main() -> None:
     parser.add_argument(
         "--pngs", type=int, default=None, help="1024×1024 PNGs to generate (default 256 / 96)"
     )
-    parser.add_argument("--rows", type=int, default=None, help="cache rows for our loop (default 8192 / 256)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32])
+    parser.add_argument(
+        "--steps", type=int, default=None, help="batches per epoch of our loop (default 64 / 8)"
+    )
+    parser.add_argument(
+        "--configs",
+        type=Config.parse,
+        nargs="+",
+        default=None,
+        help="BATCH[:cl][:compile[=MODE]] ... (default: 32); the first one's batch times the loaders",
+    )
     parser.add_argument(
         "--workers", type=int, default=None, help="DataLoader workers (default: min(8, cores))"
     )
     parser.add_argument("--seed-batches", type=int, default=None, help="timed batches of the seed-style loop")
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile (largest batch)")
-    parser.add_argument(
-        "--channels-last", action="store_true", help="our loop in channels_last (train.channels_last)"
-    )
+    parser.add_argument("--alone-steps", type=int, default=30, help="timed steps of the model alone")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     size = args.size or (224 if gpu else 64)
-    pngs, rows = args.pngs or (256 if gpu else 96), args.rows or (8192 if gpu else 256)
+    pngs, steps = args.pngs or (256 if gpu else 96), args.steps or (64 if gpu else 8)
     workers = args.workers if args.workers is not None else min(8, data.default_workers(0))
     seed_batches = args.seed_batches or (20 if gpu else 3)
     figures: dict[str, object] = {
@@ -221,7 +259,8 @@ def main() -> None:
             workers=0,
         )
 
-        batch = args.batch_sizes[0]
+        configs = args.configs or [Config(32)]
+        batch = configs[0].batch
         common = dict(batch_size=batch, num_workers=workers, pin_memory=gpu, persistent_workers=workers > 0)
         seed_loader = DataLoader(SeedStyleImages(paths, size), shuffle=True, **common)
         # The seed-style training loop must outrun its workers' prefetch, or it would time the model only.
@@ -240,21 +279,22 @@ def main() -> None:
         record(
             f"train_seed_style_img_s_b{batch}", seed_style_train_rate(seed_train_loader, device, seed_batches)
         )
-        for b in args.batch_sizes:
-            # torch.compile takes minutes: measured at the largest batch size only
-            variants = [False, True] if args.compile and gpu and b == max(args.batch_sizes) else [False]
-            for compiled in variants:
-                tag = (
-                    f"b{b}"
-                    + ("_compiled" if compiled else "")
-                    + ("_channels_last" if args.channels_last else "")
-                )
-                ours = our_train_rate(prepared, rows, device, b, workers, compiled, args.channels_last)
-                record(f"train_ours_with_data_img_s_{tag}", ours)
+        for config in configs:
+            try:
+                ours = our_train_rate(prepared, steps, device, config, workers)
+                record(f"train_ours_with_data_img_s_{config.tag}", ours)
                 if gpu:
-                    alone = model_alone_rate(device, size, b, 30, compiled, args.channels_last)
-                    record(f"train_model_alone_img_s_{tag}", alone)
-                    record(f"with_data_over_model_alone_{tag}", ours / alone)
+                    alone = model_alone_rate(device, size, config, args.alone_steps)
+                    record(f"train_model_alone_img_s_{config.tag}", alone)
+                    record(f"with_data_over_model_alone_{config.tag}", ours / alone)
+            except Exception as error:  # record it and time the next set-up
+                figures[f"error_{config.tag}"] = f"{type(error).__name__}: {error}"[:500]
+                print(f"{config.tag}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+                if args.json:
+                    args.json.write_text(json.dumps(figures, indent=2))
+            finally:
+                if gpu:
+                    torch.cuda.empty_cache()
         print(json.dumps(figures, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)

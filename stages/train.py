@@ -43,6 +43,7 @@ def train(params, ctx: distributed.Context) -> None:
         amp=cfg.amp,
         channels_last=cfg.channels_last,
         compile=cfg.compile,
+        compile_mode=cfg.compile_mode,
         hflip=cfg.hflip,
         pos_weight=cfg.pos_weight,
         early_stopping_patience=cfg.early_stopping_patience,

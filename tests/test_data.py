@@ -272,3 +272,5 @@ def test_normalize_batch_matches_the_seeds_transform():
     expected = seed_style(Image.fromarray(gray).convert("RGB"))
     ours = dataset.normalize_batch(torch.from_numpy(gray)[None, None], "cpu")[0]
     assert torch.allclose(ours, expected, atol=1e-6)
+    nhwc = dataset.normalize_batch(torch.from_numpy(gray)[None, None], "cpu", channels_last=True)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and torch.equal(nhwc[0], ours)

@@ -37,3 +37,13 @@ def test_wrong_type_and_range_are_errors():
     with pytest.raises(ParamsError, match="sum to less than 1"):
         params_from_dict({"split": {"val_fraction": 0.5, "test_fraction": 0.5}})
     assert params_from_dict({"lr": 1}).lr == 1.0  # ints are fine where floats are expected
+
+
+def test_choices_are_checked():
+    with pytest.raises(ParamsError, match=r"train\.amp must be"):
+        params_from_dict({"train": {"amp": "fp8"}})
+    with pytest.raises(ParamsError, match=r"train\.compile_mode must be one of default, reduce-overhead"):
+        params_from_dict({"train": {"compile_mode": "fast"}})
+    assert params_from_dict({"train": {"compile_mode": "reduce-overhead"}}).train.compile_mode == (
+        "reduce-overhead"
+    )

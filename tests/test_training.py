@@ -123,3 +123,42 @@ def test_cuda_mixed_precision_step(tmp_path: Path):
     options = training.TrainOptions(epochs=1, batch_size=8, amp="auto", channels_last=True)
     result = training.fit(CheXNet(), dataset, dataset, options, ctx)
     assert np.isfinite(result.history[0].train_loss)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_cuda_train_step_never_waits_for_the_gpu(amp: str):
+    """A host sync per batch (e.g. copying constants from pageable memory) stalls the pipeline."""
+    device = torch.device("cuda")
+    dtype = training.amp_dtype(amp, device)
+    model = CheXNet().to(device, memory_format=torch.channels_last)
+    net = training.LogitsView(model)
+    optimizer = training.make_optimizer(model, 1e-4, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    criterion = torch.nn.BCEWithLogitsLoss()
+    images = torch.randint(0, 256, (8, 1, 64, 64), dtype=torch.uint8).pin_memory()
+    labels = (torch.rand(8, 14) < 0.3).float().pin_memory()
+
+    def step() -> torch.Tensor:
+        x = training.prepare_batch(images, device, hflip=True, channels_last=True)
+        y = labels.to(device, non_blocking=True)
+        return training.train_step(net, x, y, criterion, optimizer, scaler, dtype)
+
+    step()  # first step: cuDNN autotuning and allocations may sync
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        losses = [step() for _ in range(3)]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(torch.isfinite(loss).item() for loss in losses)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_compiled_training_with_a_ragged_last_batch(tmp_path: Path):
+    dataset = _cache(tmp_path)
+    ctx = training.Context(rank=0, world_size=1, local_rank=0, device=torch.device("cuda"))
+    batch = max(2, len(dataset) // 2 - 1)  # leaves a smaller last batch: one more static graph
+    options = training.TrainOptions(epochs=2, batch_size=batch, compile=True, channels_last=True)
+    result = training.fit(CheXNet(), dataset, dataset, options, ctx)
+    assert len(result.history) == 2 and np.isfinite(result.history[-1].train_loss)

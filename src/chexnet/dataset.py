@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -39,15 +40,38 @@ class CachedImages(Dataset):
         return image.unsqueeze(0), self.labels[i]
 
 
-def normalize_batch(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+@functools.lru_cache(maxsize=8)
+def _affine(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``scale`` and ``shift`` with ``x = gray * scale + shift``, kept on ``device``.
+
+    Cached per device: building them each batch would copy from pageable host memory, which makes
+    the CPU wait for the GPU every batch and stops it from queuing work ahead.
+    """
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32)
+    scale, shift = 1.0 / (255.0 * std), -mean / std
+    return scale.view(1, 3, 1, 1).to(device), shift.view(1, 3, 1, 1).to(device)
+
+
+def normalize_batch(
+    images: torch.Tensor, device: torch.device | str, *, channels_last: bool = False
+) -> torch.Tensor:
     """uint8 ``B×1×S×S`` → float ``B×3×S×S`` on ``device``, ImageNet-normalised (the seed's transform).
 
-    Grayscale is repeated to three channels, which is exactly what the seed's ``convert("RGB")`` does.
+    Grayscale is repeated to three channels, which is exactly what the seed's ``convert("RGB")`` does:
+    ``(gray / 255 - mean_c) / std_c``, computed as one fused multiply-add per pixel on the device.
     """
-    images = images.to(device, non_blocking=True).float().div_(255.0).expand(-1, 3, -1, -1)
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
-    return (images - mean) / std
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    scale, shift = _affine(device)
+    gray = images.to(device, non_blocking=True)
+    out = torch.empty(
+        (gray.shape[0], 3, *gray.shape[2:]),
+        device=device,
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format,
+    )
+    return torch.addcmul(shift, gray.float(), scale, out=out)
 
 
 def split_dataset(prepared_dir: str | Path, split: pd.DataFrame, name: str) -> CachedImages:

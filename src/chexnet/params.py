@@ -81,6 +81,10 @@ class ExplainParams:
     cam_threshold: float = 0.5  # IoBB: heat map thresholded at this fraction of its maximum
 
 
+# torch.compile's modes; reduce-overhead and max-autotune also replay CUDA graphs (launch-bound batches).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass(frozen=True)
 class TrainParams:
     """How to train fast and robustly; the defaults keep the seed's behaviour (no extra tricks)."""
@@ -91,6 +95,7 @@ class TrainParams:
     )
     channels_last: bool = False  # faster on CUDA from batch 128 and on CPU; slower at 32 on CUDA
     compile: bool = False  # torch.compile the model (CUDA; slow first epoch, faster after)
+    compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune | ...
     hflip: bool = False  # random horizontal flips, on the device
     pos_weight: bool = False  # weight positives by negatives/positives per class (class imbalance)
     early_stopping_patience: int = 0  # 0 = off
@@ -141,6 +146,11 @@ class Params:
             raise ParamsError(f"params: train.processes must be 1 or more, got {self.train.processes}")
         if self.train.amp not in ("auto", "bf16", "fp16", "off"):
             raise ParamsError(f"params: train.amp must be auto, bf16, fp16 or off, got {self.train.amp!r}")
+        if self.train.compile_mode not in COMPILE_MODES:
+            raise ParamsError(
+                f"params: train.compile_mode must be one of {', '.join(COMPILE_MODES)},"
+                f" got {self.train.compile_mode!r}"
+            )
         if self.num_workers < 0:
             raise ParamsError(f"params: num_workers must be 0 or more, got {self.num_workers}")
         if self.image_size < 32:
