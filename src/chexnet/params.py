@@ -28,8 +28,8 @@ class ParamsError(ChexnetError, ValueError):
 class DemoParams:
     """The synthetic NIH-like demo set written by the ``demo`` stage."""
 
-    n_patients: int = 200
-    n_images: int = 480
+    n_patients: int = 800
+    n_images: int = 2000
     image_size: int = 256  # side of the generated PNGs, in pixels (NIH's are 1024)
     no_finding_fraction: float = 0.2
     rgba_images: int = 3  # a few stored as RGBA and 16-bit, as in the real data
