@@ -32,7 +32,13 @@ def main(params, _args) -> None:
 def train(params, ctx: distributed.Context) -> None:
     training.seed_everything(params.seed)
     split = pd.read_parquet(paths.SPLIT_FILE)
+    # Rank 0 fetches the ImageNet weights into the hub cache first; the others then read that file
+    # instead of all downloading at once (DDP copies rank 0's weights to every process anyway).
+    if not ctx.is_main:
+        distributed.barrier(ctx)
     model, pretrained = build_model(params.weights)
+    if ctx.is_main:
+        distributed.barrier(ctx)
     cfg = params.train
     options = training.TrainOptions(
         epochs=params.epochs,
