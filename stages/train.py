@@ -10,7 +10,6 @@ import logging
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from chexnet import distributed, io, paths, training
 from chexnet.cli import run_stage
@@ -98,7 +97,7 @@ def train(params, ctx: distributed.Context) -> None:
     if not ctx.is_main:
         return
     live.end()
-    io.write_with(paths.MODEL_FILE, lambda tmp: torch.save(result.best_state, tmp))
+    io.write_torch(paths.MODEL_FILE, result.best_state)
     history = result.history
     images_per_second = [r.images_per_second for r in history if r.epoch > result.resumed_from_epoch]
     io.write_json(

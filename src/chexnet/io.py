@@ -38,6 +38,22 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], Any]) -> P
     return Path(path)
 
 
+def write_torch(path: str | os.PathLike[str], obj: Any) -> Path:
+    """``torch.save`` atomically, with the same bytes for the same tensors.
+
+    Saved to a path, torch names the archive inside after the file, here the random temporary name,
+    so identical weights would differ byte for byte and DVC would rerun every stage after an unchanged
+    model. Saved into an open file, the archive name is fixed.
+    """
+    import torch
+
+    def save(tmp: Path) -> None:
+        with tmp.open("wb") as handle:
+            torch.save(obj, handle)
+
+    return write_with(path, save)
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
     return write_with(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 

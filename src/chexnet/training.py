@@ -415,7 +415,7 @@ def fit(
                     "best_score": float(best_score),
                     "stale_epochs": stale_epochs,
                 }
-                io.write_with(checkpoint, lambda tmp, state=state: torch.save(state, tmp))
+                io.write_torch(checkpoint, state)
         barrier(ctx)
     return result
 
