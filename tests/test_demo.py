@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +71,22 @@ def test_demo_is_deterministic(tmp_path: Path):
     assert (tmp_path / "a" / DEMO_IMAGES / name).read_bytes() == (
         tmp_path / "b" / DEMO_IMAGES / name
     ).read_bytes()
+
+
+def test_same_seed_same_data_set_in_any_process(tmp_path: Path):
+    """Python randomises string hashing per process; the demo set must not depend on it."""
+    script = (
+        "import sys; from chexnet.demo import generate_demo; from chexnet.params import DemoParams;"
+        "t = generate_demo(sys.argv[1], DemoParams(n_patients=20, n_images=60, image_size=32));"
+        "print(t.to_csv(index=False))"
+    )
+    tables = []
+    for hash_seed in ("1", "2"):
+        env = os.environ | {"PYTHONHASHSEED": hash_seed}
+        out = tmp_path / hash_seed
+        run = subprocess.run(
+            [sys.executable, "-c", script, str(out)], env=env, capture_output=True, text=True, check=True
+        )
+        tables.append(run.stdout)
+    assert tables[0] == tables[1]
+    assert (tmp_path / "1" / DEMO_BOXES).read_bytes() == (tmp_path / "2" / DEMO_BOXES).read_bytes()

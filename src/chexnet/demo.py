@@ -318,7 +318,9 @@ def draw_radiograph(
 
 def _sample_findings(rng: np.random.Generator, no_finding_fraction: float, previous: set[str]) -> set[str]:
     """Findings for one image; a follow-up keeps each earlier finding with probability 0.5."""
-    kept = {label for label in previous if rng.random() < 0.5}
+    # In LABELS order, never in set order: a set of strings iterates in an order that changes with
+    # Python's per-process hash seed, which would make the same seed draw a different data set.
+    kept = {label for label in LABELS if label in previous and rng.random() < 0.5}
     if not kept and rng.random() < no_finding_fraction:
         return set()
     count = int(rng.choice((1, 2, 3), p=(0.45, 0.35, 0.2)))
