@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from chexnet import paths
-from chexnet.boxes import pointing_hit, read_boxes, scale_box
+from chexnet.boxes import pointing_hit, read_boxes
 from chexnet.data import IMAGES_FILE
-from chexnet.explain import localisation
+from chexnet.explain import box_cases, localisation
 from chexnet.model import CheXNet, load_checkpoint
 from chexnet.params import load_params
 
@@ -39,17 +39,8 @@ def grid_ceiling(predictions: pd.DataFrame, box_table: pd.DataFrame, size: int, 
             cell[0, 0, i, j] = 1
             up = F.interpolate(cell, size=(size, size), mode="bilinear", align_corners=False)[0, 0]
             peaks.append(up.numpy())
-    by_image = predictions.set_index("image")
-    hits = []
-    for (name, _finding), group in box_table[box_table["image"].isin(by_image.index)].groupby(
-        ["image", "finding"]
-    ):
-        record = by_image.loc[name]
-        scaled = [
-            scale_box(b.x, b.y, b.w, b.h, int(record["width"]), int(record["height"]), size)
-            for b in group.itertuples()
-        ]
-        hits.append(any(pointing_hit(peak, scaled) for peak in peaks))
+    cases = box_cases(predictions, box_table, size)
+    hits = [any(pointing_hit(peak, scaled) for peak in peaks) for *_, scaled in cases]
     return float(np.mean(hits))
 
 

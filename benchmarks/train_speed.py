@@ -264,16 +264,20 @@ def main() -> None:
 
         configs = args.configs or [Config(32)]
         batch = configs[0].batch
-        common = dict(batch_size=batch, num_workers=workers, pin_memory=gpu, persistent_workers=workers > 0)
-        seed_loader = DataLoader(SeedStyleImages(paths, size), shuffle=True, **common)
-        # The seed-style training loop must outrun its workers' prefetch, or it would time the model only.
-        needed = (seed_batches + 2 + 2 * max(workers, 1)) * batch
-        seed_train_loader = DataLoader(
-            SeedStyleImages(paths * -(-needed // len(paths)), size), shuffle=True, **common
-        )
-        cache_set = CachedImages(prepared, np.arange(len(names)), np.zeros((len(names), 14), np.float32))
-        cache_loader = DataLoader(cache_set, shuffle=True, **common)
         if not args.skip_seed_style:
+            common = dict(
+                batch_size=batch, num_workers=workers, pin_memory=gpu, persistent_workers=workers > 0
+            )
+            seed_loader = DataLoader(SeedStyleImages(paths, size), shuffle=True, **common)
+            # The seed-style training loop must outrun its workers' prefetch, or it would time the model.
+            needed = (seed_batches + 2 + 2 * max(workers, 1)) * batch
+            seed_train_loader = DataLoader(
+                SeedStyleImages(paths * -(-needed // len(paths)), size), shuffle=True, **common
+            )
+            labels = np.zeros((len(names), 14), np.float32)
+            cache_loader = DataLoader(
+                CachedImages(prepared, np.arange(len(names)), labels), shuffle=True, **common
+            )
             seed_rate = loader_rate(seed_loader, device, normalise=False)
             cache_rate = loader_rate(cache_loader, device, normalise=True)
             record(f"loader_seed_style_img_s_b{batch}", seed_rate)

@@ -70,6 +70,25 @@ def top_k_overlays(
     return rows
 
 
+def box_cases(
+    predictions: pd.DataFrame, boxes: pd.DataFrame, size: int
+) -> list[tuple[int, int, str, list[tuple[float, ...]]]]:
+    """``(cache row, class index, finding, boxes on the size × size map)`` for every (image, finding)
+    of ``predictions`` that has expert boxes; each box scaled from its own image's pixels."""
+    by_image = predictions.set_index("image")
+    cases = []
+    for (image_name, finding), group in boxes[boxes["image"].isin(by_image.index)].groupby(
+        ["image", "finding"]
+    ):
+        record = by_image.loc[image_name]
+        scaled = [
+            box_scores.scale_box(b.x, b.y, b.w, b.h, int(record["width"]), int(record["height"]), size)
+            for b in group.itertuples()
+        ]
+        cases.append((int(record["row"]), LABELS.index(finding), finding, scaled))
+    return cases
+
+
 def localisation(
     model: CheXNet,
     images: np.ndarray,
@@ -86,18 +105,7 @@ def localisation(
     Every such image is scored, whatever its probability: the heat map of the box's finding is asked
     where that finding is.
     """
-    size = images.shape[-1]
-    by_image = predictions.set_index("image")
-    cases = []
-    for (image_name, finding), group in boxes[boxes["image"].isin(by_image.index)].groupby(
-        ["image", "finding"]
-    ):
-        record = by_image.loc[image_name]
-        scaled = [
-            box_scores.scale_box(b.x, b.y, b.w, b.h, int(record["width"]), int(record["height"]), size)
-            for b in group.itertuples()
-        ]
-        cases.append((int(record["row"]), LABELS.index(finding), finding, scaled))
+    cases = box_cases(predictions, boxes, images.shape[-1])
     records = []
     for chunk in tqdm(list(_batches(cases, batch_size)), desc="localisation", unit="batch"):
         pixels = np.stack([np.asarray(images[row]) for row, *_ in chunk])
