@@ -21,15 +21,17 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from chexnet import paths
+from chexnet import data, paths
 from chexnet.boxes import pointing_hit, read_boxes
 from chexnet.data import IMAGES_FILE
 from chexnet.explain import box_cases, localisation
-from chexnet.model import CheXNet, load_checkpoint
+from chexnet.model import CheXNet, load_model
 from chexnet.params import load_params
 
 
-def grid_ceiling(predictions: pd.DataFrame, box_table: pd.DataFrame, size: int, grid: int = 7) -> float:
+def grid_ceiling(
+    predictions: pd.DataFrame, box_table: pd.DataFrame, size: int, labels: list[str], grid: int = 7
+) -> float:
     """The best pointing game any ``grid × grid`` map could reach: the share of (image, finding) cases
     where some cell, alone and upsampled to ``size`` as the heat maps are, peaks inside a box."""
     peaks = []
@@ -39,7 +41,7 @@ def grid_ceiling(predictions: pd.DataFrame, box_table: pd.DataFrame, size: int, 
             cell[0, 0, i, j] = 1
             up = F.interpolate(cell, size=(size, size), mode="bilinear", align_corners=False)[0, 0]
             peaks.append(up.numpy())
-    cases = box_cases(predictions, box_table, size)
+    cases = box_cases(predictions, box_table, size, labels)
     hits = [any(pointing_hit(peak, scaled) for peak in peaks) for *_, scaled in cases]
     return float(np.mean(hits))
 
@@ -54,9 +56,10 @@ def main() -> None:
     params = load_params()
     predictions = pd.read_parquet(paths.PREDICTIONS_FILE)
     images = np.load(paths.PREPARED_DIR / IMAGES_FILE, mmap_mode="r")
-    box_table = read_boxes(params.data.bbox_table)
+    labels = list(data.load_labels(paths.PREPARED_DIR).names)
+    box_table = read_boxes(params.data.bbox_table, labels, params.data.aliases)
     torch.manual_seed(params.seed)
-    models = {"untrained": CheXNet(), "trained": load_checkpoint(CheXNet(), paths.MODEL_FILE)}
+    models = {"untrained": CheXNet(len(labels)), "trained": load_model(paths.MODEL_FILE)[0]}
     figures = {}
     for name, model in models.items():
         for layer in args.layers:
@@ -65,6 +68,7 @@ def main() -> None:
                 images,
                 predictions,
                 box_table,
+                labels,
                 target_layer=layer,
                 device=torch.device("cpu"),
                 fraction=params.explain.cam_threshold,
@@ -75,7 +79,7 @@ def main() -> None:
                 f"IoBB>0.5 {scores['iobb_over_0.5']:.3f} over {scores['cases']} cases",
                 flush=True,
             )
-    figures["ceiling of any 7x7 map"] = grid_ceiling(predictions, box_table, images.shape[-1])
+    figures["ceiling of any 7x7 map"] = grid_ceiling(predictions, box_table, images.shape[-1], labels)
     print(f"the best any 7 x 7 map could score: {figures['ceiling of any 7x7 map']:.3f}")
     print(json.dumps(figures, indent=2))
 

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare_throughput import write_images
 
 from chexnet import paths
-from chexnet.labels import LABELS
-from chexnet.model import CheXNet, load_checkpoint, resolve_device
+from chexnet.labels import NIH14
+from chexnet.model import CheXNet, load_model, resolve_device
 from chexnet.predict import predict_files
 
 
@@ -37,19 +37,25 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     device = resolve_device(args.device)
-    model = (load_checkpoint(CheXNet(), args.model) if args.model.is_file() else CheXNet()).to(device).eval()
-    thresholds = dict.fromkeys(LABELS, 0.5)
+    model, labels = CheXNet(), list(NIH14)
+    if args.model.is_file():
+        model, info = load_model(args.model)
+        labels = list(info.labels.names)
+    model = model.to(device).eval()
+    thresholds = dict.fromkeys(labels, 0.5)
     work = Path(tempfile.mkdtemp(prefix="chexnet-predict-"))
     try:
         files = [work / "images" / name for name in write_images(work / "images", args.images)]
-        predict_files(model, files[:2], thresholds=thresholds, device=device)  # warm-up
+        predict_files(model, files[:2], labels=labels, thresholds=thresholds, device=device)  # warm-up
         latencies = []
         for path in files[:10]:
             started = time.perf_counter()
-            predict_files(model, [path], thresholds=thresholds, device=device)
+            predict_files(model, [path], labels=labels, thresholds=thresholds, device=device)
             latencies.append(time.perf_counter() - started)
         started = time.perf_counter()
-        predict_files(model, files, thresholds=thresholds, device=device, batch_size=args.batch_size)
+        predict_files(
+            model, files, labels=labels, thresholds=thresholds, device=device, batch_size=args.batch_size
+        )
         folder_seconds = time.perf_counter() - started
         figures = {
             "device": str(device),

@@ -72,10 +72,13 @@ def main() -> None:
                 seed=42,
                 workers=args.workers,
                 max_rejected_fraction=0.01,
+                preset="nih",
             )
         with timed(results, "split_s"):
             index = data.load_index(work / "prepared")
-            index["split"] = splits.patient_split(index, val_fraction=0.1, test_fraction=0.2, seed=42)
+            index["split"] = splits.patient_split(
+                index, data.load_labels(work / "prepared"), val_fraction=0.1, test_fraction=0.2, seed=42
+            )
             splits.check_no_patient_overlap(index)
         cache_gb = (work / "prepared" / data.IMAGES_FILE).stat().st_size / 1e9
         print(

@@ -29,13 +29,13 @@ from common import peak_rss_mb
 from chexnet import data
 from chexnet.demo import Anatomy, draw_radiograph
 from chexnet.images import decode_one
-from chexnet.labels import LABELS
+from chexnet.labels import NIH14, LabelOptions
 
 
 def write_images(root: Path, count: int, size: int = 1024) -> list[str]:
     """``count`` PNGs of NIH's size: 20 drawn radiographs, each saved many times with fresh noise."""
     rng = np.random.default_rng(0)
-    bases = [draw_radiograph(size, Anatomy.sample(rng), {LABELS[i % 14]}, rng)[0] for i in range(20)]
+    bases = [draw_radiograph(size, Anatomy.sample(rng), {NIH14[i % 14]}, rng)[0] for i in range(20)]
     root.mkdir(parents=True)
     names = []
     for i in tqdm(range(count), desc="1024 px PNGs", unit="img"):
@@ -67,7 +67,9 @@ def main() -> None:
             decode_one((position, path, args.image_size))
         single_rate = len(paths) / (time.perf_counter() - started)
 
-        table = pd.DataFrame({"imagem": names, "patologia": "No Finding", "paciente_id": range(len(names))})
+        # one finding per image, cycling through NIH's 14, so every finding has positives
+        findings = [NIH14[i % len(NIH14)] for i in range(len(names))]
+        table = pd.DataFrame({"imagem": names, "patologia": findings, "paciente_id": range(len(names))})
         started = time.perf_counter()
         data.prepare_cache(
             table,
@@ -75,6 +77,7 @@ def main() -> None:
             image_root=work / "images",
             out_dir=work / "prepared",
             columns=data.resolve_columns("seed", "", "", ""),
+            label_options=LabelOptions(min_positives=1),
             image_size=args.image_size,
             subset=len(names),
             seed=0,

@@ -44,6 +44,7 @@ from prepare_throughput import write_images
 from chexnet import data, training
 from chexnet.dataset import IMAGENET_MEAN, IMAGENET_STD, CachedImages, normalize_batch
 from chexnet.distributed import Context
+from chexnet.labels import NIH14, LabelOptions
 from chexnet.model import CheXNet, LogitsView
 
 
@@ -248,7 +249,9 @@ def main() -> None:
     try:
         names = write_images(work / "images", pngs)
         paths = [work / "images" / name for name in names]
-        table = pd.DataFrame({"imagem": names, "patologia": "No Finding", "paciente_id": range(len(names))})
+        # one finding per image, cycling through NIH's 14, so every finding has positives
+        findings = [NIH14[i % len(NIH14)] for i in range(len(names))]
+        table = pd.DataFrame({"imagem": names, "patologia": findings, "paciente_id": range(len(names))})
         prepared = work / "prepared"
         data.prepare_cache(
             table,
@@ -256,6 +259,7 @@ def main() -> None:
             image_root=work / "images",
             out_dir=prepared,
             columns=data.resolve_columns("seed", "", "", ""),
+            label_options=LabelOptions(min_positives=1),
             image_size=size,
             subset=len(names),
             seed=0,

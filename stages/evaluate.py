@@ -10,11 +10,10 @@ import logging
 import numpy as np
 import pandas as pd
 
-from chexnet import bootstrap, evaluation, figures, io, metrics, paths, report, training
+from chexnet import bootstrap, data, evaluation, figures, io, metrics, paths, report, training
 from chexnet.cli import run_stage
 from chexnet.dataset import split_dataset
-from chexnet.labels import LABELS
-from chexnet.model import CheXNet, load_checkpoint, resolve_device
+from chexnet.model import load_model, require_labels, resolve_device
 from chexnet.params import DataParams, params_to_dict
 
 log = logging.getLogger("chexnet.evaluate")
@@ -24,11 +23,15 @@ def main(params, _args) -> None:
     cfg = params.evaluate
     device = resolve_device(params.device)
     split = pd.read_parquet(paths.SPLIT_FILE)
-    model = load_checkpoint(CheXNet(), paths.MODEL_FILE).to(device)
+    labels = data.load_labels(paths.PREPARED_DIR)
+    model, info = load_model(paths.MODEL_FILE)
+    require_labels(info, labels, paths.MODEL_FILE, "the prepared data (data/prepared/labels.json)")
+    model = model.to(device)
+    names = list(labels.names)
     predictions, probabilities = {}, {}
     for name in ("val", "test"):
         loader = training.make_loader(
-            split_dataset(paths.PREPARED_DIR, split, name),
+            split_dataset(paths.PREPARED_DIR, split, name, labels),
             batch_size=params.batch_size,
             shuffle=False,
             seed=params.seed,
@@ -36,19 +39,20 @@ def main(params, _args) -> None:
             device=device,
         )
         probabilities[name] = training.predict(model, loader, device, desc=name, tta=cfg.tta)
-        columns = ["row", "image", "patient", "width", "height", *LABELS]
+        columns = ["row", "image", "patient", "width", "height", *names]
         frame = split[split["split"] == name][columns].reset_index(drop=True)
-        for j, label in enumerate(LABELS):
+        for j, label in enumerate(names):
             frame[f"p_{label}"] = probabilities[name][0][:, j]
         predictions[name] = frame
         io.write_parquet(paths.PREDICTIONS_DIR / f"{name}.parquet", frame)
 
     # Thresholds from validation only: the test labels are not in scope here.
     val_scores, val_truth = probabilities["val"]
-    thresholds, fallbacks = evaluation.choose_thresholds(val_truth, val_scores, cfg.threshold_method)
+    thresholds, fallbacks = evaluation.choose_thresholds(val_truth, val_scores, names, cfg.threshold_method)
     io.write_json(
         paths.THRESHOLDS_FILE,
         {
+            "labels": names,
             "method": cfg.threshold_method,
             "chosen_on": "val",
             "thresholds": thresholds,
@@ -62,23 +66,25 @@ def main(params, _args) -> None:
         truth,
         scores,
         test["patient"].to_numpy(),
+        names,
         resamples=cfg.bootstrap_resamples,
         seed=params.seed,
         level=cfg.ci_level,
     )
-    at_chosen = evaluation.binarize_at(scores, thresholds)
+    at_chosen = evaluation.binarize_at(scores, thresholds, names)
     at_seed = (scores >= cfg.threshold).astype(np.uint8)
-    points = evaluation.operating_points(truth, scores, thresholds)
+    points = evaluation.operating_points(truth, scores, thresholds, names)
     ece, overall_bins = evaluation.reliability(truth, scores, cfg.calibration_bins)
     per_class_bins = {
         label: evaluation.reliability(truth[:, j], scores[:, j], cfg.calibration_bins)
-        for j, label in enumerate(LABELS)
+        for j, label in enumerate(names)
     }
-    chosen_report, chosen_text = metrics.report(truth, at_chosen)
-    seed_report, seed_text = metrics.report(truth, at_seed)
+    chosen_report, chosen_text = metrics.report(truth, at_chosen, names)
+    seed_report, seed_text = metrics.report(truth, at_seed, names)
 
     summary = {
         "split": "test",
+        "findings": len(names),
         "images": len(test),
         "patients": int(test["patient"].nunique()),
         "bootstrap": {
@@ -118,17 +124,15 @@ def main(params, _args) -> None:
     )
     print(chosen_text)
 
-    curves = metrics.roc_points(truth, scores)
-    pr_curves = metrics.pr_points(truth, scores)
-    for label in LABELS:  # an undefined class gets a header-only file: no curve, and no missing-file error
-        io.write_csv(
-            paths.ROC_DIR / f"{label}.csv",
-            pd.DataFrame(curves.get(label, {"fpr": [], "tpr": [], "threshold": []})),
-        )
-        io.write_csv(
-            paths.PR_DIR / f"{label}.csv",
-            pd.DataFrame(pr_curves.get(label, {"recall": [], "precision": [], "threshold": []})),
-        )
+    # One long-format file per curve kind: `dvc plots` draws one line per finding, for any label list.
+    io.write_csv(
+        paths.ROC_CSV,
+        figures.curves_frame(metrics.roc_points(truth, scores, names), ["fpr", "tpr", "threshold"]),
+    )
+    io.write_csv(
+        paths.PR_CSV,
+        figures.curves_frame(metrics.pr_points(truth, scores, names), ["recall", "precision", "threshold"]),
+    )
     io.write_csv(
         paths.CALIBRATION_CSV, pd.DataFrame(overall_bins, columns=["bin", "predicted", "observed", "count"])
     )
@@ -144,6 +148,7 @@ def main(params, _args) -> None:
         np.stack([images[r] for r in test["row"][:shown]]),
         truth[:shown],
         at_chosen[:shown],
+        names,
         list(test["image"][:shown]),
         f"thresholds chosen on validation ({cfg.threshold_method})",
     )
@@ -157,6 +162,8 @@ def main(params, _args) -> None:
             train=io.read_json(paths.TRAIN_METRICS),
             params=params_to_dict(params),
             demo_data=params.data.table == DataParams().table,
+            labels=labels,
+            label_counts=io.read_json(paths.PREPARED_DIR / data.LABELS_FILE),
         ),
     )
     macro = intervals["auroc"]["macro"]

@@ -7,12 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chexnet import io, paths
+from chexnet import data, io, paths
 from chexnet.boxes import read_boxes
 from chexnet.cli import run_stage
-from chexnet.data import IMAGES_FILE
 from chexnet.explain import localisation, top_k_overlays
-from chexnet.model import CheXNet, load_checkpoint, resolve_device
+from chexnet.model import load_model, require_labels, resolve_device
 
 log = logging.getLogger("chexnet.explain")
 
@@ -21,13 +20,18 @@ def main(params, _args) -> None:
     cfg = params.explain
     device = resolve_device(params.device)
     predictions = pd.read_parquet(paths.PREDICTIONS_FILE)
-    images = np.load(paths.PREPARED_DIR / IMAGES_FILE, mmap_mode="r")
-    model = load_checkpoint(CheXNet(), paths.MODEL_FILE).to(device)
+    images = np.load(paths.PREPARED_DIR / data.IMAGES_FILE, mmap_mode="r")
+    labels = data.load_labels(paths.PREPARED_DIR)
+    model, info = load_model(paths.MODEL_FILE)
+    require_labels(info, labels, paths.MODEL_FILE, "the prepared data (data/prepared/labels.json)")
+    model = model.to(device)
+    names = list(labels.names)
 
     rows = top_k_overlays(
         model,
         images,
         predictions,
+        names,
         k=cfg.top_k,
         target_layer=cfg.target_layer,
         device=device,
@@ -48,7 +52,8 @@ def main(params, _args) -> None:
             model,
             images,
             predictions,
-            read_boxes(box_table),
+            read_boxes(box_table, names, params.data.aliases),
+            names,
             target_layer=cfg.target_layer,
             device=device,
             fraction=cfg.cam_threshold,

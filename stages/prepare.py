@@ -1,4 +1,5 @@
-"""prepare stage: binarise labels, take the seeded subset, decode each image once into data/prepared/."""
+"""prepare stage: choose the label list, binarise, take the seeded subset, decode each image once into
+data/prepared/."""
 
 import logging
 
@@ -10,9 +11,8 @@ log = logging.getLogger("chexnet.prepare")
 
 def main(params, _args) -> None:
     cfg = params.data
-    table = data.read_table(cfg.table)
     report = data.prepare_cache(
-        table,
+        data.read_source(cfg.preset, cfg.table, cfg.metadata_table),
         table_path=cfg.table,
         image_root=cfg.images,
         out_dir=paths.PREPARED_DIR,
@@ -22,12 +22,18 @@ def main(params, _args) -> None:
         seed=params.seed,
         workers=cfg.workers,
         max_rejected_fraction=cfg.max_rejected_fraction,
+        label_options=params.label_options(),
+        preset=cfg.preset,
+        views=cfg.views,
     )
     io.write_json(paths.PREPARE_METRICS, report.as_dict())
     log.info(
-        "prepared %d of %d selected images; rejected: %s",
+        "prepared %d of %d selected images, %d findings (%s): %s; rejected: %s",
         report.images_written,
         report.rows_selected,
+        len(report.labels),
+        report.labels.source,
+        ", ".join(report.labels.names),
         report.rejected or "none",
     )
 

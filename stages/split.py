@@ -10,10 +10,12 @@ log = logging.getLogger("chexnet.split")
 
 def main(params, _args) -> None:
     index = data.load_index(paths.PREPARED_DIR)
+    labels = data.load_labels(paths.PREPARED_DIR)
     cfg = params.split
     if cfg.method == "official":
         index["split"] = splits.official_split(
             index,
+            labels,
             test_list=cfg.test_list,
             train_val_list=cfg.train_val_list,
             val_fraction=cfg.val_fraction,
@@ -21,11 +23,11 @@ def main(params, _args) -> None:
         )
     else:
         index["split"] = splits.patient_split(
-            index, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=params.seed
+            index, labels, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=params.seed
         )
     splits.check_no_patient_overlap(index)
     io.write_parquet(paths.SPLIT_FILE, index)
-    summary = splits.split_summary(index)
+    summary = splits.split_summary(index, labels)
     summary["method"] = cfg.method
     io.write_json(paths.SPLIT_METRICS, summary)
     log.info("split (%s): %s", cfg.method, {name: summary[name]["images"] for name in splits.SPLITS})

@@ -9,13 +9,13 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from chexnet import distributed, io, paths, training
+from chexnet import data, distributed, io, paths, training
 from chexnet.cli import run_stage
-from chexnet.data import INDEX_FILE
 from chexnet.dataset import split_dataset
-from chexnet.model import build_model
+from chexnet.model import ModelInfo, build_model, save_model
 
 log = logging.getLogger("chexnet.train")
 
@@ -31,11 +31,13 @@ def main(params, _args) -> None:
 def train(params, ctx: distributed.Context) -> None:
     training.seed_everything(params.seed)
     split = pd.read_parquet(paths.SPLIT_FILE)
+    labels = data.load_labels(paths.PREPARED_DIR)
+    cache_shape = np.load(paths.PREPARED_DIR / data.IMAGES_FILE, mmap_mode="r").shape
     # Rank 0 fetches the ImageNet weights into the hub cache first; the others then read that file
     # instead of all downloading at once (DDP copies rank 0's weights to every process anyway).
     if not ctx.is_main:
         distributed.barrier(ctx)
-    model, pretrained = build_model(params.weights)
+    model, pretrained = build_model(params.weights, labels)
     if ctx.is_main:
         distributed.barrier(ctx)
     cfg = params.train
@@ -56,17 +58,27 @@ def train(params, ctx: distributed.Context) -> None:
         lr_plateau_factor=cfg.lr_plateau_factor,
     )
     # What a checkpoint must match to be resumed (epochs left out: a killed run may be extended).
-    settings = dataclasses.asdict(options) | {"weights": params.weights, "world_size": ctx.world_size}
+    settings = dataclasses.asdict(options) | {
+        "weights": params.weights,
+        "world_size": ctx.world_size,
+        "labels": list(labels.names),
+        "image_cache_shape": list(cache_shape),
+    }
     settings.pop("epochs")
-    fingerprint = training.fingerprint(settings, [paths.SPLIT_FILE, paths.PREPARED_DIR / INDEX_FILE])
+    fingerprint = training.fingerprint(
+        settings,
+        [paths.SPLIT_FILE, paths.PREPARED_DIR / data.INDEX_FILE, paths.PREPARED_DIR / data.LABELS_FILE],
+    )
     checkpoint = Path(cfg.checkpoint_dir) / paths.CHECKPOINT_NAME
     if ctx.is_main:
         log.info(
-            "training on %s × %d process(es), %s weights, amp %s",
+            "training on %s × %d process(es), %s weights, amp %s, %d findings (%s)",
             ctx.device,
             ctx.world_size,
             "ImageNet" if pretrained else "random",
             options.amp,
+            len(labels),
+            labels.source,
         )
 
     live = None
@@ -86,8 +98,8 @@ def train(params, ctx: distributed.Context) -> None:
 
     result = training.fit(
         model,
-        split_dataset(paths.PREPARED_DIR, split, "train"),
-        split_dataset(paths.PREPARED_DIR, split, "val"),
+        split_dataset(paths.PREPARED_DIR, split, "train", labels),
+        split_dataset(paths.PREPARED_DIR, split, "val", labels),
         options,
         ctx,
         checkpoint=checkpoint,
@@ -97,7 +109,7 @@ def train(params, ctx: distributed.Context) -> None:
     if not ctx.is_main:
         return
     live.end()
-    io.write_torch(paths.MODEL_FILE, result.best_state)
+    save_model(paths.MODEL_FILE, result.best_state, ModelInfo(labels, image_size=int(cache_shape[-1])))
     history = result.history
     images_per_second = [r.images_per_second for r in history if r.epoch > result.resumed_from_epoch]
     io.write_json(

@@ -10,7 +10,9 @@ import pytest
 import torch
 import yaml
 
-from chexnet.labels import LABELS
+from chexnet.labels import NIH14, LabelList, write_labels_json
+
+LABELS = NIH14  # the tiny work dirs use NIH's 14 findings in CheXNet's order
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_NIH = REPO.parent / "shared" / "data" / "nih"
@@ -26,6 +28,17 @@ def nih_dir() -> Path:
     if not (SHARED_NIH / "Data_Entry_2017_v2020.csv.gz").exists():
         pytest.skip("../shared/data/nih is absent (a user's clone has none)")
     return SHARED_NIH
+
+
+def save_test_model(path: Path, labels: tuple[str, ...] = LABELS, image_size: int | None = 32, seed: int = 0):
+    """A random CheXNet saved as train saves it: the seed-format state_dict and its JSON beside it."""
+    from chexnet.model import CheXNet, ModelInfo, save_model
+
+    torch.manual_seed(seed)
+    model = CheXNet(len(labels))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(path, model.state_dict(), ModelInfo(LabelList(tuple(labels), "nih14"), image_size))
+    return model
 
 
 def make_workdir(root: Path, epochs: int, n: int = 48, size: int = 32) -> Path:
@@ -46,6 +59,7 @@ def make_workdir(root: Path, epochs: int, n: int = 48, size: int = 32) -> Path:
     index["width"], index["height"] = 1024, 1024
     index[list(LABELS)] = labels
     index.to_parquet(root / "data" / "prepared" / "index.parquet", index=False)
+    write_labels_json(root / "data" / "prepared" / "labels.json", LabelList(LABELS, "nih14"))
     index["split"] = np.array(["val", "test", "train", "train"])[np.arange(n) // 2 % 4]  # 2 images a patient
     index.to_parquet(root / "data" / "split.parquet", index=False)
     params = {"epochs": epochs, "batch_size": 8, "weights": "none", "device": "cpu", "seed": 3}

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from chexnet import data, dataset, images
-from chexnet.labels import LABELS, UnknownLabelError
+from chexnet.labels import LabelOptions, UnknownLabelError
 
 SEED = data.resolve_columns("seed", "", "", "")
 
@@ -87,7 +87,8 @@ def test_presets_and_overrides():
     assert data.resolve_columns("seed", "", "", "").label == "patologia"
     assert data.resolve_columns("seed", "file", "", "none") == data.Columns("file", "patologia", None)
     with pytest.raises(data.DataError, match=r"data\.preset"):
-        data.resolve_columns("chexpert", "", "", "")
+        data.resolve_columns("padchest", "", "", "")
+    assert data.resolve_columns("chexpert", "", "", "").label is None  # wide: one column per finding
 
 
 def test_csv_with_empty_trailing_column_parses(tmp_path: Path):
@@ -100,10 +101,8 @@ def test_csv_with_empty_trailing_column_parses(tmp_path: Path):
 def test_real_nih_v2020_table_parses_and_binarises(nih_dir: Path):
     table = data.read_table(nih_dir / "Data_Entry_2017_v2020.csv.gz")
     assert len(table) == 112_120 and table["Patient ID"].nunique() == 30_805
-    from chexnet.labels import binarize
-
-    counts = dict(zip(LABELS, binarize(table["Finding Labels"]).sum(axis=0), strict=True))
-    assert counts["Infiltration"] == 19_894 and counts["Hernia"] == 227
+    _, counts, _ = data.long_findings(table["Finding Labels"], LabelOptions())
+    assert counts["Infiltration"] == 19_894 and counts["Hernia"] == 227 and len(counts) == 14
 
 
 def test_patient_ids_from_nih_file_names():
@@ -140,6 +139,7 @@ def _prepare(tmp_path: Path, table: pd.DataFrame, **overrides) -> data.PrepareRe
         seed=0,
         workers=1,
         max_rejected_fraction=1.0,
+        label_options=LabelOptions(min_positives=1),
     )
     kwargs.update(overrides)
     return data.prepare_cache(table, **kwargs)
@@ -151,7 +151,7 @@ def test_prepare_cache_writes_the_contract(tmp_path: Path):
     cache = np.load(tmp_path / "prepared" / data.IMAGES_FILE, mmap_mode="r")
     assert cache.shape == (6, 32, 32) and cache.dtype == np.uint8
     index = data.load_index(tmp_path / "prepared")
-    assert list(index.columns) == ["row", "image", "patient", "width", "height", *LABELS]
+    assert list(index.columns) == ["row", "image", "patient", "width", "height", "Mass"]  # from the data
     assert (index["width"] == 40).all() and (index["height"] == 40).all()  # the originals, before resizing
     assert index["Mass"].sum() == 3
     for row in index.itertuples():  # every cache row holds the image the index names
@@ -218,7 +218,7 @@ def test_unknown_label_stops_prepare(tmp_path: Path):
     table = _good_table(tmp_path)
     table.loc[0, "patologia"] = "Efusion"
     with pytest.raises(UnknownLabelError, match="'Efusion' ×1"):
-        _prepare(tmp_path, table)
+        _prepare(tmp_path, table, label_options=LabelOptions(spec="nih14", min_positives=1, drop_rare=True))
 
 
 def test_missing_column_lists_the_columns_present(tmp_path: Path):

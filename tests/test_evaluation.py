@@ -11,9 +11,7 @@ from scipy.stats import norm
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from chexnet import bootstrap, evaluation
-from chexnet.labels import LABELS
-from chexnet.model import CheXNet
-from tests.conftest import REPO, make_workdir
+from tests.conftest import LABELS, REPO, make_workdir, save_test_model
 
 
 def test_weighted_auroc_and_ap_match_scikit_learn_with_ties():
@@ -34,7 +32,7 @@ def test_bootstrap_interval_covers_the_true_auroc_of_a_known_separation():
     truth = np.zeros((800, 14), np.uint8)
     truth[:, :] = (rng.random((400, 14)) < 0.3).repeat(2, axis=0)  # a patient's two images agree
     scores = truth + rng.normal(0, 1, truth.shape)
-    result = bootstrap.bootstrap_metrics(truth, scores, patients, resamples=1000, seed=0)
+    result = bootstrap.bootstrap_metrics(truth, scores, patients, LABELS, resamples=1000, seed=0)
     true_auroc = norm.cdf(1 / np.sqrt(2))
     covered = [
         result["auroc"][label].ci_low <= true_auroc <= result["auroc"][label].ci_high for label in LABELS
@@ -51,10 +49,12 @@ def test_patient_resampling_widens_intervals_for_correlated_images():
     per_patient = (rng.random((60, 14)) < 0.4).astype(np.uint8)
     truth = per_patient.repeat(10, axis=0)
     scores = (per_patient + rng.normal(0, 1, (60, 14))).repeat(10, axis=0) + rng.normal(0, 0.01, (600, 14))
-    by_patient = bootstrap.bootstrap_metrics(truth, scores, patients, resamples=300, seed=0)["auroc"]["macro"]
-    by_image = bootstrap.bootstrap_metrics(truth, scores, np.arange(600), resamples=300, seed=0)["auroc"][
+    by_patient = bootstrap.bootstrap_metrics(truth, scores, patients, LABELS, resamples=300, seed=0)["auroc"][
         "macro"
     ]
+    by_image = bootstrap.bootstrap_metrics(truth, scores, np.arange(600), LABELS, resamples=300, seed=0)[
+        "auroc"
+    ]["macro"]
     assert (by_patient.ci_high - by_patient.ci_low) > 2 * (by_image.ci_high - by_image.ci_low)
 
 
@@ -63,7 +63,9 @@ def test_undefined_classes_are_reported_with_the_reason_never_as_numbers():
     truth = (rng.random((50, 14)) < 0.3).astype(np.uint8)
     truth[:, 13] = 0
     truth[:, 0] = 1
-    result = bootstrap.bootstrap_metrics(truth, rng.random((50, 14)), np.arange(50), resamples=50, seed=0)
+    result = bootstrap.bootstrap_metrics(
+        truth, rng.random((50, 14)), np.arange(50), LABELS, resamples=50, seed=0
+    )
     assert result["auroc"]["Hernia"].as_dict() == {
         "value": None,
         "ci_low": None,
@@ -78,18 +80,18 @@ def test_thresholds_youden_and_max_f1_on_a_separable_class():
     truth = np.zeros((8, 14), np.uint8)
     truth[4:] = 1
     scores = np.tile(np.linspace(0.1, 0.8, 8)[:, None], (1, 14))
-    thresholds, fallbacks = evaluation.choose_thresholds(truth, scores, "youden")
+    thresholds, fallbacks = evaluation.choose_thresholds(truth, scores, LABELS, "youden")
     assert thresholds["Mass"] == pytest.approx(0.5) and not fallbacks  # first positive's score
-    assert evaluation.choose_thresholds(truth, scores, "max_f1")[0]["Mass"] == pytest.approx(0.5)
+    assert evaluation.choose_thresholds(truth, scores, LABELS, "max_f1")[0]["Mass"] == pytest.approx(0.5)
     truth[:, 13] = 0
-    thresholds, fallbacks = evaluation.choose_thresholds(truth, scores, "youden")
+    thresholds, fallbacks = evaluation.choose_thresholds(truth, scores, LABELS, "youden")
     assert thresholds["Hernia"] == 0.5 and "no positives" in fallbacks["Hernia"]
 
 
 def test_operating_points_and_calibration():
     truth = np.array([[1], [1], [0], [0]]).repeat(14, axis=1)
     scores = np.array([[0.9], [0.4], [0.6], [0.1]]).repeat(14, axis=1)
-    point = evaluation.operating_points(truth, scores, dict.fromkeys(LABELS, 0.5))["Edema"]
+    point = evaluation.operating_points(truth, scores, dict.fromkeys(LABELS, 0.5), LABELS)["Edema"]
     assert (point["tp"], point["fp"], point["fn"], point["tn"]) == (1, 1, 1, 1)
     assert point["sensitivity"] == point["specificity"] == point["ppv"] == point["f1"] == 0.5
     rng = np.random.default_rng(4)
@@ -127,9 +129,7 @@ def evaluated(tmp_path: Path) -> Path:
     """The evaluate stage run on a tiny set with a random model, as the pipeline leaves things."""
     work = make_workdir(tmp_path / "work", epochs=1)
     (work / "params.yaml").write_text("weights: none\ndevice: cpu\nevaluate: {bootstrap_resamples: 200}\n")
-    torch.manual_seed(0)
-    (work / "models").mkdir()
-    torch.save(CheXNet().state_dict(), work / "models" / "chexnet_model.pth")
+    save_test_model(work / "models" / "chexnet_model.pth")
     metrics = work / "metrics"
     metrics.mkdir()
     prepare = {
@@ -170,7 +170,9 @@ def test_evaluate_stage_writes_metrics_with_intervals_thresholds_plots_and_model
     thresholds = json.loads((evaluated / "models" / "thresholds.json").read_text())
     assert thresholds["chosen_on"] == "val" and set(thresholds["thresholds"]) == set(LABELS)
     for name in ("roc", "pr"):
-        assert len(list((evaluated / "plots" / name).glob("*.csv"))) == 14
+        curves = pd.read_csv(evaluated / "plots" / f"{name}.csv")
+        assert list(curves.columns[:2]) == ["finding", "point"]
+        assert set(curves["finding"]) <= set(LABELS) and len(set(curves["finding"])) > 0
     for png in ("predictions.png", "confusion.png", "reliability.png"):
         assert (evaluated / "plots" / png).read_bytes()[:4] == b"\x89PNG"
     card = (evaluated / "reports" / "model_card.md").read_text()

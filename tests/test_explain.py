@@ -10,15 +10,16 @@ from PIL import Image
 
 from chexnet import boxes, explain
 from chexnet.demo import DEMO_BOXES, generate_demo
-from chexnet.labels import LABELS
+from chexnet.labels import LabelMismatchError
 from chexnet.model import CheXNet
 from chexnet.params import DemoParams
+from tests.conftest import LABELS
 
 CPU = torch.device("cpu")
 
 
 def test_real_nih_box_table_parses(nih_dir: Path):
-    table = boxes.read_boxes(nih_dir / "BBox_List_2017.csv.gz")
+    table = boxes.read_boxes(nih_dir / "BBox_List_2017.csv.gz", LABELS)
     assert len(table) == 984 and table["image"].nunique() == 880
     assert set(table["finding"]) == {
         "Atelectasis",
@@ -37,14 +38,18 @@ def test_demo_box_table_parses(tmp_path: Path):
     generate_demo(
         tmp_path, DemoParams(n_patients=5, n_images=8, image_size=64, rgba_images=0, gray16_images=0)
     )
-    table = boxes.read_boxes(tmp_path / DEMO_BOXES)
+    table = boxes.read_boxes(tmp_path / DEMO_BOXES, LABELS)
     assert list(table.columns) == boxes.BOX_COLUMNS and len(table) > 0
 
 
 def test_unknown_box_finding_is_an_error(tmp_path: Path):
     (tmp_path / "b.csv").write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\na.png,Tumour,1,2,3,4\n")
-    with pytest.raises(boxes.BoxTableError, match="Tumour"):
-        boxes.read_boxes(tmp_path / "b.csv")
+    with pytest.raises(LabelMismatchError, match=r"Tumour.*Atelectasis"):  # both lists shown
+        boxes.read_boxes(tmp_path / "b.csv", LABELS)
+    assert list(boxes.read_boxes(tmp_path / "b.csv", ["Massa"], {"Tumour": "Massa"})["finding"]) == ["Massa"]
+    (tmp_path / "c.csv").write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\na.png,Mass,1,two,3,4\n")
+    with pytest.raises(boxes.BoxTableError, match=r"row 2 .*a\.png.*y = 'two' is not a number"):
+        boxes.read_boxes(tmp_path / "c.csv", LABELS)
 
 
 def test_boxes_scale_from_the_original_image_to_the_heat_map():
@@ -67,7 +72,8 @@ def test_pointing_game_and_iobb_on_hand_made_maps():
             {"finding": "Mass", "hit": True, "iobb_over_half": False},
             {"finding": "Mass", "hit": False, "iobb_over_half": False},
             {"finding": "Nodule", "hit": True, "iobb_over_half": True},
-        ]
+        ],
+        LABELS,
     )
     assert summary["cases"] == 3 and summary["pointing_game"] == pytest.approx(2 / 3)
     assert summary["per_finding"]["Mass"] == {"cases": 2, "pointing_game": 0.5, "iobb_over_0.5": 0.0}
@@ -97,7 +103,14 @@ def test_top_k_overlays_and_localisation_write_and_score(tmp_path: Path):
     model = CheXNet()
     images, predictions = _images_and_predictions()
     rows = explain.top_k_overlays(
-        model, images, predictions, k=2, target_layer="features[-1]", device=CPU, out_dir=tmp_path
+        model,
+        images,
+        predictions,
+        list(LABELS),
+        k=2,
+        target_layer="features[-1]",
+        device=CPU,
+        out_dir=tmp_path,
     )
     assert [row["finding"] for row in rows] == ["Mass", "Mass"]
     assert (tmp_path / "Mass.png").exists() and (tmp_path / "Mass" / "top2.png").exists()
@@ -112,7 +125,7 @@ def test_top_k_overlays_and_localisation_write_and_score(tmp_path: Path):
         }
     )
     scores = explain.localisation(
-        model, images, predictions, box_table, target_layer="final_relu", device=CPU
+        model, images, predictions, box_table, list(LABELS), target_layer="final_relu", device=CPU
     )
     assert scores["cases"] == 2 and set(scores["per_finding"]) == {
         "Mass",

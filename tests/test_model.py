@@ -8,7 +8,17 @@ from torch import nn
 from torchvision.models import densenet121
 
 from chexnet import model as model_module
-from chexnet.model import CheckpointError, CheXNet, build_model, load_checkpoint, resolve_layer
+from chexnet.labels import NIH14, LabelList, LabelMismatchError
+from chexnet.model import (
+    CheckpointError,
+    CheXNet,
+    ModelInfo,
+    build_model,
+    load_checkpoint,
+    load_model,
+    resolve_layer,
+    save_model,
+)
 
 
 def test_outputs_are_probabilities_of_the_logits():
@@ -25,7 +35,9 @@ def test_seed_format_state_dict_loads(tmp_path: Path):
     seed_model = densenet121(weights=None)
     seed_model.classifier = nn.Sequential(nn.Linear(seed_model.classifier.in_features, 14), nn.Sigmoid())
     torch.save(seed_model.state_dict(), tmp_path / "chexnet_model.pth")
-    ours = load_checkpoint(CheXNet(), tmp_path / "chexnet_model.pth").eval()
+    ours, info = load_checkpoint(CheXNet(), tmp_path / "chexnet_model.pth")
+    ours.eval()
+    assert info.source == "seed" and info.labels.names == tuple(sorted(NIH14)) and info.image_size is None
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(ours(x), seed_model.eval()(x), atol=1e-6)
@@ -73,3 +85,61 @@ def test_resolve_layer():
     assert resolve_layer(net, "features.denseblock4") is net.features.denseblock4
     with pytest.raises(ValueError, match="does not exist"):
         resolve_layer(net, "features.nope")
+
+
+def _seed_checkpoint(path: Path, firing_unit: int, outputs: int = 14) -> None:
+    """A seed-format checkpoint whose head fires on one unit only, whatever the image."""
+    seed_model = densenet121(weights=None)
+    seed_model.classifier = nn.Sequential(nn.Linear(1024, outputs), nn.Sigmoid())
+    with torch.no_grad():
+        seed_model.classifier[0].weight.zero_()
+        seed_model.classifier[0].bias.fill_(-10.0)
+        seed_model.classifier[0].bias[firing_unit] = 10.0
+    torch.save(seed_model.state_dict(), path)
+
+
+def test_a_seed_checkpoint_is_read_in_sorted_order(tmp_path: Path, caplog):
+    _seed_checkpoint(tmp_path / "seed.pth", firing_unit=2)  # unit 2 of sorted NIH names: Consolidation
+    with caplog.at_level(logging.INFO, logger="chexnet.model"):
+        net, info = load_model(tmp_path / "seed.pth")
+    fired = info.labels.names[int(net.eval()(torch.randn(1, 3, 64, 64)).argmax())]
+    assert fired == "Consolidation" != NIH14[2]  # CheXNet's order would have called it Effusion
+    assert any("seed's checkpoint" in r.getMessage() and "sorted" in r.getMessage() for r in caplog.records)
+    given = LabelList(("A", "B", "Consolidação", *"DEFGHIJKLMN"), "given")
+    assert load_model(tmp_path / "seed.pth", given)[1].labels.names[2] == "Consolidação"
+    _seed_checkpoint(tmp_path / "five.pth", firing_unit=0, outputs=5)
+    with pytest.raises(LabelMismatchError, match="5 outputs and no label list"):
+        load_model(tmp_path / "five.pth")
+    with pytest.raises(LabelMismatchError, match="5 outputs but its label list has 14"):
+        load_model(tmp_path / "five.pth", LabelList(NIH14, "given"))
+
+
+def test_our_checkpoint_carries_its_labels_and_size(tmp_path: Path):
+    labels = LabelList(("Derrame", "Nódulo", "Massa"), "from_data")
+    save_model(tmp_path / "m.pth", CheXNet(3).state_dict(), ModelInfo(labels, 96))
+    net, info = load_model(tmp_path / "m.pth")
+    assert info.labels == labels and info.image_size == 96 and net.classifier[0].out_features == 3
+    with pytest.raises(LabelMismatchError, match="differ from"):
+        load_model(tmp_path / "m.pth", LabelList(("Massa", "Nódulo", "Derrame"), "given"))
+
+
+def test_fine_tuning_across_label_lists_copies_exactly_the_shared_rows(tmp_path: Path, caplog):
+    torch.manual_seed(0)
+    source = CheXNet(14)
+    save_model(tmp_path / "nih.pth", source.state_dict(), ModelInfo(LabelList(NIH14, "nih14"), 224))
+    target = LabelList(("Edema", "Fratura", "Mass", "Nódulo"), "explicit")
+    torch.manual_seed(1)
+    fresh = CheXNet(len(target)).classifier[0]
+    torch.manual_seed(1)  # the same fresh initialisation inside build_model
+    with caplog.at_level(logging.INFO, logger="chexnet.model"):
+        net, pretrained = build_model(str(tmp_path / "nih.pth"), target)
+    head, old = net.classifier[0], source.classifier[0]
+    assert pretrained and head.out_features == 4
+    for name, row in (("Edema", 0), ("Mass", 2)):
+        assert torch.equal(head.weight[row], old.weight[NIH14.index(name)])
+        assert torch.equal(head.bias[row], old.bias[NIH14.index(name)])
+    for row in (1, 3):  # not in the checkpoint: fresh, not copied from any row
+        assert torch.equal(head.weight[row], fresh.weight[row])
+    assert torch.equal(net.features.conv0.weight, source.features.conv0.weight)
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert "['Edema', 'Mass']" in message and "Fratura" in message

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chexnet.labels import LABELS
-from tests.conftest import REPO
+from tests.conftest import LABELS, REPO
 
 pytestmark = pytest.mark.e2e
 COPY = [
@@ -26,6 +25,7 @@ COPY = [
     "stages",
     "src",
     ".dvc/config",
+    ".dvc/plots",
     ".dvcignore",
     ".gitignore",
     "pyproject.toml",
@@ -65,6 +65,7 @@ def repo(tmp_path_factory) -> Path:
     params.update(epochs=1, batch_size=8, image_size=64, weights="none", device="cpu")
     params["demo"].update(n_patients=30, n_images=60, image_size=96)
     params["split"].update(val_fraction=0.2, test_fraction=0.3)
+    params["data"].update(min_positives=1)  # 60 images: some findings have only a few positives
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(root, "git", "init", "-q")
     run(root, "git", "add", "-A")
@@ -85,15 +86,19 @@ def test_repro_writes_model_metrics_plots_and_heat_maps(repo: Path):
     assert evaluate["split"] == "test"
     macro = evaluate["auroc"]["macro"]
     assert _finite_in(macro["value"], 0, 1) and macro["ci_low"] <= macro["value"] <= macro["ci_high"]
-    for label in LABELS:
+    labels = json.loads((repo / "models/chexnet_model.json").read_text())["labels"]
+    assert labels == sorted(LABELS)  # the seed's rule: the table's findings, MultiLabelBinarizer's order
+    assert json.loads((repo / "data/prepared/labels.json").read_text())["labels"] == labels
+    roc = (repo / "plots/roc.csv").read_text().splitlines()
+    assert roc[0] == "finding,point,fpr,tpr,threshold"
+    for label in labels:
         entry = evaluate["auroc"][label]
         assert (entry["value"] is None and entry["undefined"]) or _finite_in(entry["value"], 0, 1)
-        assert (repo / "plots/roc" / f"{label}.csv").exists() and (
-            repo / "plots/pr" / f"{label}.csv"
-        ).exists()
+        assert entry["value"] is None or any(line.startswith(f"{label},") for line in roc)
     confusion = evaluate["at_0.5"]["micro_confusion"]
-    assert sum(confusion.values()) == evaluate["images"] * 14
-    assert json.loads((repo / "models/thresholds.json").read_text())["chosen_on"] == "val"
+    assert sum(confusion.values()) == evaluate["images"] * len(labels)
+    thresholds = json.loads((repo / "models/thresholds.json").read_text())
+    assert thresholds["chosen_on"] == "val" and thresholds["labels"] == labels
     assert "## Limits of these numbers" in (repo / "reports/model_card.md").read_text()
     split = json.loads((repo / "metrics/split.json").read_text())
     assert split["patient_overlap"] == 0
@@ -162,3 +167,10 @@ def test_plots_show_renders_every_declared_plot(repo: Path):
 def test_every_stage_has_help(stage: str):
     output = run(REPO, sys.executable, f"stages/{stage}.py", "--help")
     assert "usage:" in output and "--params" in output
+
+
+def test_exp_run_with_the_nih14_label_list(repo: Path):
+    output = run(repo, "dvc", "exp", "run", "-S", "labels=nih14")
+    assert "Running stage 'prepare'" in output and "Running stage 'train'" in output
+    assert json.loads((repo / "models/chexnet_model.json").read_text())["labels"] == list(LABELS)
+    assert list(json.loads((repo / "models/thresholds.json").read_text())["thresholds"]) == list(LABELS)

@@ -12,8 +12,8 @@ from torchvision.models import densenet121
 
 from chexnet.images import load_gray as read_image
 from chexnet.images import read_dicom
-from chexnet.labels import LABELS
 from chexnet.model import CheXNet
+from tests.conftest import LABELS, save_test_model
 
 pydicom = pytest.importorskip("pydicom")
 
@@ -140,3 +140,73 @@ def test_predict_without_thresholds_warns_and_uses_half(tmp_path: Path):
     assert result.returncode == 0 and "no thresholds file" in result.stderr
     header, row = result.stdout.strip().splitlines()
     assert header.split(",")[:3] == ["file", "error", "findings"] and len(row.split(",")) == 17
+
+
+def _firing_seed_checkpoint(path: Path, unit: int) -> None:
+    """The seed's format, with a head that fires on one output unit only, whatever the image."""
+    seed_model = densenet121(weights=None)
+    seed_model.classifier = nn.Sequential(nn.Linear(1024, 14), nn.Sigmoid())
+    with torch.no_grad():
+        seed_model.classifier[0].weight.zero_()
+        seed_model.classifier[0].bias.fill_(-10.0)
+        seed_model.classifier[0].bias[unit] = 10.0
+    torch.save(seed_model.state_dict(), path)
+
+
+def test_a_seed_checkpoint_reports_its_units_under_their_sorted_names(tmp_path: Path):
+    # The seed's MultiLabelBinarizer sorts NIH's findings: unit 2 is Consolidation (CheXNet order: Effusion)
+    _firing_seed_checkpoint(tmp_path / "seed.pth", unit=2)
+    Image.fromarray(np.full((64, 64), 90, np.uint8)).save(tmp_path / "x.png")
+    common = ["--model", str(tmp_path / "seed.pth"), "--thresholds", str(tmp_path / "none.json"), "--json"]
+    result = _cli(str(tmp_path / "x.png"), *common)
+    assert result.returncode == 0, result.stderr
+    entry = json.loads(result.stdout)["images"][0]
+    assert entry["findings"] == ["Consolidation"]
+    assert "seed's checkpoint" in result.stderr and "sorted" in result.stderr
+    names = (
+        "Atelectasia,Cardiomegalia,Consolidação,Edema,Derrame,Enfisema,Fibrose,Hérnia,Infiltração,Massa,"
+        "Nódulo,Espessamento,Pneumonia,Pneumotórax"
+    )
+    given = _cli(str(tmp_path / "x.png"), *common, "--labels", names)
+    assert json.loads(given.stdout)["images"][0]["findings"] == ["Consolidação"]
+    wrong = _cli(str(tmp_path / "x.png"), *common, "--labels", "A,B,C")
+    assert wrong.returncode == 1 and "14 outputs but its label list has 3" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+
+
+def test_a_model_and_thresholds_with_other_findings_are_refused(tmp_path: Path):
+    save_test_model(tmp_path / "m.pth", labels=("Derrame", "Nódulo"), image_size=48)
+    Image.fromarray(np.full((64, 64), 90, np.uint8)).save(tmp_path / "x.png")
+    (tmp_path / "t.json").write_text(
+        json.dumps({"labels": ["Mass", "Nodule"], "thresholds": {"Mass": 0.5, "Nodule": 0.5}})
+    )
+    result = _cli(
+        str(tmp_path / "x.png"), "--model", str(tmp_path / "m.pth"), "--thresholds", str(tmp_path / "t.json")
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "['Mass', 'Nodule']" in result.stderr and "['Derrame', 'Nódulo']" in result.stderr  # both lists
+    partial = {"labels": ["Derrame", "Nódulo"], "thresholds": {"Derrame": 0.5}}
+    (tmp_path / "t.json").write_text(json.dumps(partial))
+    result = _cli(
+        str(tmp_path / "x.png"), "--model", str(tmp_path / "m.pth"), "--thresholds", str(tmp_path / "t.json")
+    )
+    assert result.returncode == 1 and "Nódulo" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_model_carries_its_image_size_and_twin_names_keep_their_heat_maps(tmp_path: Path):
+    save_test_model(tmp_path / "m.pth", labels=("Derrame", "Nódulo"), image_size=48)
+    for folder in ("a", "b"):
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        Image.fromarray(np.full((64, 64), 90, np.uint8)).save(tmp_path / "in" / folder / "x.png")
+    thresholds = {"labels": ["Derrame", "Nódulo"], "thresholds": {"Derrame": 0.0, "Nódulo": 1.1}}
+    (tmp_path / "t.json").write_text(json.dumps(thresholds))
+    common = ["--model", str(tmp_path / "m.pth"), "--thresholds", str(tmp_path / "t.json")]
+    result = _cli(str(tmp_path / "in"), *common, "--json", "--heatmaps", str(tmp_path / "maps"))
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["image_size"] == 48 and document["labels"] == ["Derrame", "Nódulo"]
+    maps = [Path(m).name for entry in document["images"] for m in entry["heatmaps"]]
+    assert len(set(maps)) == 2 and all(m.endswith("_Derrame.png") for m in maps)
+    assert len(list((tmp_path / "maps").glob("*.png"))) == 2  # neither overlay overwrote the other
+    refused = _cli(str(tmp_path / "in"), *common, "--image-size", "224")
+    assert refused.returncode == 1 and "trained at 48 px" in refused.stderr

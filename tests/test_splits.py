@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chexnet.labels import LABELS
+from chexnet.labels import LabelList
 from chexnet.splits import (
     LeakageError,
     SplitError,
@@ -11,6 +11,9 @@ from chexnet.splits import (
     patient_split,
     split_summary,
 )
+from tests.conftest import LABELS
+
+LIST = LabelList(LABELS, "nih14")
 
 
 def _index(n_patients=50, seed=0):
@@ -26,26 +29,26 @@ def _index(n_patients=50, seed=0):
 
 def test_no_patient_in_two_splits_and_fractions_respected():
     index = _index()
-    index["split"] = patient_split(index, val_fraction=0.1, test_fraction=0.2, seed=3)
+    index["split"] = patient_split(index, LIST, val_fraction=0.1, test_fraction=0.2, seed=3)
     check_no_patient_overlap(index)
     assert index.groupby("patient")["split"].nunique().max() == 1
     shares = index["split"].value_counts(normalize=True)
     assert abs(shares["test"] - 0.2) < 0.08 and abs(shares["val"] - 0.1) < 0.08
-    summary = split_summary(index)
+    summary = split_summary(index, LIST)
     assert sum(summary[s]["images"] for s in ("train", "val", "test")) == len(index)
 
 
 def test_split_is_seeded():
     index = _index()
-    a = patient_split(index, val_fraction=0.1, test_fraction=0.2, seed=1)
-    b = patient_split(index, val_fraction=0.1, test_fraction=0.2, seed=1)
-    c = patient_split(index, val_fraction=0.1, test_fraction=0.2, seed=2)
+    a = patient_split(index, LIST, val_fraction=0.1, test_fraction=0.2, seed=1)
+    b = patient_split(index, LIST, val_fraction=0.1, test_fraction=0.2, seed=1)
+    c = patient_split(index, LIST, val_fraction=0.1, test_fraction=0.2, seed=2)
     assert a.equals(b) and not a.equals(c)
 
 
 def test_tiny_sets_still_get_val_and_test():
     index = _index(n_patients=4)
-    split = patient_split(index, val_fraction=0.1, test_fraction=0.1, seed=0)
+    split = patient_split(index, LIST, val_fraction=0.1, test_fraction=0.1, seed=0)
     assert {"train", "val", "test"} <= set(split)
 
 
@@ -57,8 +60,8 @@ def test_leakage_is_caught():
 
 def _nih_index(nih_dir) -> pd.DataFrame:
     """The prepared index the NIH table would give, built from the metadata alone (no images)."""
-    from chexnet.data import read_table
-    from chexnet.labels import binarize
+    from chexnet.data import long_findings, read_table
+    from chexnet.labels import LabelOptions, binarize
 
     table = read_table(nih_dir / "Data_Entry_2017_v2020.csv.gz")
     index = pd.DataFrame(
@@ -68,15 +71,16 @@ def _nih_index(nih_dir) -> pd.DataFrame:
             "patient": table["Patient ID"].astype(str),
         }
     )
-    index[list(LABELS)] = binarize(table["Finding Labels"])
+    rows, _, _ = long_findings(table["Finding Labels"], LabelOptions())
+    index[list(LABELS)] = binarize(rows, LIST)
     return index
 
 
 def test_full_nih_table_stratified_split_has_every_finding_everywhere(nih_dir):
     index = _nih_index(nih_dir)
-    index["split"] = patient_split(index, val_fraction=0.1, test_fraction=0.2, seed=42)
+    index["split"] = patient_split(index, LIST, val_fraction=0.1, test_fraction=0.2, seed=42)
     check_no_patient_overlap(index)
-    summary = split_summary(index)
+    summary = split_summary(index, LIST)
     for name, share in (("train", 0.7), ("val", 0.1), ("test", 0.2)):
         assert abs(summary[name]["images"] / len(index) - share) < 0.02, name
         for label in LABELS:
@@ -91,6 +95,7 @@ def test_official_split_uses_nih_lists_and_carves_val_by_patient(nih_dir):
     index = _nih_index(nih_dir)
     index["split"] = official_split(
         index,
+        LIST,
         test_list=nih_dir / "test_list.txt.gz",
         train_val_list=nih_dir / "train_val_list.txt.gz",
         val_fraction=0.1,
@@ -112,10 +117,13 @@ def test_official_split_reports_images_in_no_list(tmp_path):
     with pytest.raises(SplitError, match="in neither list"):
         official_split(
             index,
+            LIST,
             test_list=tmp_path / "test.txt",
             train_val_list=tmp_path / "train_val.txt",
             val_fraction=0.1,
             seed=0,
         )
     with pytest.raises(SplitError, match="does not exist"):
-        official_split(index, test_list=tmp_path / "absent.txt", train_val_list="", val_fraction=0.1, seed=0)
+        official_split(
+            index, LIST, test_list=tmp_path / "absent.txt", train_val_list="", val_fraction=0.1, seed=0
+        )

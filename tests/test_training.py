@@ -85,9 +85,31 @@ def test_best_epoch_is_kept_and_early_stopping_and_plateau_work(tmp_path: Path, 
 
 def test_non_finite_loss_stops_with_epoch_and_batch(tmp_path: Path):
     dataset = _cache(tmp_path, n=8)
-    dataset.labels[:] = float("nan")
+    dataset.labels[:] = float("inf")  # NaN would mean "masked"; an infinite target is simply broken
     with pytest.raises(training.NonFiniteLossError, match="epoch 1, batch 1"):
         _fit(dataset)
+
+
+def test_masked_loss_matches_a_hand_computation():
+    """NaN targets (uncertain under U-Ignore) add nothing; the mean runs over the known entries only."""
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]], requires_grad=True)
+    targets = torch.tensor([[1.0, float("nan"), 0.0], [float("nan"), 1.0, 1.0]])
+    loss = training.MaskedBCEWithLogitsLoss()(logits, targets)
+
+    def bce(z: float, y: float) -> float:
+        p = 1 / (1 + np.exp(-z))
+        return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+    by_hand = (bce(2.0, 1) + bce(0.5, 0) + bce(3.0, 1) + bce(-2.0, 1)) / 4
+    assert loss.item() == pytest.approx(by_hand, rel=1e-6)
+    loss.backward()
+    assert logits.grad[0, 1] == 0 and logits.grad[1, 0] == 0  # masked entries get no gradient
+    full = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    assert training.MaskedBCEWithLogitsLoss()(logits, full).item() == pytest.approx(
+        torch.nn.BCEWithLogitsLoss()(logits, full).item()
+    )  # nothing masked: exactly the seed's loss
+    weights = training.positive_weights(targets)
+    assert weights.tolist() == pytest.approx([0.0, 0.0, 1.0])  # known negatives / known positives
 
 
 def test_predict_returns_probabilities_in_dataset_order(tmp_path: Path):

@@ -1,7 +1,11 @@
 """``chexnet`` (or ``python -m chexnet``): use a trained model outside the pipeline.
 
-chexnet predict IMAGE|FOLDER ... [--json | --csv] [--heatmaps DIR] [--model PATH]
-chexnet explain IMAGE ... [--finding Mass] [--out DIR] [--model PATH]
+chexnet predict IMAGE|FOLDER ... [--json | --csv] [--heatmaps DIR] [--model PATH] [--labels LIST|FILE]
+chexnet explain IMAGE ... [--finding Mass] [--out DIR] [--model PATH] [--labels LIST|FILE]
+
+A model trained here carries its findings and input size in the JSON file beside it
+(models/chexnet_model.json). A checkpoint with no such file is read as the seed's: its outputs in
+MultiLabelBinarizer's sorted order; --labels gives its findings when its table held others.
 """
 
 from __future__ import annotations
@@ -16,30 +20,68 @@ from pathlib import Path
 from chexnet import io, paths
 from chexnet.cli import setup_logging
 from chexnet.errors import ChexnetError
-from chexnet.labels import LABELS
+from chexnet.labels import LabelMismatchError, parse_labels_argument
 
 log = logging.getLogger("chexnet")
 
 
+SEED_IMAGE_SIZE = 224  # the seed trains at 224 px; a seed checkpoint carries no size of its own
+
+
+def _thresholds(args: argparse.Namespace, labels: list[str]) -> tuple[dict[str, float], str]:
+    """The evaluate stage's thresholds, refused unless they name exactly the model's findings."""
+    if not args.thresholds.is_file():
+        log.warning(
+            "no thresholds file %s (run the evaluate stage): findings are called at probability ≥ 0.5",
+            args.thresholds,
+        )
+        return dict.fromkeys(labels, 0.5), "default 0.5"
+    document = io.read_json(args.thresholds)
+    values = document.get("thresholds") if isinstance(document, dict) else None
+    if not isinstance(values, dict):
+        raise LabelMismatchError(f"{args.thresholds} has no 'thresholds' mapping: is it evaluate's output?")
+    named = document.get("labels")  # files from before the label list travelled: their keys must fit
+    if (named is not None and list(named) != labels) or set(values) != set(labels):
+        raise LabelMismatchError(
+            f"thresholds {args.thresholds} are for {named or sorted(values)} (values for {sorted(values)}), "
+            f"but the model "
+            f"{args.model} predicts {labels}; use the thresholds file evaluated with this model"
+        )
+    return {label: float(values[label]) for label in labels}, str(args.thresholds)
+
+
 def _load(args: argparse.Namespace):
-    """The model (ours or the seed's format, weights_only) and the thresholds chosen by evaluate."""
-    from chexnet.model import CheXNet, load_checkpoint, resolve_device
+    """The model (ours or the seed's format, weights_only), its findings, image size and thresholds."""
+    from chexnet.model import load_model, resolve_device
 
     device = resolve_device(args.device)
-    model = load_checkpoint(CheXNet(), args.model).to(device).eval()
-    if args.thresholds.is_file():
-        return model, device, io.read_json(args.thresholds)["thresholds"], str(args.thresholds)
-    log.warning(
-        "no thresholds file %s (run the evaluate stage): findings are called at probability ≥ 0.5",
-        args.thresholds,
-    )
-    return model, device, dict.fromkeys(LABELS, 0.5), "default 0.5"
+    given = parse_labels_argument(args.labels) if args.labels else None
+    model, info = load_model(args.model, given)
+    labels = list(info.labels.names)
+    image_size = info.image_size
+    if args.image_size is not None:
+        if image_size is not None and args.image_size != image_size:
+            raise ChexnetError(
+                f"--image-size {args.image_size}: model {args.model} was trained at {image_size} px "
+                f"({args.model.with_suffix('.json')}); its findings are only right at that size: "
+                "drop --image-size"
+            )
+        image_size = args.image_size
+    elif image_size is None:
+        image_size = SEED_IMAGE_SIZE
+        log.info(
+            "%s carries no image size: using the seed's %d px (--image-size to change)",
+            args.model,
+            image_size,
+        )
+    thresholds, source = _thresholds(args, labels)
+    return model.to(device).eval(), device, labels, image_size, thresholds, source
 
 
 def _predict(args: argparse.Namespace) -> int:
     from chexnet.predict import collect_inputs, predict_files
 
-    model, device, thresholds, source = _load(args)
+    model, device, labels, image_size, thresholds, source = _load(args)
     files = collect_inputs(args.inputs)
     if not files:
         log.error("no PNG, JPEG or DICOM files in %s", ", ".join(map(str, args.inputs)))
@@ -47,8 +89,9 @@ def _predict(args: argparse.Namespace) -> int:
     results = predict_files(
         model,
         files,
+        labels=labels,
         thresholds=thresholds,
-        image_size=args.image_size,
+        image_size=image_size,
         device=device,
         batch_size=args.batch_size,
         heatmaps=args.heatmaps,
@@ -57,6 +100,8 @@ def _predict(args: argparse.Namespace) -> int:
     if args.json:
         document = {
             "model": str(args.model),
+            "labels": labels,
+            "image_size": image_size,
             "thresholds": {"source": source, "values": thresholds},
             "images": [vars(r) for r in results],
         }
@@ -64,36 +109,40 @@ def _predict(args: argparse.Namespace) -> int:
         print()
     elif args.csv:
         writer = csv.writer(sys.stdout)
-        writer.writerow(["file", "error", "findings", *LABELS])
+        writer.writerow(["file", "error", "findings", *labels])
         for r in results:
             row = (
-                [f"{r.probabilities[label]:.6f}" for label in LABELS]
+                [f"{r.probabilities[label]:.6f}" for label in labels]
                 if r.error is None
-                else [""] * len(LABELS)
+                else [""] * len(labels)
             )
             writer.writerow([r.file, r.error or "", "|".join(r.findings), *row])
     else:
-        print("\t".join(["file", "findings", *LABELS]))
+        print("\t".join(["file", "findings", *labels]))
         for r in results:
             if r.error:
                 print(f"{r.file}\tERROR: {r.error}")
                 continue
             found = ", ".join(r.findings) or "No Finding"
-            print("\t".join([r.file, found, *(f"{r.probabilities[label]:.3f}" for label in LABELS)]))
+            print("\t".join([r.file, found, *(f"{r.probabilities[label]:.3f}" for label in labels)]))
     return 1 if any(r.error for r in results) else 0
 
 
 def _explain(args: argparse.Namespace) -> int:
     from chexnet.explain import explain_file
 
-    model, device, thresholds, _ = _load(args)
+    model, device, labels, image_size, thresholds, _ = _load(args)
+    unknown = [name for name in args.finding or [] if name not in labels]
+    if unknown:
+        raise LabelMismatchError(f"--finding {unknown}: the model {args.model} predicts {labels}")
     failed = 0
     for image in args.images:
         try:
             rows = explain_file(
                 image,
                 model,
-                image_size=args.image_size,
+                labels,
+                image_size=image_size,
                 target_layer=args.layer,
                 device=device,
                 out_dir=args.out,
@@ -119,7 +168,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layer", default="features[-1]", help="Grad-CAM++ target layer (default: the seed's)"
     )
-    parser.add_argument("--image-size", type=int, default=224, help="the size the model was trained at")
+    parser.add_argument(
+        "--labels",
+        help="the checkpoint's findings in output order, 'A,B,...' or a file (JSON list or one a line); "
+        "only for a checkpoint with no JSON file beside it (default there: the seed's sorted NIH 14)",
+    )
+    parser.add_argument(
+        "--image-size", type=int, help="only for a seed checkpoint (default 224); ours carry their own"
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
     parser.add_argument("-v", "--verbose", action="store_true")
 
@@ -142,7 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument(
         "--finding",
         action="append",
-        choices=LABELS,
         help="explain this finding (repeatable); default: every finding at or above its threshold",
     )
     explain.add_argument("--out", type=Path, default=Path("heatmaps"), help="folder for the overlay PNGs")

@@ -10,12 +10,12 @@ scores (ties handled as scikit-learn does: half credit in AUROC, one step per di
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from chexnet.labels import LABELS
-from chexnet.metrics import undefined_reason
+from chexnet.metrics import known, undefined_reason
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ def bootstrap_metrics(
     truth: np.ndarray,
     scores: np.ndarray,
     patients: np.ndarray,
+    labels: Sequence[str],
     *,
     resamples: int = 1000,
     seed: int = 0,
@@ -92,44 +93,53 @@ def bootstrap_metrics(
 
     Returns ``{"auroc": {label | "macro" | "micro": Interval}, "average_precision": {...}}``. A class
     without positives or negatives in the split is undefined (value None, with the reason) and left
-    out of the macro mean; so is a replicate that happens to draw none.
+    out of the macro mean; so is a replicate that happens to draw none. Masked (NaN) truth entries are
+    left out of their class and of the micro pool.
     """
+    labels = list(labels)
     n, k = truth.shape
     result: dict[str, dict[str, Interval]] = {"auroc": {}, "average_precision": {}}
     identity = np.ones((1, n))
     per_class_points, per_class_reps = {}, {}
     for metric in result:
         per_class_reps[metric] = np.full((resamples, k), np.nan)
-    for j, label in enumerate(LABELS):
+    mask = known(truth)
+    for j, label in enumerate(labels):
         reason = undefined_reason(truth[:, j])
         if reason:
             for metric in result:
                 result[metric][label] = Interval(None, None, None, reason)
             continue
-        point_auroc, point_ap = weighted_auroc_ap(truth[:, j], scores[:, j], identity)
+        ok = mask[:, j]
+        point_auroc, point_ap = weighted_auroc_ap(truth[ok, j], scores[ok, j], identity[:, ok])
         per_class_points[label] = (point_auroc[0], point_ap[0])
-    defined = [j for j, label in enumerate(LABELS) if label in per_class_points]
-    micro_truth, micro_scores = truth[:, defined].ravel(), scores[:, defined].ravel()
+    defined = [j for j, label in enumerate(labels) if label in per_class_points]
+    micro_known = mask[:, defined].ravel()
+    micro_truth = truth[:, defined].ravel()[micro_known]
+    micro_scores = scores[:, defined].ravel()[micro_known]
     micro_reps = {metric: np.full(resamples, np.nan) for metric in result}
     draws, patient_of_image = patient_draws(patients, resamples, seed)
     for start in range(0, resamples, chunk):  # chunks keep the replicate × image matrix small
         weights = draws[start : start + chunk][:, patient_of_image].astype(np.float64)
         for j in defined:
-            auroc, ap = weighted_auroc_ap(truth[:, j], scores[:, j], weights)
+            ok = mask[:, j]
+            auroc, ap = weighted_auroc_ap(truth[ok, j], scores[ok, j], weights[:, ok])
             per_class_reps["auroc"][start : start + len(weights), j] = auroc
             per_class_reps["average_precision"][start : start + len(weights), j] = ap
         if defined:
-            auroc, ap = weighted_auroc_ap(micro_truth, micro_scores, np.repeat(weights, len(defined), axis=1))
+            auroc, ap = weighted_auroc_ap(
+                micro_truth, micro_scores, np.repeat(weights, len(defined), axis=1)[:, micro_known]
+            )
             micro_reps["auroc"][start : start + len(weights)] = auroc
             micro_reps["average_precision"][start : start + len(weights)] = ap
     for index, metric in enumerate(result):
-        for j, label in enumerate(LABELS):
+        for j, label in enumerate(labels):
             if label in per_class_points:
                 result[metric][label] = _interval(
                     per_class_points[label][index], per_class_reps[metric][:, j], level
                 )
         if defined:
-            points = [per_class_points[LABELS[j]][index] for j in defined]
+            points = [per_class_points[labels[j]][index] for j in defined]
             with warnings.catch_warnings():  # a replicate with every class undefined: NaN, left out
                 warnings.simplefilter("ignore", RuntimeWarning)
                 macro_reps = np.nanmean(per_class_reps[metric][:, defined], axis=1)

@@ -14,6 +14,7 @@ Two scores, per finding and overall:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import pandas as pd
 from scipy import ndimage
 
 from chexnet.errors import ChexnetError
-from chexnet.labels import LABELS
+from chexnet.labels import LabelMismatchError
 
 NIH_SPELLING = {"Infiltrate": "Infiltration"}  # BBox_List_2017.csv says Infiltrate
 BOX_COLUMNS = ["image", "finding", "x", "y", "w", "h"]
@@ -31,22 +32,41 @@ class BoxTableError(ChexnetError, ValueError):
     """The box table cannot be read as NIH's BBox_List_2017.csv layout."""
 
 
-def read_boxes(path: str | Path) -> pd.DataFrame:
+def read_boxes(
+    path: str | Path, labels: Sequence[str], aliases: Mapping[str, str] | None = None
+) -> pd.DataFrame:
     """Read a box table in NIH's layout: image, finding, then x, y, w, h in the next four columns.
 
     NIH's header (``Bbox [x,y,w,h],,,``) has more commas than the rows have fields, so the header is
-    skipped and the six columns are taken by position. ``Infiltrate`` becomes ``Infiltration``.
+    skipped and the six columns are taken by position. Finding names go through the data's aliases
+    (and NIH's ``Infiltrate`` → ``Infiltration``); a finding the model does not have is refused with
+    both lists, never guessed.
     """
     path = Path(path)
     if not path.is_file():
         raise BoxTableError(f"box table {path} does not exist (params: data.bbox_table)")
-    boxes = pd.read_csv(path, header=None, skiprows=1, usecols=range(6), names=BOX_COLUMNS)
-    boxes["finding"] = boxes["finding"].astype(str).str.strip().replace(NIH_SPELLING)
-    unknown = sorted(set(boxes["finding"]) - set(LABELS))
+    try:
+        boxes = pd.read_csv(path, header=None, skiprows=1, usecols=range(6), names=BOX_COLUMNS)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
+        raise BoxTableError(f"box table {path} is not in NIH's BBox_List_2017.csv layout: {error}") from error
+    spelling = NIH_SPELLING | dict(aliases or {})
+    boxes["finding"] = boxes["finding"].astype(str).str.strip().map(lambda name: spelling.get(name, name))
+    unknown = sorted(set(boxes["finding"]) - set(labels))
     if unknown:
-        raise BoxTableError(f"box table {path}: findings outside the 14 labels: {unknown}")
+        raise LabelMismatchError(
+            f"box table {path} has findings the model does not predict: {unknown}; the model's findings "
+            f"are {list(labels)}. Map them with data.aliases or remove those rows"
+        )
     for column in ("x", "y", "w", "h"):
-        boxes[column] = pd.to_numeric(boxes[column], errors="raise").astype(float)
+        values = pd.to_numeric(boxes[column], errors="coerce")
+        bad = values.isna()
+        if bad.any():
+            row = int(bad.to_numpy().nonzero()[0][0])
+            raise BoxTableError(
+                f"box table {path}, row {row + 2} (image {boxes['image'].iloc[row]!r}): {column} = "
+                f"{boxes[column].iloc[row]!r} is not a number"
+            )
+        boxes[column] = values.astype(float)
     return boxes
 
 
@@ -91,7 +111,7 @@ def iobb(predicted: tuple[float, ...], expert: tuple[float, ...]) -> float:
     return overlap_w * overlap_h / max(pw * ph, 1e-9)
 
 
-def localisation_scores(records: list[dict]) -> dict[str, object]:
+def localisation_scores(records: list[dict], labels: Sequence[str]) -> dict[str, object]:
     """Summarise per-(image, finding) results ``{finding, hit, iobb_over_half}`` per finding and overall."""
     frame = pd.DataFrame(records, columns=["finding", "hit", "iobb_over_half"])
     per_finding = {
@@ -106,5 +126,5 @@ def localisation_scores(records: list[dict]) -> dict[str, object]:
         "cases": len(frame),
         "pointing_game": float(frame["hit"].mean()) if len(frame) else None,
         "iobb_over_0.5": float(frame["iobb_over_half"].mean()) if len(frame) else None,
-        "per_finding": {label: per_finding[label] for label in LABELS if label in per_finding},
+        "per_finding": {label: per_finding[label] for label in labels if label in per_finding},
     }

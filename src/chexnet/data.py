@@ -3,7 +3,7 @@
 The seed decodes a 1024×1024 PNG and resizes it for every sample of every epoch. Here every image is
 decoded and resized **once** by the prepare stage into a single ``N × S × S`` uint8 array on disk
 (``images.npy``, read back by memory map) beside an index table (``index.parquet``: row → image name,
-patient, 14-label vector). Later stages never touch the PNGs again.
+patient, label vector) and the label list (``labels.json``). Later stages never touch the PNGs again.
 
 This module does not import torch, so that prepare starts fast and stays small; feeding the cache
 to a model is :mod:`chexnet.dataset`'s job.
@@ -13,17 +13,23 @@ Files written by prepare (the contract with later stages):
 - ``images.npy``: NumPy ``.npy``, dtype uint8, shape ``(N, S, S)``, one 8-bit grayscale image a row.
 - ``index.parquet``: columns ``row`` (int, row in images.npy), ``image`` (file name as in the table),
   ``patient`` (string), ``width`` and ``height`` (the original image's pixels, which bounding boxes
-  refer to), then one uint8 column per label in ``LABELS`` order.
+  refer to), then one column per finding in the label list's order: uint8 0/1, or nullable UInt8 with
+  nulls where a label is masked (uncertain or blank under the ``ignore`` policies of wide tables).
+- ``labels.json``: ``labels`` (names in output-unit order), ``source`` (from_data | nih14 | explicit),
+  ``no_finding``, ``positives_in_table``, ``positives_in_cache``, ``masked_in_table``,
+  ``uncertain_in_table``, ``dropped_rare``, ``ignored``.
 - ``rejects.csv``: rows that were skipped: ``image``, ``table_row``, ``reason``, ``detail``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
 import struct
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.pool import ThreadPool
@@ -36,7 +42,16 @@ from tqdm import tqdm
 from chexnet import io
 from chexnet.errors import ChexnetError
 from chexnet.images import Decoded, decode_one, index_images, resolve
-from chexnet.labels import LABELS, binarize
+from chexnet.labels import (
+    LABELS_FILE,
+    LabelList,
+    LabelOptions,
+    binarize,
+    choose,
+    read_labels_json,
+    split_findings,
+    write_labels_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +63,48 @@ class DataError(ChexnetError, ValueError):
 
 
 # --- the table -----------------------------------------------------------------------------------
-COLUMN_PRESETS: dict[str, dict[str, str]] = {
-    # The seed's gold table (and the demo set, which copies its format).
-    "seed": {"image_column": "imagem", "label_column": "patologia", "patient_column": "paciente_id"},
-    # NIH's Data_Entry_2017.csv and Data_Entry_2017_v2020.csv.
-    "nih": {"image_column": "Image Index", "label_column": "Finding Labels", "patient_column": "Patient ID"},
-}
-NO_PATIENT_COLUMN = "none"  # patient ids come from NIH file names PPPPPPPP_FFF.png
-_NIH_NAME = re.compile(r"^(\d{8})_\d{3}\.png$")
+NO_PATIENT_COLUMN = "none"  # patient ids come from the image entries (NIH file names, CheXpert paths)
+_NIH_NAME = r"^(\d{8})_\d{3}\.png$"  # PPPPPPPP_FFF.png: the patient is the first eight digits
+_CHEXPERT_PATH = r"patient(\d+)"  # CheXpert-v1.0/train/patient00001/study1/view1_frontal.jpg
+MIMIC_PATH_COLUMN = "image_path"  # built by read_source for the mimic preset
+CHEXPERT_METADATA = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
+MIMIC_KEYS = ("subject_id", "study_id")
 
 
 @dataclass(frozen=True)
 class Columns:
+    """Which columns of the table hold what.
+
+    ``label`` names the ``|``-separated findings column of a long table (seed, NIH); ``None`` means a
+    wide table (CheXpert, MIMIC) with one column per finding, every column not in ``metadata``.
+    """
+
     image: str
-    label: str
-    patient: str | None  # None: derive from NIH file names
+    label: str | None
+    patient: str | None  # None: derive from the image entry with ``patient_pattern``
+    view: str | None = None  # column whose values are PA / AP / lateral (None: no view filter possible)
+    metadata: tuple[str, ...] = ()  # wide tables: the columns that are not findings
+    patient_pattern: str = _NIH_NAME
+
+
+COLUMN_PRESETS: dict[str, Columns] = {
+    # The seed's gold table (and the demo set, which copies its format).
+    "seed": Columns("imagem", "patologia", "paciente_id"),
+    # NIH's Data_Entry_2017.csv and Data_Entry_2017_v2020.csv.
+    "nih": Columns("Image Index", "Finding Labels", "Patient ID", view="View Position"),
+    # CheXpert train.csv / valid.csv: one column per observation, 1.0 / 0.0 / -1.0 (uncertain) / blank.
+    "chexpert": Columns(
+        "Path", None, None, view="view", metadata=CHEXPERT_METADATA, patient_pattern=_CHEXPERT_PATH
+    ),
+    # MIMIC-CXR-JPG: the -chexpert (or -negbio) table joined to -metadata on subject_id, study_id.
+    "mimic": Columns(
+        MIMIC_PATH_COLUMN,
+        None,
+        "subject_id",
+        view="view",
+        metadata=(*MIMIC_KEYS, "dicom_id", "ViewPosition", MIMIC_PATH_COLUMN),
+    ),
+}
 
 
 def resolve_columns(preset: str, image_column: str, label_column: str, patient_column: str) -> Columns:
@@ -70,11 +112,16 @@ def resolve_columns(preset: str, image_column: str, label_column: str, patient_c
     if preset not in COLUMN_PRESETS:
         raise DataError(f"params: data.preset must be one of {sorted(COLUMN_PRESETS)}, got {preset!r}")
     base = COLUMN_PRESETS[preset]
-    patient = patient_column or base["patient_column"]
-    return Columns(
-        image=image_column or base["image_column"],
-        label=label_column or base["label_column"],
-        patient=None if patient == NO_PATIENT_COLUMN else patient,
+    if label_column and base.label is None:
+        raise DataError(
+            f"params: data.label_column does not apply to the wide {preset} table; leave it empty"
+        )
+    patient = patient_column or base.patient
+    return dataclasses.replace(
+        base,
+        image=image_column or base.image,
+        label=label_column or base.label,
+        patient=None if patient in (None, NO_PATIENT_COLUMN) else patient,
     )
 
 
@@ -98,6 +145,47 @@ def read_table(path: str | Path) -> pd.DataFrame:
     raise DataError(f"table {path}: unknown format {path.suffix!r}; use .parquet or .csv")
 
 
+def read_source(preset: str, table_path: str | Path, metadata_table: str | Path = "") -> pd.DataFrame:
+    """The table as the preset needs it: MIMIC's label table joined to its metadata (one row an image,
+    labels per study) with each image's path built; CheXpert's view made one ``view`` column."""
+    table = read_table(table_path)
+    if preset == "chexpert":
+        require_columns(table, {"image_column": "Path"}, table_path)
+        lateral = table.get("Frontal/Lateral", pd.Series("", index=table.index)).astype(str).str.lower()
+        frontal_view = table.get("AP/PA", pd.Series("", index=table.index)).fillna("").astype(str).str.upper()
+        table["view"] = np.where(lateral == "lateral", "lateral", frontal_view)
+    if preset == "mimic":
+        if not metadata_table:
+            raise DataError(
+                "params: the mimic preset needs data.metadata_table (mimic-cxr-2.0.0-metadata.csv.gz) "
+                "beside data.table (mimic-cxr-2.0.0-chexpert.csv.gz or -negbio)"
+            )
+        metadata = read_table(metadata_table)
+        require_columns(table, dict(zip(("subject_id", "study_id"), MIMIC_KEYS, strict=True)), table_path)
+        require_columns(
+            metadata,
+            {"metadata_table": "dicom_id", "subject_id": "subject_id", "study_id": "study_id"},
+            metadata_table,
+        )
+        keep = [c for c in ("dicom_id", *MIMIC_KEYS, "ViewPosition") if c in metadata.columns]
+        table = metadata[keep].merge(table, on=list(MIMIC_KEYS), how="inner", validate="many_to_one")
+        subject = table["subject_id"].astype("int64").astype(str)
+        table[MIMIC_PATH_COLUMN] = (
+            "files/p"
+            + subject.str[:2]
+            + "/p"
+            + subject
+            + "/s"
+            + table["study_id"].astype("int64").astype(str)
+            + "/"
+            + table["dicom_id"].astype(str)
+            + ".jpg"
+        )
+        position = table.get("ViewPosition", pd.Series("", index=table.index)).fillna("").astype(str)
+        table["view"] = np.where(position.str.upper().isin(["LATERAL", "LL", "RL"]), "lateral", position)
+    return table
+
+
 def require_columns(table: pd.DataFrame, columns: dict[str, str], path: str | Path) -> None:
     """Fail with the param name, the missing column and the columns present."""
     for param, column in columns.items():
@@ -108,17 +196,80 @@ def require_columns(table: pd.DataFrame, columns: dict[str, str], path: str | Pa
             )
 
 
-def patients_from_file_names(names: pd.Series, table_path: str | Path) -> pd.Series:
-    """NIH file names ``PPPPPPPP_FFF.png`` carry the patient id; anything else needs a patient column."""
-    matches = names.astype(str).map(lambda name: _NIH_NAME.match(Path(name).name))
+def patients_from_file_names(names: pd.Series, table_path: str | Path, pattern: str = _NIH_NAME) -> pd.Series:
+    """Patient ids from the image entries: NIH file names ``PPPPPPPP_FFF.png``, CheXpert's ``patientNNNNN``
+    folder; an entry that does not match needs a patient column."""
+    compiled = re.compile(pattern)
+
+    def find(entry: str) -> re.Match[str] | None:  # NIH: the file name; CheXpert: anywhere in the path
+        return compiled.search(Path(entry).name if pattern == _NIH_NAME else entry)
+
+    matches = names.astype(str).map(find)
     bad = names[matches.isna()]
     if len(bad):
         raise DataError(
-            f"table {table_path}: no patient column is configured (data.patient_column: none) and "
-            f"{len(bad)} image names are not NIH-style PPPPPPPP_FFF.png (e.g. {bad.iloc[0]!r}); "
-            "a patient-level split needs patient ids: set data.patient_column to the column that holds them"
+            f"table {table_path}: no patient column is configured and {len(bad)} image entries do not "
+            f"carry a patient id (pattern {pattern!r}, e.g. {bad.iloc[0]!r}); a patient-level split needs "
+            "patient ids: set data.patient_column to the column that holds them"
         )
     return matches.map(lambda m: str(int(m.group(1))))
+
+
+def long_findings(
+    cells: pd.Series, options: LabelOptions
+) -> tuple[list[list[str]], dict[str, int], dict[str, int]]:
+    """``|``-separated cells → each row's findings, positives per finding, and ignored findings' counts."""
+    ignored = set(options.ignore)
+    rows, dropped = [], Counter()
+    for cell in cells:
+        findings = split_findings(cell, no_finding=options.no_finding, aliases=options.aliases)
+        dropped.update(f for f in findings if f in ignored)
+        rows.append(sorted({f for f in findings if f not in ignored}))
+    return rows, dict(Counter(f for row in rows for f in row)), dict(dropped)
+
+
+def wide_findings(
+    table: pd.DataFrame, columns: Columns, options: LabelOptions, table_path: str | Path
+) -> tuple[dict[str, np.ndarray], dict[str, int], dict[str, int]]:
+    """One column per finding (1.0 positive, 0.0 negative, -1.0 uncertain, blank not mentioned) → per
+    finding a float vector with NaN where the label is masked, under the uncertainty and blank policies.
+
+    Returns the vectors, positives per finding and uncertain entries per finding (before the policy).
+    """
+    internal = {"table_row", "patient", "view", columns.image, *(columns.metadata)}
+    observed = [c for c in table.columns if c not in internal]
+    vectors: dict[str, np.ndarray] = {}
+    uncertain_counts: dict[str, int] = {}
+    source_of: dict[str, str] = {}
+    for column in observed:
+        name = options.aliases.get(str(column), str(column))
+        if name == options.no_finding or name in options.ignore:
+            continue
+        if name in source_of:
+            raise DataError(
+                f"table {table_path}: columns {source_of[name]!r} and {column!r} both mean {name!r} "
+                "(data.aliases); map only one of them"
+            )
+        source_of[name] = str(column)
+        raw = table[column]
+        values = pd.to_numeric(raw, errors="coerce")
+        bad = raw.notna() & (values.isna() | ~values.isin([1.0, 0.0, -1.0]))
+        if bad.any():
+            first = bad.to_numpy().nonzero()[0][0]
+            raise DataError(
+                f"table {table_path}, column {column!r}, row {int(table['table_row'].iloc[first])}: "
+                f"{raw.iloc[first]!r} is not 1.0, 0.0, -1.0 or blank ({int(bad.sum())} such cells). If it "
+                "is not a finding, list it in data.ignore_findings"
+            )
+        vector = values.to_numpy(dtype=np.float64)
+        uncertain = vector == -1.0
+        policy = options.uncertain_policy(name)
+        vector[uncertain] = {"ignore": np.nan, "zeros": 0.0, "ones": 1.0}[policy]
+        vector[np.isnan(values.to_numpy(dtype=np.float64))] = 0.0 if options.blank == "negative" else np.nan
+        vectors[name] = vector
+        uncertain_counts[name] = int(uncertain.sum())
+    positives = {name: int((v == 1.0).sum()) for name, v in vectors.items()}
+    return vectors, positives, uncertain_counts
 
 
 # --- the prepared cache ---------------------------------------------------------------------------
@@ -129,13 +280,19 @@ class PrepareReport:
     images_written: int
     duplicates_dropped: int
     rejected: dict[str, int]
+    labels: LabelList | None = None
+    labels_dropped: dict[str, int] = dataclasses.field(default_factory=dict)  # too rare: positives
+    findings_ignored: dict[str, int] = dataclasses.field(default_factory=dict)  # data.ignore_findings
+    views: dict[str, object] = dataclasses.field(default_factory=dict)
 
     @property
     def rejected_total(self) -> int:
         return int(sum(self.rejected.values()))
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        """``metrics/prepare.json``: counts only; the label names and per-finding counts are in
+        ``data/prepared/labels.json``."""
+        out: dict[str, object] = {
             "rows_in_table": self.rows_in_table,
             "rows_selected": self.rows_selected,
             "images_written": self.images_written,
@@ -143,6 +300,16 @@ class PrepareReport:
             "rejected": dict(self.rejected),
             "rejected_total": self.rejected_total,
         }
+        if self.labels is not None:
+            out["labels"] = {
+                "source": self.labels.source,
+                "count": len(self.labels),
+                "dropped_rare": dict(self.labels_dropped),
+                "ignored": dict(self.findings_ignored),
+            }
+        if self.views:
+            out["views"] = self.views
+        return out
 
 
 class _Uint8StackWriter:
@@ -208,6 +375,17 @@ def default_workers(requested: int) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def _reject_rows(table: pd.DataFrame, mask: pd.Series, image: str, reason: str, detail: str) -> list[dict]:
+    return [
+        {"image": str(name), "table_row": int(row), "reason": reason, "detail": detail}
+        for name, row in zip(table.loc[mask, image], table.loc[mask, "table_row"], strict=True)
+    ]
+
+
+def _blank(values: pd.Series) -> pd.Series:
+    return values.isna() | (values.astype(str).str.strip() == "")
+
+
 def prepare_cache(
     table: pd.DataFrame,
     *,
@@ -220,43 +398,88 @@ def prepare_cache(
     seed: int,
     workers: int = 1,
     max_rejected_fraction: float = 1.0,
+    label_options: LabelOptions | None = None,
+    preset: str = "seed",
+    views: tuple[str, ...] | list[str] = (),
 ) -> PrepareReport:
-    """Binarise labels, take the seeded subset, decode each image once into the cache under ``out_dir``.
+    """Choose the label list, binarise, take the seeded subset, decode each image once into ``out_dir``.
 
-    Bad rows are skipped and listed in ``rejects.csv`` by reason; when more than
-    ``max_rejected_fraction`` of the selected rows are rejected, the stage fails (after writing the
-    rejects, so they can be inspected).
+    The label list is chosen on the whole table (after bad rows, the view filter and duplicates are
+    removed, before the subset), so a rare finding cannot vanish from validation or test. Bad rows are
+    skipped and listed in ``rejects.csv`` by reason; when more than ``max_rejected_fraction`` of the
+    selected rows are rejected, the stage fails (after writing the rejects, so they can be inspected).
     """
-    needed = {"image_column": columns.image, "label_column": columns.label}
+    options = label_options or LabelOptions()
+    needed = {"image_column": columns.image}
+    if columns.label is not None:
+        needed["label_column"] = columns.label
     if columns.patient is not None:
         needed["patient_column"] = columns.patient
     require_columns(table, needed, table_path)
     rows_in_table = len(table)
     table = table.reset_index(drop=True)
     table["table_row"] = np.arange(rows_in_table)
-    table["patient"] = (
-        patients_from_file_names(table[columns.image], table_path)
-        if columns.patient is None
-        else table[columns.patient].astype(str)
-    )
     rejects: list[dict[str, object]] = []
 
-    empty = table[columns.label].isna() | (table[columns.label].astype(str).str.strip() == "")
-    rejects += [
-        {
-            "image": str(name),
-            "table_row": int(row),
-            "reason": "empty_label",
-            "detail": f"{columns.label!r} is empty",
+    empty_image = _blank(table[columns.image])
+    rejects += _reject_rows(
+        table, empty_image, columns.image, "empty_image_name", f"{columns.image!r} is empty"
+    )
+    table = table[~empty_image]
+    if columns.patient is None:
+        table["patient"] = patients_from_file_names(table[columns.image], table_path, columns.patient_pattern)
+    else:
+        no_patient = _blank(table[columns.patient])
+        detail = f"{columns.patient!r} is empty: a patient-level split cannot place it"
+        rejects += _reject_rows(table, no_patient, columns.image, "empty_patient", detail)
+        table = table[~no_patient].copy()
+        table["patient"] = table[columns.patient].astype(str).str.strip()
+    if columns.label is not None:
+        empty = _blank(table[columns.label])
+        rejects += _reject_rows(table, empty, columns.image, "empty_label", f"{columns.label!r} is empty")
+        table = table[~empty]
+
+    view_counts: dict[str, object] = {}
+    if views:
+        if columns.view is None or columns.view not in table.columns:
+            raise DataError(
+                f"params: data.views is set but table {table_path} has no view column for the "
+                f"{preset!r} preset; leave data.views empty"
+            )
+        view = table[columns.view].fillna("").astype(str)
+        view = view.where(view == "lateral", view.str.upper())
+        wanted = {v if v == "lateral" else v.upper() for v in views}
+        keep = view.isin(wanted)
+        view_counts = {
+            "kept": sorted(wanted),
+            "rows_kept": int(keep.sum()),
+            "rows_dropped": int((~keep).sum()),
+            "dropped_by_view": {str(k): int(v) for k, v in view[~keep].value_counts().items()},
         }
-        for name, row in zip(table.loc[empty, columns.image], table.loc[empty, "table_row"], strict=True)
-    ]
-    table = table[~empty]
+        table = table[keep]
+
     duplicated = table.duplicated(subset=[columns.image], keep="first")
     duplicates_dropped = int(duplicated.sum())
-    table = table[~duplicated]
-    labels = binarize(table[columns.label].astype(str), column=columns.label)
+    table = table[~duplicated].reset_index(drop=True)
 
+    masked: dict[str, int] = {}
+    uncertain: dict[str, int] = {}
+    if columns.label is not None:
+        finding_rows, positives, ignored = long_findings(table[columns.label], options)
+        label_list, rare = choose(
+            positives, options, preset, where=f"column {columns.label!r} of {table_path}"
+        )
+        labels = binarize(finding_rows, label_list).astype(np.float64)
+    else:
+        vectors, positives, uncertain = wide_findings(table, columns, options, table_path)
+        ignored = {name: int((table[name] == 1.0).sum()) for name in options.ignore if name in table.columns}
+        label_list, rare = choose(positives, options, preset, where=f"table {table_path}")
+        labels = np.stack([vectors[name] for name in label_list.names], axis=1)
+        masked = {name: int(np.isnan(vectors[name]).sum()) for name in label_list.names}
+    if rare:
+        log.warning("dropped findings with fewer than %d positives: %s", options.min_positives, rare)
+
+    rejected_in_table = len(rejects)  # rows unusable before the subset (empty name, patient or label)
     n_selected = min(subset, len(table))
     chosen = np.sort(np.random.default_rng(seed).choice(len(table), size=n_selected, replace=False))
     table, labels = table.iloc[chosen].reset_index(drop=True), labels[chosen]
@@ -264,8 +487,10 @@ def prepare_cache(
     root = Path(image_root)
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist: set data.images in params.yaml")
-    by_name = index_images(root)
     names = table[columns.image].astype(str).tolist()
+    # Bare file names are looked up in a recursive index (NIH's images_001/ ... folders); entries with
+    # folders (CheXpert, MIMIC) are joined to the root, so equal file names in other folders are no bother.
+    by_name = index_images(root) if any(len(Path(n).parts) == 1 for n in names) else {}
     table_rows = table["table_row"].tolist()
     tasks = []
     for position, name in enumerate(names):
@@ -318,10 +543,9 @@ def prepare_cache(
             duplicates_dropped=duplicates_dropped,
             rejected={str(k): int(v) for k, v in reject_frame["reason"].value_counts().items()},
         )
-        empty_labels = int(empty.sum())
         shares = {
-            "selected images": (len(reject_frame) - empty_labels, n_selected),
-            "table rows with an empty label": (empty_labels, rows_in_table),
+            "selected images": (len(reject_frame) - rejected_in_table, n_selected),
+            "table rows with an empty image name, patient or label": (rejected_in_table, rows_in_table),
         }
         for what, (count, total) in shares.items():
             if total and count / total > max_rejected_fraction:
@@ -340,15 +564,47 @@ def prepare_cache(
             "height": np.array([h for _, h in sizes], dtype=np.int32),
         }
     )
-    for j, label in enumerate(LABELS):
-        index[label] = labels[kept, j]
+    kept_labels = labels[kept]
+    any_masked = bool(np.isnan(kept_labels).any())
+    for j, label in enumerate(label_list.names):
+        column = kept_labels[:, j]
+        if any_masked:  # nullable: null where the label is masked
+            index[label] = pd.array(np.where(np.isnan(column), pd.NA, column), dtype="UInt8")
+        else:
+            index[label] = column.astype(np.uint8)
     io.write_parquet(out_dir / INDEX_FILE, index)
-    return report
+    write_labels_json(
+        out_dir / LABELS_FILE,
+        label_list,
+        no_finding=options.no_finding,
+        positives_in_table={name: int(positives.get(name, 0)) for name in label_list.names},
+        positives_in_cache={
+            name: int(np.nansum(kept_labels[:, j])) for j, name in enumerate(label_list.names)
+        },
+        masked_in_table=masked,
+        uncertain_in_table={name: uncertain[name] for name in label_list.names if name in uncertain},
+        dropped_rare=rare,
+        ignored=ignored,
+    )
+    return dataclasses.replace(
+        report, labels=label_list, labels_dropped=rare, findings_ignored=ignored, views=view_counts
+    )
 
 
 def load_index(prepared_dir: str | Path) -> pd.DataFrame:
     return pd.read_parquet(Path(prepared_dir) / INDEX_FILE)
 
 
-def label_matrix(frame: pd.DataFrame) -> np.ndarray:
-    return frame[list(LABELS)].to_numpy(dtype=np.float32)
+def load_labels(prepared_dir: str | Path) -> LabelList:
+    """The label list prepare chose (``labels.json`` beside the cache)."""
+    return read_labels_json(Path(prepared_dir) / LABELS_FILE)
+
+
+def label_matrix(frame: pd.DataFrame, labels: LabelList | tuple[str, ...] | list[str]) -> np.ndarray:
+    """``N × K`` float32 truth in the list's order: 1, 0, or NaN where the label is masked (uncertain
+    or blank under ``ignore``). NaN, never a silent 0: a reader that forgets the mask fails loudly."""
+    names = list(labels.names if isinstance(labels, LabelList) else labels)
+    missing = [n for n in names if n not in frame.columns]
+    if missing:
+        raise DataError(f"the prepared index has no column for {missing}: rerun prepare (dvc repro prepare)")
+    return frame[names].astype("Float64").to_numpy(dtype=np.float32, na_value=np.nan)

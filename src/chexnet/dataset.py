@@ -11,13 +11,14 @@ import torch
 from torch.utils.data import Dataset
 
 from chexnet.data import IMAGES_FILE, DataError, label_matrix
+from chexnet.labels import LabelList
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class CachedImages(Dataset):
-    """Rows of the prepared cache as ``(uint8 1×S×S tensor, float 14-vector)``.
+    """Rows of the prepared cache as ``(uint8 1×S×S tensor, float K-vector)``, NaN where a label is masked.
 
     The memory map is opened lazily in each DataLoader worker (a mapped file does not pickle well and
     each process should map it itself). Normalisation happens on the device, batched, in
@@ -74,9 +75,11 @@ def normalize_batch(
     return torch.addcmul(shift, gray.float(), scale, out=out)
 
 
-def split_dataset(prepared_dir: str | Path, split: pd.DataFrame, name: str) -> CachedImages:
+def split_dataset(
+    prepared_dir: str | Path, split: pd.DataFrame, name: str, labels: LabelList
+) -> CachedImages:
     """The rows of one split (``train``/``val``/``test``) of ``split.parquet`` as a dataset."""
     part = split[split["split"] == name]
     if part.empty:
         raise DataError(f"split {name!r} is empty: use more images or change split fractions in params.yaml")
-    return CachedImages(prepared_dir, part["row"].to_numpy(), label_matrix(part))
+    return CachedImages(prepared_dir, part["row"].to_numpy(), label_matrix(part, labels))

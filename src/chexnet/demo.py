@@ -30,7 +30,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from chexnet import io
-from chexnet.labels import LABELS, NO_FINDING, SEPARATOR
+from chexnet.labels import NIH14, NO_FINDING, SEPARATOR
 from chexnet.params import DemoParams
 
 # Relative frequency of each finding among drawn findings: NIH's counts, square-rooted and floored so
@@ -51,13 +51,21 @@ _NIH_COUNTS = {
     "Pleural_Thickening": 3385,
     "Hernia": 227,
 }
-_WEIGHTS = np.array([max(np.sqrt(_NIH_COUNTS[label]), 60.0) for label in LABELS])
+_WEIGHTS = np.array([max(np.sqrt(_NIH_COUNTS[label]), 60.0) for label in NIH14])
 _WEIGHTS = _WEIGHTS / _WEIGHTS.sum()
 
 # NIH's BBox_List_2017.csv header: x in the third column, y, w, h in three unnamed ones after it.
 BBOX_COLUMNS = ["Image Index", "Finding Label", "Bbox [x,y,w,h]", "", "", ""]
 DEMO_TABLE, DEMO_IMAGES, DEMO_BOXES = "table.parquet", "images", "BBox_List.csv"
 DEMO_COLUMNS = ("imagem", "patologia", "paciente_id")  # image file, findings, patient: the seed's style
+# Where each layout's table lives under the demo folder (data.table); images are under data.images.
+LAYOUT_TABLES = {
+    "seed": DEMO_TABLE,
+    "nih": "Data_Entry_2017.csv",
+    "chexpert": "CheXpert-v1.0-small/train.csv",
+    "mimic": "mimic-cxr-2.0.0-chexpert.csv",
+}
+MIMIC_METADATA = "mimic-cxr-2.0.0-metadata.csv"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,19 +326,25 @@ def draw_radiograph(
 
 def _sample_findings(rng: np.random.Generator, no_finding_fraction: float, previous: set[str]) -> set[str]:
     """Findings for one image; a follow-up keeps each earlier finding with probability 0.5."""
-    # In LABELS order, never in set order: a set of strings iterates in an order that changes with
+    # In NIH14 order, never in set order: a set of strings iterates in an order that changes with
     # Python's per-process hash seed, which would make the same seed draw a different data set.
-    kept = {label for label in LABELS if label in previous and rng.random() < 0.5}
+    kept = {label for label in NIH14 if label in previous and rng.random() < 0.5}
     if not kept and rng.random() < no_finding_fraction:
         return set()
     count = int(rng.choice((1, 2, 3), p=(0.45, 0.35, 0.2)))
-    drawn = rng.choice(len(LABELS), size=count, replace=False, p=_WEIGHTS)
-    return kept | {LABELS[i] for i in drawn}
+    drawn = rng.choice(len(NIH14), size=count, replace=False, p=_WEIGHTS)
+    return kept | {NIH14[i] for i in drawn}
 
 
-def _save_png(path: Path, field: np.ndarray, mode: str) -> None:
-    """Store as NIH does: 8-bit gray mostly; RGBA and 16-bit gray for a few images."""
+def _save_image(path: Path, field: np.ndarray, mode: str) -> None:
+    """Store as NIH does (PNG: 8-bit gray mostly; RGBA and 16-bit gray for a few), or as the JPEG that
+    CheXpert and MIMIC-CXR-JPG ship (8-bit gray)."""
     gray8 = np.round(field * 255).astype(np.uint8)
+    if path.suffix == ".jpg":
+        image = Image.fromarray(gray8, mode="L")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        io.write_with(path, lambda tmp: image.save(tmp, format="JPEG", quality=95))
+        return
     if mode == "RGBA":
         rgba = np.dstack([gray8, gray8, gray8, np.full_like(gray8, 255)])
         image = Image.fromarray(rgba, mode="RGBA")
@@ -342,16 +356,110 @@ def _save_png(path: Path, field: np.ndarray, mode: str) -> None:
     io.write_with(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
-def generate_demo(out_dir: str | Path, demo: DemoParams) -> pd.DataFrame:
-    """Write the demo set under ``out_dir`` and return its table.
+@dataclasses.dataclass(frozen=True)
+class _Drawn:
+    """One generated image's facts, before any layout decides its file name and table row."""
 
-    Layout: ``table.parquet`` (columns ``imagem``, ``patologia``, ``paciente_id``), ``images/*.png`` and
-    ``BBox_List.csv``. It always writes to its own folder, never to ``data.table``, so a user who points
-    the pipeline at their own table can never have it overwritten by the demo stage.
+    patient: int
+    follow_up: int
+    index: int
+    findings: frozenset[str]
+
+
+def _entry(layout: str, drawn: _Drawn) -> str:
+    """The image's entry in the layout's table (and its path under the image folder)."""
+    patient, study = 10000 + drawn.patient, drawn.follow_up
+    if layout == "chexpert":
+        return f"CheXpert-v1.0-small/train/patient{patient:05d}/study{study + 1}/view1_frontal.jpg"
+    if layout == "mimic":
+        subject = 10_000_000 + patient
+        return f"files/p{str(subject)[:2]}/p{subject}/s{50_000_000 + drawn.index}/{_dicom_id(drawn)}.jpg"
+    return f"{patient:08d}_{study:03d}.png"
+
+
+def _dicom_id(drawn: _Drawn) -> str:
+    return f"{drawn.index:08x}-{drawn.patient:08x}-demo"
+
+
+def _wide_value(rng: np.random.Generator, present: bool) -> float:
+    """A CheXpert-style cell: mostly 1.0 when present (15 % uncertain, -1.0), mostly blank when absent
+    (10 % an explicit 0.0, 5 % uncertain): so every uncertainty and blank policy has work to do."""
+    draw = rng.random()
+    if present:
+        return -1.0 if draw < 0.15 else 1.0
+    return 0.0 if draw < 0.10 else (-1.0 if draw < 0.15 else np.nan)
+
+
+def _write_tables(out_dir: Path, layout: str, drawn: list[_Drawn], seed: int) -> pd.DataFrame:
+    """The layout's table(s); returns the main one."""
+    cells = [SEPARATOR.join(f for f in NIH14 if f in d.findings) or NO_FINDING for d in drawn]
+    views = np.where(np.random.default_rng(seed).random(len(drawn)) < 0.3, "AP", "PA")
+    if layout == "seed":
+        table = pd.DataFrame(
+            {
+                DEMO_COLUMNS[0]: [_entry(layout, d) for d in drawn],
+                DEMO_COLUMNS[1]: cells,
+                DEMO_COLUMNS[2]: [10000 + d.patient for d in drawn],
+            }
+        )
+        io.write_parquet(out_dir / DEMO_TABLE, table)
+        return table
+    if layout == "nih":
+        table = pd.DataFrame(
+            {
+                "Image Index": [_entry(layout, d) for d in drawn],
+                "Finding Labels": cells,
+                "Follow-up #": [d.follow_up for d in drawn],
+                "Patient ID": [10000 + d.patient for d in drawn],
+                "View Position": views,
+            }
+        )
+        io.write_csv(out_dir / LAYOUT_TABLES[layout], table)
+        return table
+    rng = np.random.default_rng(seed + 1)  # its own stream: the images stay those of the seed layout
+    wide = pd.DataFrame({f: [_wide_value(rng, f in d.findings) for d in drawn] for f in NIH14})
+    wide.insert(0, NO_FINDING, [1.0 if not d.findings else np.nan for d in drawn])
+    if layout == "chexpert":
+        meta = pd.DataFrame(
+            {
+                "Path": [_entry(layout, d) for d in drawn],
+                "Sex": "Female",
+                "Age": 60,
+                "Frontal/Lateral": "Frontal",
+                "AP/PA": views,
+            }
+        )
+        table = pd.concat([meta, wide], axis=1)
+        io.write_csv(out_dir / LAYOUT_TABLES[layout], table)
+        return table
+    keys = pd.DataFrame(
+        {
+            "subject_id": [10_000_000 + 10000 + d.patient for d in drawn],
+            "study_id": [50_000_000 + d.index for d in drawn],
+        }
+    )
+    table = pd.concat([keys, wide], axis=1)
+    metadata = keys.assign(dicom_id=[_dicom_id(d) for d in drawn], ViewPosition=views)
+    io.write_csv(out_dir / LAYOUT_TABLES[layout], table)
+    io.write_csv(out_dir / MIMIC_METADATA, metadata[["dicom_id", "subject_id", "study_id", "ViewPosition"]])
+    return table
+
+
+def generate_demo(out_dir: str | Path, demo: DemoParams) -> pd.DataFrame:
+    """Write the demo set under ``out_dir`` in ``demo.layout`` and return its main table.
+
+    ``seed`` (default): ``table.parquet`` (columns ``imagem``, ``patologia``, ``paciente_id``) and
+    ``images/*.png``; ``nih``: ``Data_Entry_2017.csv`` and ``images/*.png``; ``chexpert``:
+    ``CheXpert-v1.0-small/train.csv`` and its JPEGs; ``mimic``: ``mimic-cxr-2.0.0-chexpert.csv``,
+    ``mimic-cxr-2.0.0-metadata.csv`` and ``files/p1x/.../*.jpg``. Every layout has ``BBox_List.csv``, in
+    the image entries of its table. The same seed draws the same images and findings in every layout.
+    It always writes to its own folder, never to ``data.table``, so a user who points the pipeline at
+    their own table can never have it overwritten by the demo stage.
     """
     out_dir = Path(out_dir)
+    layout = demo.layout
     rng = np.random.default_rng(demo.seed)
-    image_dir = out_dir / DEMO_IMAGES
+    image_dir = out_dir / DEMO_IMAGES if layout in ("seed", "nih") else out_dir
     image_dir.mkdir(parents=True, exist_ok=True)
 
     # Every patient gets one image; the rest are follow-ups spread over random patients.
@@ -361,26 +469,24 @@ def generate_demo(out_dir: str | Path, demo: DemoParams) -> pd.DataFrame:
     modes = {int(i): "RGBA" for i in special[: demo.rgba_images]}
     modes |= {int(i): "I;16" for i in special[demo.rgba_images : demo.rgba_images + demo.gray16_images]}
 
-    rows, boxes = [], []
+    drawn_images, boxes = [], []
     progress = tqdm(total=demo.n_images, desc="demo images", unit="img")
     index = 0
     for patient in range(demo.n_patients):
-        patient_id = 10000 + patient
         anatomy = Anatomy.sample(rng)
         findings: set[str] = set()
         for follow_up in range(per_patient[patient]):
             findings = _sample_findings(rng, demo.no_finding_fraction, findings)
-            name = f"{patient_id:08d}_{follow_up:03d}.png"
+            drawn = _Drawn(patient, follow_up, index, frozenset(findings))
+            entry = _entry(layout, drawn)
             field, image_boxes = draw_radiograph(demo.image_size, anatomy, findings, rng)
-            _save_png(image_dir / name, field, modes.get(index, "L"))
-            label_cell = SEPARATOR.join(label for label in LABELS if label in findings) or NO_FINDING
-            rows.append({DEMO_COLUMNS[0]: name, DEMO_COLUMNS[1]: label_cell, DEMO_COLUMNS[2]: patient_id})
-            boxes.extend((name, *box) for box in image_boxes)
+            _save_image(image_dir / entry, field, modes.get(index, "L"))
+            drawn_images.append(drawn)
+            boxes.extend((entry, *box) for box in image_boxes)
             index += 1
             progress.update()
     progress.close()
 
-    table = pd.DataFrame(rows)
-    io.write_parquet(out_dir / DEMO_TABLE, table)
+    table = _write_tables(out_dir, layout, drawn_images, demo.seed)
     io.write_csv(out_dir / DEMO_BOXES, pd.DataFrame(boxes, columns=BBOX_COLUMNS))
     return table

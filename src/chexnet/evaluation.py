@@ -7,53 +7,59 @@ once, to measure; :func:`choose_thresholds` never sees test labels.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from chexnet.labels import LABELS
-from chexnet.metrics import undefined_reason
+from chexnet.metrics import known, undefined_reason
 
 THRESHOLD_METHODS = ("youden", "max_f1")
 TTA_MODES = ("none", "hflip", "tencrop")
 
 
 def choose_thresholds(
-    val_truth: np.ndarray, val_scores: np.ndarray, method: str = "youden"
+    val_truth: np.ndarray, val_scores: np.ndarray, labels: Sequence[str], method: str = "youden"
 ) -> tuple[dict[str, float], dict[str, str]]:
     """One threshold per class from validation predictions.
 
     ``youden``: maximise sensitivity + specificity − 1 on the ROC curve; ``max_f1``: maximise F1 on
     the precision-recall curve. A class with no positives or no negatives in validation keeps 0.5
-    (the seed's) and the reason is returned in the second dict.
+    (the seed's) and the reason is returned in the second dict. Masked entries take no part.
     """
     if method not in THRESHOLD_METHODS:
         raise ValueError(f"evaluate.threshold_method must be one of {THRESHOLD_METHODS}, got {method!r}")
     thresholds: dict[str, float] = {}
     fallbacks: dict[str, str] = {}
-    for j, label in enumerate(LABELS):
+    for j, label in enumerate(labels):
         reason = undefined_reason(val_truth[:, j])
         if reason:
             thresholds[label], fallbacks[label] = 0.5, f"{reason} (validation): the seed's 0.5 is used"
             continue
+        ok = known(val_truth[:, j])
+        truth, scores = val_truth[ok, j], val_scores[ok, j]
         if method == "youden":
-            fpr, tpr, cuts = roc_curve(val_truth[:, j], val_scores[:, j])
+            fpr, tpr, cuts = roc_curve(truth, scores)
             best = int(np.argmax(tpr - fpr))
         else:
-            precision, recall, cuts = precision_recall_curve(val_truth[:, j], val_scores[:, j])
+            precision, recall, cuts = precision_recall_curve(truth, scores)
             f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
             best = int(np.argmax(f1))
         thresholds[label] = float(min(cuts[best], 1.0))  # roc_curve's first cut is +inf
     return thresholds, fallbacks
 
 
-def operating_points(truth: np.ndarray, scores: np.ndarray, thresholds: dict[str, float]) -> dict[str, dict]:
+def operating_points(
+    truth: np.ndarray, scores: np.ndarray, thresholds: dict[str, float], labels: Sequence[str]
+) -> dict[str, dict]:
     """Sensitivity, specificity, PPV, F1 and the 2×2 counts per class at the given thresholds."""
     out = {}
-    for j, label in enumerate(LABELS):
-        predicted = scores[:, j] >= thresholds[label]
-        actual = truth[:, j].astype(bool)
+    for j, label in enumerate(labels):
+        ok = known(truth[:, j])
+        predicted = scores[ok, j] >= thresholds[label]
+        actual = truth[ok, j].astype(bool)
         tp, fp = int((predicted & actual).sum()), int((predicted & ~actual).sum())
         fn, tn = int((~predicted & actual).sum()), int((~predicted & ~actual).sum())
 
@@ -74,8 +80,8 @@ def operating_points(truth: np.ndarray, scores: np.ndarray, thresholds: dict[str
     return out
 
 
-def binarize_at(scores: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
-    return (scores >= np.array([thresholds[label] for label in LABELS])[None, :]).astype(np.uint8)
+def binarize_at(scores: np.ndarray, thresholds: dict[str, float], labels: Sequence[str]) -> np.ndarray:
+    return (scores >= np.array([thresholds[label] for label in labels])[None, :]).astype(np.uint8)
 
 
 def reliability(
@@ -83,9 +89,13 @@ def reliability(
 ) -> tuple[float, list[dict[str, float]]]:
     """Expected calibration error over equal-width probability bins, and the diagram's points.
 
-    ECE = Σ_b (n_b / n) · |observed frequency_b − mean predicted probability_b|.
+    ECE = Σ_b (n_b / n) · |observed frequency_b − mean predicted probability_b|, over unmasked entries.
     """
+    if bins < 1:
+        raise ValueError(f"evaluate.calibration_bins must be 1 or more, got {bins}")
     truth, scores = np.asarray(truth, float).ravel(), np.asarray(scores, float).ravel()
+    ok = known(truth)
+    truth, scores = truth[ok], scores[ok]
     edges = np.linspace(0, 1, bins + 1)
     which = np.clip(np.digitize(scores, edges[1:-1]), 0, bins - 1)
     ece, points = 0.0, []

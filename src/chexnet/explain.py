@@ -14,7 +14,7 @@ from tqdm import tqdm
 from chexnet import boxes as box_scores
 from chexnet import cam, figures
 from chexnet.images import load_gray
-from chexnet.labels import LABELS
+from chexnet.labels import file_safe
 from chexnet.model import CheXNet
 
 
@@ -27,6 +27,7 @@ def top_k_overlays(
     model: CheXNet,
     images: np.ndarray,
     predictions: pd.DataFrame,
+    labels: list[str],
     *,
     k: int,
     target_layer: str,
@@ -34,11 +35,14 @@ def top_k_overlays(
     out_dir: Path,
 ) -> list[dict[str, object]]:
     """For each finding present in ``predictions``, its ``k`` most probable images: one overlay PNG each
-    (``<out_dir>/<Finding>/top<r>.png``) and a grid (``<out_dir>/<Finding>.png``). Returns their rows."""
+    (``<out_dir>/<Finding>/top<r>.png``) and a grid (``<out_dir>/<Finding>.png``). Returns their rows.
+
+    ``labels`` are the model's findings in output order (unit ``i`` is ``labels[i]``)."""
     rows = []
-    for index, label in enumerate(tqdm(LABELS, desc="top-k heat maps", unit="finding")):
-        if predictions[label].sum() == 0:
-            continue  # the finding is not present in this split
+    for index, label in enumerate(tqdm(labels, desc="top-k heat maps", unit="finding")):
+        truth_column = predictions[label].astype("Float64")
+        if truth_column.fillna(0).sum() == 0:
+            continue  # the finding is not present (or only masked) in this split
         top = predictions.nlargest(k, f"p_{label}")
         pixels = np.stack([np.asarray(images[int(r)]) for r in top["row"]])
         heats, probabilities = cam.grad_cam_pp_batch(
@@ -48,10 +52,11 @@ def top_k_overlays(
         for rank, (record, image, heat, p) in enumerate(
             zip(top.itertuples(), pixels, heats, probabilities, strict=True), 1
         ):
-            truth = "positive" if getattr(record, label) else "negative"
+            value = truth_column.loc[record.Index]
+            truth = "unknown (masked)" if pd.isna(value) else ("positive" if value == 1 else "negative")
             caption = f"{record.image}\np={p:.3f}, ground truth {truth}"
             blended = cam.overlay(image, heat)
-            path = out_dir / label / f"top{rank}.png"
+            path = out_dir / file_safe(label) / f"top{rank}.png"
             figures.cam_figure(path, image, blended, f"{label}: {caption.replace(chr(10), ' — ')}")
             tiles.append((blended, caption))
             rows.append(
@@ -60,18 +65,20 @@ def top_k_overlays(
                     "rank": rank,
                     "image": record.image,
                     "probability": float(p),
-                    "ground_truth": bool(getattr(record, label)),
+                    "ground_truth": None if pd.isna(value) else bool(value == 1),
                     "overlay": str(path),
                 }
             )
         figures.cam_grid(
-            out_dir / f"{label}.png", tiles, f"{label}: top {len(tiles)} test images by probability"
+            out_dir / f"{file_safe(label)}.png",
+            tiles,
+            f"{label}: top {len(tiles)} test images by probability",
         )
     return rows
 
 
 def box_cases(
-    predictions: pd.DataFrame, boxes: pd.DataFrame, size: int
+    predictions: pd.DataFrame, boxes: pd.DataFrame, size: int, labels: list[str]
 ) -> list[tuple[int, int, str, list[tuple[float, ...]]]]:
     """``(cache row, class index, finding, boxes on the size × size map)`` for every (image, finding)
     of ``predictions`` that has expert boxes; each box scaled from its own image's pixels."""
@@ -85,7 +92,7 @@ def box_cases(
             box_scores.scale_box(b.x, b.y, b.w, b.h, int(record["width"]), int(record["height"]), size)
             for b in group.itertuples()
         ]
-        cases.append((int(record["row"]), LABELS.index(finding), finding, scaled))
+        cases.append((int(record["row"]), labels.index(finding), finding, scaled))
     return cases
 
 
@@ -94,6 +101,7 @@ def localisation(
     images: np.ndarray,
     predictions: pd.DataFrame,
     boxes: pd.DataFrame,
+    labels: list[str],
     *,
     target_layer: str,
     device: torch.device,
@@ -105,7 +113,7 @@ def localisation(
     Every such image is scored, whatever its probability: the heat map of the box's finding is asked
     where that finding is.
     """
-    cases = box_cases(predictions, boxes, images.shape[-1])
+    cases = box_cases(predictions, boxes, images.shape[-1], labels)
     records = []
     for chunk in tqdm(list(_batches(cases, batch_size)), desc="localisation", unit="batch"):
         pixels = np.stack([np.asarray(images[row]) for row, *_ in chunk])
@@ -122,12 +130,13 @@ def localisation(
                     "iobb_over_half": best > 0.5,
                 }
             )
-    return box_scores.localisation_scores(records)
+    return box_scores.localisation_scores(records, labels)
 
 
 def explain_file(
     path: str | Path,
     model: CheXNet,
+    labels: list[str],
     *,
     image_size: int,
     target_layer: str,
@@ -143,24 +152,25 @@ def explain_file(
     under ``out_dir`` and returns one row per finding explained.
     """
     image = load_gray(path, image_size)
-    thresholds = thresholds or dict.fromkeys(LABELS, 0.5)
+    thresholds = thresholds or dict.fromkeys(labels, 0.5)
     with torch.no_grad():
         probabilities = cam.predict_probabilities(model, image[None], device)[0]
     if findings is None:
-        findings = [label for j, label in enumerate(LABELS) if probabilities[j] >= thresholds[label]]
-        findings = findings or [LABELS[int(np.argmax(probabilities))]]
+        findings = [label for j, label in enumerate(labels) if probabilities[j] >= thresholds[label]]
+        findings = findings or [labels[int(np.argmax(probabilities))]]
     overlays = write_overlays(
         model,
         image,
         Path(path),
         findings,
         probabilities,
+        labels,
         out_dir=Path(out_dir),
         target_layer=target_layer,
         device=device,
     )
     return [
-        {"finding": label, "probability": float(probabilities[LABELS.index(label)]), "overlay": overlay}
+        {"finding": label, "probability": float(probabilities[labels.index(label)]), "overlay": overlay}
         for label, overlay in zip(findings, overlays, strict=True)
     ]
 
@@ -171,19 +181,21 @@ def write_overlays(
     path: Path,
     findings: list[str],
     probabilities: np.ndarray,
+    labels: list[str],
     *,
     out_dir: Path,
     target_layer: str,
     device: torch.device,
+    stem: str | None = None,
 ) -> list[str]:
     """Grad-CAM++ overlays of one uint8 image for each finding, as ``<out_dir>/<stem>_<Finding>.png``."""
-    indices = [LABELS.index(label) for label in findings]
+    indices = [labels.index(label) for label in findings]
     heats, _ = cam.grad_cam_pp_batch(
         model, np.repeat(image[None], len(indices), axis=0), indices, target_layer=target_layer, device=device
     )
     written = []
     for label, j, heat in zip(findings, indices, heats, strict=True):
-        target = out_dir / f"{path.stem}_{label}.png"
+        target = out_dir / f"{stem or path.stem}_{file_safe(label)}.png"
         title = f"{path.name} — {label}: p={probabilities[j]:.3f}"
         figures.cam_figure(target, image, cam.overlay(image, heat), title)
         written.append(str(target))

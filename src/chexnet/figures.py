@@ -10,14 +10,33 @@ import matplotlib
 matplotlib.use("Agg")  # stages run headless (CI, servers); never try to open a window
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 
 from chexnet import io
-from chexnet.labels import LABELS
+from chexnet.labels import findings_string
 
 
-def _names(row: np.ndarray) -> str:
-    names = [label for label, flag in zip(LABELS, row, strict=True) if flag]
-    return ", ".join(names) if names else "No Finding"
+def _names(row: np.ndarray, labels: list[str]) -> str:
+    """A label row as text; a masked entry shows as ``Finding?``."""
+    return findings_string(row, labels, no_finding="none").replace("|", ", ")
+
+
+def _grid(count: int, cols: int = 5) -> tuple[int, int]:
+    """Rows and columns for ``count`` small panels (any number of findings)."""
+    cols = max(1, min(cols, count))
+    return max(1, math.ceil(count / cols)), cols
+
+
+def curves_frame(curves: dict[str, dict[str, list[float]]], columns: list[str]) -> pd.DataFrame:
+    """Per-finding curves as one long table: ``finding``, ``point`` (the order to draw a curve's points
+    in), then ``columns``; the shape the project's DVC template ``by_finding`` colours by finding."""
+    parts = [
+        pd.DataFrame({"finding": label, "point": range(len(points[columns[0]])), **points})
+        for label, points in curves.items()
+    ]
+    header = ["finding", "point", *columns]
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=header)
+    return frame[header]
 
 
 def prediction_grid(
@@ -25,6 +44,7 @@ def prediction_grid(
     images: np.ndarray,
     truth: np.ndarray,
     predicted: np.ndarray,
+    labels: list[str],
     titles: list[str],
     rule: str,
 ) -> Path:
@@ -38,10 +58,11 @@ def prediction_grid(
     for ax, image, true_row, pred_row, title in zip(
         axes.ravel(), images, truth, predicted, titles, strict=False
     ):
-        correct = np.array_equal(np.asarray(pred_row, bool), np.asarray(true_row, bool))
+        known = ~np.isnan(np.asarray(true_row, float))
+        correct = np.array_equal(np.asarray(pred_row)[known] == 1, np.asarray(true_row)[known] == 1)
         ax.imshow(image, cmap="gray", vmin=0, vmax=255)
         ax.set_title(
-            f"{title}\ntrue: {_names(true_row)}\npred: {_names(pred_row)}",
+            f"{title}\ntrue: {_names(true_row, labels)}\npred: {_names(pred_row, labels)}",
             fontsize=7,
             color="darkgreen" if correct else "darkred",
         )
@@ -66,10 +87,11 @@ def cam_figure(path: str | Path, image: np.ndarray, blended: np.ndarray, title: 
 
 def confusion_grid(path: str | Path, points: dict[str, dict], title: str) -> Path:
     """Per-class 2×2 confusion matrices (rows: truth, columns: prediction) in one figure."""
-    figure, axes = plt.subplots(3, 5, figsize=(15, 9.5))
+    rows, cols = _grid(len(points))
+    figure, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, label in zip(axes.ravel(), LABELS, strict=False):
+    for ax, label in zip(axes.ravel(), points, strict=False):
         p = points[label]
         matrix = np.array([[p["tn"], p["fp"]], [p["fn"], p["tp"]]])
         ax.axis("on")
@@ -91,8 +113,11 @@ def reliability_diagram(
     ece: float,
 ) -> Path:
     """Observed frequency against mean predicted probability per bin: overall, then per class."""
-    figure, axes = plt.subplots(3, 5, figsize=(15, 9.5))
-    curves = [("all findings", overall, ece), *((label, per_class[label], None) for label in LABELS)]
+    rows, cols = _grid(len(per_class) + 1)
+    figure, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.ravel()[len(per_class) + 1 :]:
+        ax.axis("off")
+    curves = [("all findings", overall, ece), *((label, points, None) for label, points in per_class.items())]
     for ax, (name, points, value) in zip(axes.ravel(), curves, strict=False):
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8)
         if points:

@@ -18,6 +18,10 @@ from typing import Any
 import yaml
 
 from chexnet.errors import ChexnetError
+from chexnet.labels import BLANK_POLICIES, LABEL_MODES, UNCERTAIN_POLICIES, LabelOptions, check_names
+
+VIEWS = ("PA", "AP", "lateral")  # data.views: what the chexpert and mimic presets can filter on
+DEMO_LAYOUTS = ("seed", "nih", "chexpert", "mimic")
 
 
 class ParamsError(ChexnetError, ValueError):
@@ -35,6 +39,7 @@ class DemoParams:
     rgba_images: int = 3  # a few stored as RGBA and 16-bit, as in the real data
     gray16_images: int = 3
     seed: int = 2017
+    layout: str = "seed"  # seed | nih | chexpert | mimic: write the set in that source's table layout
 
 
 @dataclass(frozen=True)
@@ -43,13 +48,25 @@ class DataParams:
 
     table: str = "data/demo/table.parquet"
     images: str = "data/demo/images"
-    preset: str = "seed"  # seed | nih: the column names of the seed's table or NIH's Data_Entry CSV
+    preset: str = "seed"  # seed | nih | chexpert | mimic: the layout of the table (README "Your own data")
+    metadata_table: str = ""  # mimic: mimic-cxr-2.0.0-metadata.csv(.gz), joined on subject_id, study_id
     image_column: str = ""  # "" = the preset's; set one to override it
     label_column: str = ""
     patient_column: str = ""  # "none": patient ids from NIH file names PPPPPPPP_FFF.png
     bbox_table: str = "data/demo/BBox_List.csv"
     workers: int = 0  # decoder threads for prepare; 0 = every core
     max_rejected_fraction: float = 0.01  # prepare fails when more images than this share are unusable
+    # How findings are read (the label list itself is the top-level ``labels``; README "Findings").
+    no_finding: str = "No Finding"  # the token meaning "nothing found" (not a class)
+    aliases: dict[str, str] = field(
+        default_factory=dict
+    )  # exact names mapped, e.g. Pleural Effusion: Effusion
+    ignore_findings: list[str] = field(default_factory=list)  # findings removed before anything (counted)
+    min_positives: int = 10  # fewer positives in the whole table stop prepare ...
+    drop_rare: bool = False  # ... unless they are dropped (counted in metrics/prepare.json)
+    uncertain: str | dict[str, str] = "ignore"  # chexpert/mimic -1.0: ignore | zeros | ones, or per finding
+    blank: str = "negative"  # chexpert/mimic blank (not mentioned): negative | ignore
+    views: list[str] = field(default_factory=list)  # keep only these views: PA, AP, lateral ([] = all)
 
 
 @dataclass(frozen=True)
@@ -113,6 +130,7 @@ class Params:
     image_size: int = 224
     subset: int = 20000
     weights: str = "imagenet"  # imagenet | none | path to a state_dict file
+    labels: str | list[str] = "auto"  # auto | from_data | nih14 | [explicit, names]
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 0
     demo: DemoParams = field(default_factory=DemoParams)
@@ -140,6 +158,7 @@ class Params:
             raise ParamsError(f"params: lr must be positive, got {self.lr}")
         if self.data.workers < 0:
             raise ParamsError(f"params: data.workers must be 0 (every core) or more, got {self.data.workers}")
+        self._check_labels()
         if not 0 <= self.data.max_rejected_fraction <= 1:
             raise ParamsError("params: data.max_rejected_fraction must be in [0, 1]")
         if self.train.processes < 1:
@@ -182,9 +201,81 @@ class Params:
         if not 0 < self.evaluate.threshold < 1:
             raise ParamsError(f"params: evaluate.threshold must be in (0, 1), got {self.evaluate.threshold}")
 
+    def _check_labels(self) -> None:
+        if isinstance(self.labels, str):
+            if self.labels not in LABEL_MODES:
+                raise ParamsError(
+                    f"params: labels must be one of {', '.join(LABEL_MODES)} or a list of finding names, "
+                    f"got {self.labels!r}"
+                )
+        else:
+            try:
+                check_names(self.labels, "params: labels")
+            except ChexnetError as error:
+                raise ParamsError(str(error)) from error
+        policies = (
+            [self.data.uncertain] if isinstance(self.data.uncertain, str) else self.data.uncertain.values()
+        )
+        if any(p not in UNCERTAIN_POLICIES for p in policies):
+            raise ParamsError(
+                f"params: data.uncertain must be one of {', '.join(UNCERTAIN_POLICIES)} (or a mapping "
+                f"finding: policy, with an optional default), got {self.data.uncertain!r}"
+            )
+        if self.data.blank not in BLANK_POLICIES:
+            raise ParamsError(f"params: data.blank must be one of {', '.join(BLANK_POLICIES)}")
+        if any(v not in VIEWS for v in self.data.views):
+            raise ParamsError(f"params: data.views may hold {', '.join(VIEWS)}, got {self.data.views}")
+        if self.data.min_positives < 1:
+            raise ParamsError(f"params: data.min_positives must be 1 or more, got {self.data.min_positives}")
+        if not self.data.no_finding.strip():
+            raise ParamsError("params: data.no_finding must name the table's no-finding token")
+        if self.demo.layout not in DEMO_LAYOUTS:
+            raise ParamsError(f"params: demo.layout must be one of {', '.join(DEMO_LAYOUTS)}")
+
+    def label_options(self) -> LabelOptions:
+        """The label params as the one object that :mod:`chexnet.labels` builds the list from."""
+        cfg = self.data
+        return LabelOptions(
+            spec=self.labels if isinstance(self.labels, str) else tuple(self.labels),
+            no_finding=cfg.no_finding,
+            aliases=dict(cfg.aliases),
+            ignore=tuple(cfg.ignore_findings),
+            min_positives=cfg.min_positives,
+            drop_rare=cfg.drop_rare,
+            uncertain=cfg.uncertain if isinstance(cfg.uncertain, str) else dict(cfg.uncertain),
+            blank=cfg.blank,
+        )
+
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check one leaf value against its annotated type; ints are accepted where floats are expected."""
+    """Check one leaf value against its annotated type; ints are accepted where floats are expected.
+
+    ``A | B`` takes the first arm the value fits; ``list[str]`` and ``dict[str, str]`` check their items.
+    """
+    if isinstance(annotation, types.UnionType):
+        arms = typing.get_args(annotation)
+        for arm in arms:
+            try:
+                return _coerce(value, arm, key)
+            except ParamsError:
+                continue
+        names = " or ".join(getattr(a, "__name__", str(a)) for a in arms)
+        raise ParamsError(f"params: {key} must be {names}, got {value!r} ({type(value).__name__})")
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ParamsError(f"params: {key} must be a list, got {value!r}")
+        (item,) = typing.get_args(annotation)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ParamsError(f"params: {key} must be a mapping, got {value!r}")
+        key_type, value_type = typing.get_args(annotation)
+        return {
+            _coerce(k, key_type, f"{key} key"): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()
+        }
     if dataclasses.is_dataclass(annotation):
         return _build(annotation, value, key)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
@@ -215,8 +306,6 @@ def _build(cls: Any, raw: Any, prefix: str = "") -> Any:
     values = {}
     for name, value in raw.items():
         annotation = hints[name]
-        if isinstance(annotation, types.UnionType):  # pragma: no cover - no unions in the schema today
-            annotation = typing.get_args(annotation)[0]
         values[name] = _coerce(value, annotation, f"{prefix}.{name}" if prefix else name)
     return cls(**values)
 

@@ -19,7 +19,6 @@ from tqdm import tqdm
 from chexnet import cam
 from chexnet.explain import write_overlays
 from chexnet.images import load_gray
-from chexnet.labels import LABELS
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
@@ -65,10 +64,29 @@ def _batches(
         yield good, (np.stack(pixels) if pixels else None), failures
 
 
+def unique_stems(files: list[Path]) -> dict[Path, str]:
+    """A heat-map file stem per input: its own stem, or, where two inputs share one (``a/x.png`` and
+    ``b/x.png``), the path's folders joined in, so no overlay overwrites another."""
+    counts: dict[str, int] = {}
+    for path in files:
+        counts[path.stem] = counts.get(path.stem, 0) + 1
+    stems = {}
+    for path in files:
+        if counts[path.stem] == 1:
+            stems[path] = path.stem
+        else:
+            parts = [*path.parent.parts[-3:], path.stem]
+            stems[path] = "__".join(part.strip("/\\") or "_" for part in parts if part not in ("", "."))
+    if len(set(stems.values())) < len(stems):  # still equal (deep twins): number them
+        stems = {path: f"{stem}__{i}" for i, (path, stem) in enumerate(stems.items())}
+    return stems
+
+
 def predict_files(
     model: torch.nn.Module,
     files: list[Path],
     *,
+    labels: list[str],
     thresholds: dict[str, float],
     image_size: int = 224,
     device: torch.device,
@@ -76,8 +94,11 @@ def predict_files(
     heatmaps: Path | None = None,
     target_layer: str = "features[-1]",
 ) -> list[Prediction]:
-    """Probabilities and findings for every file, in order; heat maps of positive findings if asked."""
-    cut = np.array([thresholds[label] for label in LABELS])
+    """Probabilities and findings for every file, in order; heat maps of positive findings if asked.
+
+    ``labels`` are the model's findings in output order; ``thresholds`` must name each of them."""
+    cut = np.array([thresholds[label] for label in labels])
+    stems = unique_stems(files)
     results: dict[Path, Prediction] = {}
     with tqdm(total=len(files), desc="predict", unit="img") as bar:
         for good, pixels, failures in _batches(files, image_size, batch_size):
@@ -87,10 +108,10 @@ def predict_files(
             if pixels is not None:
                 probabilities = cam.predict_probabilities(model, pixels, device)
                 for path, image, p in zip(good, pixels, probabilities, strict=True):
-                    positive = [label for label, flag in zip(LABELS, p >= cut, strict=True) if flag]
+                    positive = [label for label, flag in zip(labels, p >= cut, strict=True) if flag]
                     result = Prediction(
                         file=str(path),
-                        probabilities=dict(zip(LABELS, p.tolist(), strict=True)),
+                        probabilities=dict(zip(labels, p.tolist(), strict=True)),
                         findings=positive,
                     )
                     if heatmaps is not None and positive:
@@ -100,9 +121,11 @@ def predict_files(
                             path,
                             positive,
                             p,
+                            labels,
                             out_dir=heatmaps,
                             target_layer=target_layer,
                             device=device,
+                            stem=stems[path],
                         )
                     results[path] = result
             bar.update(len(good) + len(failures))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chexnet.labels import LABELS
+from chexnet.labels import LabelList
 
 # Rajpurkar et al. 2017 (CheXNet), Table 1: per-class test AUROC on NIH ChestX-ray14.
 CHEXNET_PAPER_AUROC = {
@@ -47,9 +47,18 @@ def model_card(
     train: dict[str, Any],
     params: dict[str, Any],
     demo_data: bool,
+    labels: LabelList,
+    label_counts: dict[str, Any],
 ) -> str:
-    """Render ``reports/model_card.md`` from the stages' metrics and the params."""
+    """Render ``reports/model_card.md`` from the stages' metrics, the label list and the params."""
+    names = list(labels.names)
     test_positives = split["test"]["positives"]
+    test_masked = split["test"].get("masked", {})
+    source_text = {
+        "from_data": "every finding in the table, in scikit-learn MultiLabelBinarizer's sorted order (the seed's rule)",
+        "nih14": "NIH ChestX-ray14's 14 findings in CheXNet's order",
+        "explicit": "the list given in params.yaml (`labels`)",
+    }.get(labels.source, labels.source)
     auroc, ap = evaluation["auroc"], evaluation["average_precision"]
     boot = evaluation["bootstrap"]
     lines = [
@@ -59,7 +68,10 @@ def model_card(
         "",
         "## Model",
         "",
-        "- torchvision DenseNet121, head `Linear(1024, 14) → Sigmoid` (the seed's), one output per finding.",
+        f"- torchvision DenseNet121, head `Linear(1024, {len(names)}) → Sigmoid` (the seed's), one output per finding.",
+        f"- Findings ({len(names)}, output order; {source_text}; listed in `models/chexnet_model.json`): "
+        + ", ".join(names)
+        + ".",
         f"- Initial weights: {'ImageNet (torchvision DEFAULT)' if train.get('pretrained') else 'random initialisation (ImageNet weights were not available or not asked for)'}.",
         f"- Trained on {train.get('train_device', '?')}, {train.get('epochs_trained', '?')} epochs; kept: epoch "
         f"{train.get('best_epoch', '?')} (best validation mean AUROC {_num(train.get('best_val_mean_auroc'))}).",
@@ -74,6 +86,23 @@ def model_card(
         f"- {prepare['rows_in_table']:,} rows in the table; {prepare['rows_selected']:,} selected (subset "
         f"{params['subset']:,}); {prepare['images_written']:,} images used; {prepare['rejected_total']:,} rejected"
         f"{' ' + str(prepare['rejected']) if prepare['rejected'] else ''}; {prepare['duplicates_dropped']:,} duplicate rows dropped.",
+        f"- No-finding token `{label_counts.get('no_finding', 'No Finding')}` (not a class)."
+        + (
+            f" Dropped as too rare: {label_counts['dropped_rare']}."
+            if label_counts.get("dropped_rare")
+            else ""
+        )
+        + (
+            f" Ignored (data.ignore_findings): {label_counts['ignored']}."
+            if label_counts.get("ignored")
+            else ""
+        )
+        + (
+            f" Masked labels (uncertain or blank under `ignore`, left out of loss and metrics): "
+            f"{ {k: v for k, v in label_counts['masked_in_table'].items() if v} }."
+            if any(label_counts.get("masked_in_table", {}).values())
+            else ""
+        ),
         "",
         "## Split",
         "",
@@ -95,11 +124,12 @@ def model_card(
         "| finding | test positives | AUROC (95% CI) | AP (95% CI) | CheXNet paper AUROC |",
         "|---|---|---|---|---|",
         *(
-            f"| {label} | {test_positives[label]} | {_interval(auroc[label])} | {_interval(ap[label])} | "
-            f"{CHEXNET_PAPER_AUROC[label]:.4f} |"
-            for label in LABELS
+            f"| {label} | {test_positives[label]}{f' ({test_masked[label]} masked)' if test_masked.get(label) else ''} | "
+            f"{_interval(auroc[label])} | {_interval(ap[label])} | "
+            f"{_num(CHEXNET_PAPER_AUROC.get(label), 4)} |"
+            for label in names
         ),
-        f"| **mean (macro)** | | {_interval(auroc['macro'])} | {_interval(ap['macro'])} | {CHEXNET_PAPER_MEAN:.3f} |",
+        f"| **mean (macro)** | | {_interval(auroc['macro'])} | {_interval(ap['macro'])} | {_num(CHEXNET_PAPER_MEAN if set(names) == set(CHEXNET_PAPER_AUROC) else None)} |",
         f"| micro | | {_interval(auroc['micro'])} | {_interval(ap['micro'])} | |",
         "",
         "## Operating thresholds",
@@ -135,12 +165,12 @@ def model_card(
         )
     if not train.get("pretrained"):
         limits.append("Random initialisation: ImageNet weights were not used, unlike CheXNet.")
-    few = [label for label in LABELS if test_positives[label] < FEW_POSITIVES]
+    few = [label for label in names if test_positives[label] < FEW_POSITIVES]
     if few:
         limits.append(
             f"Fewer than {FEW_POSITIVES} test positives for: {', '.join(few)}; their intervals are wide."
         )
-    undefined = [label for label in LABELS if auroc[label].get("value") is None]
+    undefined = [label for label in names if auroc[label].get("value") is None]
     if undefined:
         limits.append(
             f"No AUROC for: {', '.join(undefined)} (no positives or no negatives in the test split)."

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from chexnet.errors import ChexnetError
-from chexnet.labels import LABELS
+from chexnet.labels import LabelList
 
 SPLITS = ("train", "val", "test")
 
@@ -73,14 +73,21 @@ def _assign_stratified(
     return assignment
 
 
-def patient_split(index: pd.DataFrame, *, val_fraction: float, test_fraction: float, seed: int) -> pd.Series:
-    """Seeded, patient-level train/val/test split, stratified across the 14 findings.
+def _positives(frame: pd.DataFrame, labels: LabelList) -> pd.DataFrame:
+    """0/1 label columns with masked (null) entries counted as not positive."""
+    return frame[list(labels.names)].astype("Float64").fillna(0).astype(np.float64)
+
+
+def patient_split(
+    index: pd.DataFrame, labels: LabelList, *, val_fraction: float, test_fraction: float, seed: int
+) -> pd.Series:
+    """Seeded, patient-level train/val/test split, stratified across the findings of ``labels``.
 
     Every image of a patient gets that patient's split.
     """
     fractions = np.array([1 - val_fraction - test_fraction, val_fraction, test_fraction])
-    grouped = index.groupby("patient", sort=True)
-    positives = grouped[list(LABELS)].sum().to_numpy()
+    grouped = _positives(index, labels).assign(patient=index["patient"]).groupby("patient", sort=True)
+    positives = grouped[list(labels.names)].sum().to_numpy()
     images = grouped.size().to_numpy()
     rng = np.random.default_rng(seed)
     assignment = _assign_stratified(positives, images, fractions, rng)
@@ -105,6 +112,7 @@ def read_image_list(path: str | Path) -> set[str]:
 
 def official_split(
     index: pd.DataFrame,
+    labels: LabelList,
     *,
     test_list: str | Path,
     train_val_list: str | Path | None,
@@ -130,7 +138,7 @@ def official_split(
     rest = index[~in_test]
     if len(rest):
         share_of_rest = min(val_fraction / max(len(rest) / len(index), 1e-9), 0.99)
-        carved = patient_split(rest, val_fraction=share_of_rest, test_fraction=0.0, seed=seed)
+        carved = patient_split(rest, labels, val_fraction=share_of_rest, test_fraction=0.0, seed=seed)
         split[rest.index] = carved
     return split
 
@@ -145,15 +153,19 @@ def check_no_patient_overlap(frame: pd.DataFrame) -> None:
         )
 
 
-def split_summary(frame: pd.DataFrame) -> dict[str, object]:
-    """Images, patients and positives per finding in each split (``metrics/split.json``)."""
+def split_summary(frame: pd.DataFrame, labels: LabelList) -> dict[str, object]:
+    """Images, patients, positives and masked labels per finding in each split (``metrics/split.json``)."""
     summary: dict[str, object] = {}
     for name in SPLITS:
         part = frame[frame["split"] == name]
-        summary[name] = {
+        entry = {
             "images": len(part),
             "patients": int(part["patient"].nunique()),
-            "positives": {label: int(part[label].sum()) for label in LABELS},
+            "positives": {label: int(_positives(part, labels)[label].sum()) for label in labels.names},
         }
+        masked = {label: int(part[label].isna().sum()) for label in labels.names}
+        if any(masked.values()):
+            entry["masked"] = masked
+        summary[name] = entry
     summary["patient_overlap"] = 0
     return summary

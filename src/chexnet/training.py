@@ -163,6 +163,30 @@ def prepare_batch(
     return x
 
 
+class MaskedBCEWithLogitsLoss(nn.Module):
+    """``BCEWithLogitsLoss`` over the known labels only: NaN targets (CheXpert-style uncertain or blank
+    entries under the ``ignore`` policy) add nothing to the loss or its gradient. With no NaN it is the
+    mean over every entry, exactly ``BCEWithLogitsLoss()``. Nothing here waits for the GPU."""
+
+    def __init__(self, pos_weight: torch.Tensor | None = None):
+        super().__init__()
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        known = ~torch.isnan(targets)
+        losses = nn.functional.binary_cross_entropy_with_logits(
+            logits, torch.where(known, targets, 0.0), pos_weight=self.pos_weight, reduction="none"
+        )
+        return (losses * known).sum() / known.sum().clamp(min=1)
+
+
+def positive_weights(labels: torch.Tensor) -> torch.Tensor:
+    """``pos_weight`` per class: known negatives / known positives (masked entries count as neither)."""
+    known = ~torch.isnan(labels)
+    positives = torch.where(known, labels, 0.0).sum(dim=0).clamp(min=1)
+    return (known.sum(dim=0) - positives).clamp(min=0) / positives
+
+
 def train_step(
     net: nn.Module,
     x: torch.Tensor,
@@ -222,8 +246,12 @@ def predict(
 
 
 def _bce(scores: np.ndarray, truth: np.ndarray) -> float:
+    """Validation loss over the known (unmasked) entries."""
     p = np.clip(scores, 1e-7, 1 - 1e-7)
-    return float(-np.mean(truth * np.log(p) + (1 - truth) * np.log(1 - p)))
+    known = ~np.isnan(truth)
+    t = np.where(known, truth, 0.0)
+    losses = -(t * np.log(p) + (1 - t) * np.log(1 - p))
+    return float(losses[known].mean()) if known.any() else 0.0
 
 
 # --- checkpoints ------------------------------------------------------------------------------------
@@ -296,12 +324,8 @@ def fit(
         if options.lr_plateau_patience > 0
         else None
     )
-    pos_weight = None
-    if options.pos_weight:
-        labels = train_set.labels
-        positives = labels.sum(dim=0).clamp(min=1)
-        pos_weight = ((len(labels) - positives) / positives).to(device)
-    criterion = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    pos_weight = positive_weights(train_set.labels).to(device) if options.pos_weight else None
+    criterion = MaskedBCEWithLogitsLoss(pos_weight).to(device)
 
     loader_args = dict(
         batch_size=options.batch_size,
@@ -315,8 +339,8 @@ def fit(
 
     result = FitResult()
     best_score, stale_epochs, start = -np.inf, 0, 1
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = _read_resume_state(checkpoint) if checkpoint is not None else None
+    if state is not None:
         if state.get("fingerprint") != run_fingerprint:
             log.warning("ignoring %s: it was written for other settings or data", checkpoint)
         else:
@@ -365,7 +389,7 @@ def fit(
         train_seconds = time.perf_counter() - started
 
         scores, truth = _predict(net, val_loader, ctx, dtype, options.channels_last, "validate")
-        val_auroc = mean_auroc(per_class_auroc(truth, scores))
+        val_auroc = mean_auroc(per_class_auroc(truth, scores, [str(j) for j in range(truth.shape[1])]))
         record = EpochRecord(
             epoch=epoch,
             train_loss=loss_sum / max(seen, 1),
@@ -418,6 +442,23 @@ def fit(
                 io.write_torch(checkpoint, state)
         barrier(ctx)
     return result
+
+
+def _read_resume_state(checkpoint: Path) -> dict[str, Any] | None:
+    """The resume state, or ``None`` when there is none or it cannot be read (a kill during a write on a
+    file system without atomic rename, a foreign file): a broken checkpoint is skipped, never fatal."""
+    if not checkpoint.exists():
+        return None
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, foreign pickle: start again rather than fail every run
+        log.warning(
+            "ignoring %s: it cannot be read (%s); training starts from epoch 1",
+            checkpoint,
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+        )
+        return None
+    return state if isinstance(state, dict) else None
 
 
 def _stop_if_non_finite(first_bad: torch.Tensor, epoch: int) -> None:
