@@ -261,7 +261,7 @@ def wide_findings(
                 f"{raw.iloc[first]!r} is not 1.0, 0.0, -1.0 or blank ({int(bad.sum())} such cells). If it "
                 "is not a finding, list it in data.ignore_findings"
             )
-        vector = values.to_numpy(dtype=np.float64)
+        vector = values.to_numpy(dtype=np.float64, copy=True)
         uncertain = vector == -1.0
         policy = options.uncertain_policy(name)
         vector[uncertain] = {"ignore": np.nan, "zeros": 0.0, "ones": 1.0}[policy]

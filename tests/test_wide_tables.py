@@ -1,0 +1,185 @@
+"""CheXpert and MIMIC-CXR-JPG tables: one column per finding, uncertainty and blank policies, views."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from chexnet import data
+from chexnet.demo import LAYOUT_TABLES, MIMIC_METADATA, generate_demo
+from chexnet.labels import NIH14, LabelOptions
+from chexnet.params import DemoParams
+from chexnet.training import MaskedBCEWithLogitsLoss
+
+TINY = DemoParams(n_patients=20, n_images=40, image_size=48, rgba_images=0, gray16_images=0)
+
+
+def _prepare(table: pd.DataFrame, root: Path, out: Path, preset: str, **options) -> data.PrepareReport:
+    views = options.pop("views", ())
+    return data.prepare_cache(
+        table,
+        table_path=f"{preset}.csv",
+        image_root=root,
+        out_dir=out,
+        columns=data.resolve_columns(preset, "", "", ""),
+        image_size=32,
+        subset=1000,
+        seed=0,
+        label_options=LabelOptions(**({"min_positives": 1, "drop_rare": True} | options)),
+        preset=preset,
+        views=views,
+    )
+
+
+@pytest.fixture(scope="module")
+def chexpert(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("chexpert")
+    generate_demo(root, TINY.__class__(**(TINY.__dict__ | {"layout": "chexpert"})))
+    return root
+
+
+def _expected(raw: pd.Series, uncertain: str, blank: str) -> np.ndarray:
+    """The policies written out by hand, cell by cell."""
+    out = []
+    for value in raw:
+        if pd.isna(value):
+            out.append(0.0 if blank == "negative" else np.nan)
+        elif value == -1.0:
+            out.append({"ignore": np.nan, "zeros": 0.0, "ones": 1.0}[uncertain])
+        else:
+            out.append(float(value))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("uncertain", ["ignore", "zeros", "ones"])
+@pytest.mark.parametrize("blank", ["negative", "ignore"])
+def test_chexpert_policies_cell_by_cell(chexpert: Path, tmp_path: Path, uncertain: str, blank: str):
+    table = data.read_source("chexpert", chexpert / LAYOUT_TABLES["chexpert"])
+    assert (table[list(NIH14)] == -1.0).any().any() and table[list(NIH14)].isna().any().any()
+    _prepare(table, chexpert, tmp_path, "chexpert", uncertain=uncertain, blank=blank)
+    index = data.load_index(tmp_path)
+    labels = data.load_labels(tmp_path)
+    assert "No Finding" not in labels.names and labels.names == tuple(sorted(labels.names))
+    truth = data.label_matrix(index, labels)
+    rows = table.set_index("Path").loc[index["image"]]
+    for j, name in enumerate(labels.names):
+        np.testing.assert_array_equal(truth[:, j], _expected(rows[name], uncertain, blank), err_msg=name)
+    assert list(index["patient"][:2]) == ["10000", "10000"] or index["patient"].str.isdigit().all()
+    masked = int(np.isnan(truth).sum())
+    assert (masked > 0) == (uncertain == "ignore" or blank == "ignore")
+
+
+def test_per_finding_policy_and_the_masked_loss_by_hand(chexpert: Path, tmp_path: Path):
+    table = data.read_source("chexpert", chexpert / LAYOUT_TABLES["chexpert"])
+    policy = {"default": "ignore", "Edema": "ones", "Atelectasis": "zeros"}
+    _prepare(table, chexpert, tmp_path, "chexpert", uncertain=policy)
+    index, labels = data.load_index(tmp_path), data.load_labels(tmp_path)
+    truth = data.label_matrix(index, labels)
+    rows = table.set_index("Path").loc[index["image"]]
+    for name, rule in (("Edema", "ones"), ("Atelectasis", "zeros"), ("Mass", "ignore")):
+        expected = _expected(rows[name], rule, "negative")
+        np.testing.assert_array_equal(truth[:, labels.index(name)], expected)
+
+    # the loss over that matrix, by hand from the table's cells: uncertain cells of ignored findings skipped
+    torch.manual_seed(0)
+    logits = torch.randn(truth.shape, dtype=torch.float64)
+    loss = MaskedBCEWithLogitsLoss()(logits, torch.from_numpy(truth).double()).item()
+    terms = []
+    for i in range(len(rows)):
+        for j, name in enumerate(labels.names):
+            cell = rows[name].iloc[i]
+            if cell == -1.0 and policy.get(name, "ignore") == "ignore":
+                continue
+            y = 1.0 if cell == 1.0 or (cell == -1.0 and policy.get(name) == "ones") else 0.0
+            p = 1 / (1 + np.exp(-logits[i, j].item()))
+            terms.append(-(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    assert loss == pytest.approx(np.mean(terms), rel=1e-9)
+    assert len(terms) == int((~np.isnan(truth)).sum())
+
+
+def test_chexpert_view_filter_is_counted(chexpert: Path, tmp_path: Path):
+    raw = pd.read_csv(chexpert / LAYOUT_TABLES["chexpert"])
+    lateral = int((raw[list(NIH14)] == 1.0).any(axis=1).to_numpy().argmax())  # a row with a positive
+    raw.loc[lateral, ["Frontal/Lateral", "AP/PA"]] = ["Lateral", np.nan]  # as CheXpert writes a lateral
+    raw.to_csv(tmp_path / "train.csv", index=False)
+    table = data.read_source("chexpert", tmp_path / "train.csv")
+    report = _prepare(table, chexpert, tmp_path, "chexpert", views=["lateral"])
+    assert report.views["rows_kept"] == 1 and report.views["rows_dropped"] == len(table) - 1
+    report = _prepare(table, chexpert, tmp_path / "pa", "chexpert", views=["PA", "AP"])
+    assert report.views["rows_kept"] == len(table) - 1 and report.views["dropped_by_view"] == {"lateral": 1}
+
+
+def test_a_cell_that_is_not_a_label_names_column_and_row(chexpert: Path, tmp_path: Path):
+    table = data.read_source("chexpert", chexpert / LAYOUT_TABLES["chexpert"])
+    table["Mass"] = table["Mass"].astype(object)
+    table.loc[3, "Mass"] = "yes"
+    with pytest.raises(data.DataError, match=r"column 'Mass', row 3: 'yes' is not 1.0, 0.0, -1.0 or blank"):
+        _prepare(table, chexpert, tmp_path, "chexpert")
+    table = table.drop(columns=["Mass"]).assign(Notes="free text")
+    report = _prepare(table, chexpert, tmp_path, "chexpert", ignore=("Notes",))
+    assert "Notes" not in data.load_labels(tmp_path).names and report.images_written == len(table)
+
+
+def test_aliases_map_chexpert_names_onto_nih_names_exactly(chexpert: Path, tmp_path: Path):
+    table = data.read_source("chexpert", chexpert / LAYOUT_TABLES["chexpert"])
+    table = table.rename(columns={"Effusion": "Pleural Effusion"})
+    _prepare(table, chexpert, tmp_path, "chexpert", spec="nih14", aliases={"Pleural Effusion": "Effusion"})
+    assert data.load_labels(tmp_path).names == NIH14
+
+
+def test_mimic_join_paths_patients_and_study_labels(tmp_path: Path):
+    """Labels are per study: both images of study 50000001 get its labels; paths are built as MIMIC's."""
+    labels = pd.DataFrame(
+        {
+            "subject_id": [10000032, 10000032, 10000764],
+            "study_id": [50000001, 50000002, 50000003],
+            "No Finding": [np.nan, 1.0, np.nan],
+            "Edema": [1.0, np.nan, -1.0],
+            "Cardiomegaly": [0.0, np.nan, 1.0],
+        }
+    )
+    metadata = pd.DataFrame(
+        {
+            "dicom_id": ["d1", "d2", "d3", "d4"],
+            "subject_id": [10000032, 10000032, 10000032, 10000764],
+            "study_id": [50000001, 50000001, 50000002, 50000003],
+            "ViewPosition": ["PA", "LATERAL", "AP", "PA"],
+        }
+    )
+    labels.to_csv(tmp_path / "mimic-cxr-2.0.0-chexpert.csv", index=False)
+    metadata.to_csv(tmp_path / "mimic-cxr-2.0.0-metadata.csv.gz", index=False)
+    for row in metadata.itertuples():
+        folder = (
+            tmp_path / "files" / f"p{str(row.subject_id)[:2]}" / f"p{row.subject_id}" / f"s{row.study_id}"
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((40, 40), 50, np.uint8)).save(folder / f"{row.dicom_id}.jpg", quality=95)
+    table = data.read_source(
+        "mimic", tmp_path / "mimic-cxr-2.0.0-chexpert.csv", tmp_path / "mimic-cxr-2.0.0-metadata.csv.gz"
+    )
+    report = _prepare(table, tmp_path, tmp_path / "out", "mimic")
+    assert report.images_written == 4 and report.rejected == {}
+    index = data.load_index(tmp_path / "out")
+    assert index["image"][0] == "files/p10/p10000032/s50000001/d1.jpg"
+    assert list(index["patient"]) == ["10000032"] * 3 + ["10000764"]
+    found = data.label_matrix(index, data.load_labels(tmp_path / "out"))  # Cardiomegaly, Edema
+    np.testing.assert_array_equal(found, [[0, 1], [0, 1], [0, 0], [1, np.nan]])
+    lateral = _prepare(table, tmp_path, tmp_path / "lat", "mimic", views=["lateral"])
+    assert lateral.images_written == 1
+    with pytest.raises(data.DataError, match=r"data\.metadata_table"):
+        data.read_source("mimic", tmp_path / "mimic-cxr-2.0.0-chexpert.csv")
+
+
+@pytest.mark.parametrize("layout", ["nih", "chexpert", "mimic"])
+def test_every_demo_layout_prepares_with_its_preset(tmp_path: Path, layout: str):
+    generate_demo(tmp_path, TINY.__class__(**(TINY.__dict__ | {"layout": layout})))
+    metadata = tmp_path / MIMIC_METADATA if layout == "mimic" else ""
+    table = data.read_source(layout, tmp_path / LAYOUT_TABLES[layout], metadata)
+    root = tmp_path / "images" if layout == "nih" else tmp_path
+    report = _prepare(table, root, tmp_path / "out", layout)
+    assert report.images_written == 40 and report.rejected == {}
+    boxes = pd.read_csv(tmp_path / "BBox_List.csv")
+    assert set(boxes["Image Index"]) <= set(data.load_index(tmp_path / "out")["image"])
