@@ -10,7 +10,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from chexnet import bootstrap, data, evaluation, figures, io, metrics, paths, report, training
+from chexnet import bootstrap, data, evaluation, figures, headlines, io, metrics, paths, report, training
 from chexnet.cli import run_stage
 from chexnet.dataset import split_dataset
 from chexnet.model import load_model, require_labels, resolve_device
@@ -22,6 +22,8 @@ log = logging.getLogger("chexnet.evaluate")
 def main(params, _args) -> None:
     cfg = params.evaluate
     device = resolve_device(params.device)
+    io.require(paths.SPLIT_FILE, made_by="split")
+    io.require(paths.MODEL_FILE, made_by="train")
     split = pd.read_parquet(paths.SPLIT_FILE)
     labels = data.load_labels(paths.PREPARED_DIR)
     model, info = load_model(paths.MODEL_FILE)
@@ -115,7 +117,7 @@ def main(params, _args) -> None:
         },
         "tta": cfg.tta,
     }
-    io.write_json(paths.EVALUATE_METRICS, summary)
+    headlines.write("evaluate", summary)
     io.write_json(paths.REPORT_JSON, {"validation_thresholds": chosen_report, "threshold_0.5": seed_report})
     io.write_text(
         paths.REPORT_TEXT,
@@ -157,9 +159,9 @@ def main(params, _args) -> None:
         paths.MODEL_CARD,
         report.model_card(
             evaluation=summary,
-            prepare=io.read_json(paths.PREPARE_METRICS),
-            split=io.read_json(paths.SPLIT_METRICS),
-            train=io.read_json(paths.TRAIN_METRICS),
+            prepare=headlines.read("prepare"),
+            split=headlines.read("split"),
+            train=headlines.read("train", headline=True),  # the report's timings would rerun evaluate
             params=params_to_dict(params),
             demo_data=params.data.table == DataParams().table,
             labels=labels,

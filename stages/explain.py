@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chexnet import data, io, paths
+from chexnet import data, headlines, io, paths
 from chexnet.boxes import read_boxes
 from chexnet.cli import run_stage
 from chexnet.explain import localisation, top_k_overlays
@@ -19,6 +19,7 @@ log = logging.getLogger("chexnet.explain")
 def main(params, _args) -> None:
     cfg = params.explain
     device = resolve_device(params.device)
+    io.require(paths.PREDICTIONS_FILE, made_by="evaluate")
     predictions = pd.read_parquet(paths.PREDICTIONS_FILE)
     images = np.load(paths.PREPARED_DIR / data.IMAGES_FILE, mmap_mode="r")
     labels = data.load_labels(paths.PREPARED_DIR)
@@ -67,7 +68,7 @@ def main(params, _args) -> None:
         )
     else:
         log.info("no box table (data.bbox_table = %r): localisation not scored", params.data.bbox_table)
-    io.write_json(paths.EXPLAIN_METRICS, summary)
+    headlines.write("explain", summary)
     log.info("wrote overlays for %d findings to %s", summary["findings_explained"], paths.CAM_DIR)
 
 

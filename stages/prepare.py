@@ -3,7 +3,7 @@ data/prepared/."""
 
 import logging
 
-from chexnet import data, io, paths
+from chexnet import data, headlines, paths
 from chexnet.cli import run_stage
 
 log = logging.getLogger("chexnet.prepare")
@@ -26,7 +26,7 @@ def main(params, _args) -> None:
         preset=cfg.preset,
         views=cfg.views,
     )
-    io.write_json(paths.PREPARE_METRICS, report.as_dict())
+    headlines.write("prepare", report.as_dict())
     log.info(
         "prepared %d of %d selected images, %d findings (%s): %s; rejected: %s",
         report.images_written,

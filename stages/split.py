@@ -2,13 +2,14 @@
 
 import logging
 
-from chexnet import data, io, paths, splits
+from chexnet import data, headlines, io, paths, splits
 from chexnet.cli import run_stage
 
 log = logging.getLogger("chexnet.split")
 
 
 def main(params, _args) -> None:
+    io.require(paths.PREPARED_DIR / data.INDEX_FILE, paths.PREPARED_DIR / data.LABELS_FILE, made_by="prepare")
     index = data.load_index(paths.PREPARED_DIR)
     labels = data.load_labels(paths.PREPARED_DIR)
     cfg = params.split
@@ -29,7 +30,7 @@ def main(params, _args) -> None:
     io.write_parquet(paths.SPLIT_FILE, index)
     summary = splits.split_summary(index, labels)
     summary["method"] = cfg.method
-    io.write_json(paths.SPLIT_METRICS, summary)
+    headlines.write("split", summary)
     log.info("split (%s): %s", cfg.method, {name: summary[name]["images"] for name in splits.SPLITS})
 
 

@@ -1,18 +1,20 @@
 """train stage: DenseNet121 with the seed's head, Adam + BCE; keeps the best epoch by validation AUROC.
 
-Runs alone or under torchrun (dvc.yaml launches `torchrun --nproc_per_node=<train.processes>`).
-Writes models/chexnet_model.pth, metrics/train.json and dvclive/ (per-epoch curves); resumes from
-<train.checkpoint_dir>/train_checkpoint.pt after an interruption.
+One plain process with train.processes: 1; with more, it starts torchrun itself (distributed.launch),
+and every process dies with its parent.
+Writes models/chexnet_model.pth (+ .json), metrics/train.json, reports/train.json and dvclive/
+(per-epoch curves); resumes from <train.checkpoint_dir>/train_checkpoint.pt after an interruption.
 """
 
 import dataclasses
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from chexnet import data, distributed, io, paths, training
+from chexnet import data, distributed, headlines, io, paths, training
 from chexnet.cli import run_stage
 from chexnet.dataset import split_dataset
 from chexnet.model import ModelInfo, build_model, save_model
@@ -21,6 +23,8 @@ log = logging.getLogger("chexnet.train")
 
 
 def main(params, _args) -> None:
+    if params.train.processes > 1 and not distributed.launched():
+        sys.exit(distributed.launch(params.train.processes, __file__, sys.argv[1:]))
     ctx = distributed.setup(params.device)
     try:
         train(params, ctx)
@@ -30,6 +34,10 @@ def main(params, _args) -> None:
 
 def train(params, ctx: distributed.Context) -> None:
     training.seed_everything(params.seed)
+    io.require(
+        paths.PREPARED_DIR / data.IMAGES_FILE, paths.PREPARED_DIR / data.LABELS_FILE, made_by="prepare"
+    )
+    io.require(paths.SPLIT_FILE, made_by="split")
     split = pd.read_parquet(paths.SPLIT_FILE)
     labels = data.load_labels(paths.PREPARED_DIR)
     cache_shape = np.load(paths.PREPARED_DIR / data.IMAGES_FILE, mmap_mode="r").shape
@@ -67,7 +75,12 @@ def train(params, ctx: distributed.Context) -> None:
     settings.pop("epochs")
     fingerprint = training.fingerprint(
         settings,
-        [paths.SPLIT_FILE, paths.PREPARED_DIR / data.INDEX_FILE, paths.PREPARED_DIR / data.LABELS_FILE],
+        [
+            paths.SPLIT_FILE,
+            paths.PREPARED_DIR / data.INDEX_FILE,
+            paths.PREPARED_DIR / data.LABELS_FILE,
+            paths.PREPARED_DIR / data.IMAGES_FILE,
+        ],  # the pixels too: another image size is another run
     )
     checkpoint = Path(cfg.checkpoint_dir) / paths.CHECKPOINT_NAME
     if ctx.is_main:
@@ -112,8 +125,8 @@ def train(params, ctx: distributed.Context) -> None:
     save_model(paths.MODEL_FILE, result.best_state, ModelInfo(labels, image_size=int(cache_shape[-1])))
     history = result.history
     images_per_second = [r.images_per_second for r in history if r.epoch > result.resumed_from_epoch]
-    io.write_json(
-        paths.TRAIN_METRICS,
+    headlines.write(
+        "train",
         {
             "pretrained": pretrained,
             "train_device": f"{ctx.device.type} x{ctx.world_size}",
@@ -127,6 +140,7 @@ def train(params, ctx: distributed.Context) -> None:
             "stopped_early": result.stopped_early,
             "resumed_from_epoch": result.resumed_from_epoch,
             "train_images_per_second": round(sum(images_per_second) / max(len(images_per_second), 1), 2),
+            "epoch_seconds": [round(r.seconds, 1) for r in history],
         },
     )
     checkpoint.unlink(missing_ok=True)  # finished: the next run with other params starts fresh

@@ -76,8 +76,10 @@ def test_recursive_index_finds_nih_subfolders_and_rejects_twins(tmp_path: Path):
     assert images.resolve(tmp_path, "nope.png", found) == (None, "missing_file")
     (tmp_path / "images_002").mkdir()
     (tmp_path / "images_002/00000001_000.png").write_bytes(b"y")
+    twins = images.index_images(tmp_path)  # indexing is fine; naming the twin bare is not
     with pytest.raises(images.ImageIndexError, match=r"images_001.*images_002|images_002.*images_001"):
-        images.index_images(tmp_path)
+        images.resolve(tmp_path, "00000001_000.png", twins)
+    assert images.resolve(tmp_path, "images_002/00000001_000.png", twins)[0] is not None
 
 
 # --- tables and columns -----------------------------------------------------------------------------

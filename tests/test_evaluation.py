@@ -130,7 +130,7 @@ def evaluated(tmp_path: Path) -> Path:
     work = make_workdir(tmp_path / "work", epochs=1)
     (work / "params.yaml").write_text("weights: none\ndevice: cpu\nevaluate: {bootstrap_resamples: 200}\n")
     save_test_model(work / "models" / "chexnet_model.pth")
-    metrics = work / "metrics"
+    metrics = work / "reports"  # the evaluate stage writes the model card from the stages' reports
     metrics.mkdir()
     prepare = {
         "rows_in_table": 48,
@@ -152,7 +152,8 @@ def evaluated(tmp_path: Path) -> Path:
             "positives": positives,
         }
     (metrics / "split.json").write_text(json.dumps(summary | {"method": "random"}))
-    (metrics / "train.json").write_text(
+    (work / "metrics").mkdir()
+    (work / "metrics" / "train.json").write_text(
         json.dumps({"pretrained": False, "best_epoch": 1, "epochs_trained": 1})
     )
     result = _evaluate(work)
@@ -161,8 +162,14 @@ def evaluated(tmp_path: Path) -> Path:
 
 
 def test_evaluate_stage_writes_metrics_with_intervals_thresholds_plots_and_model_card(evaluated: Path):
-    summary = json.loads((evaluated / "metrics" / "evaluate.json").read_text())
-    assert summary["split"] == "test" and summary["bootstrap"]["unit"] == "patient"
+    headline = json.loads((evaluated / "metrics" / "evaluate.json").read_text())
+    assert set(headline) == {"auroc"}  # dvc exp show: AUROC with intervals, nothing else
+    summary = json.loads((evaluated / "reports" / "evaluate.json").read_text())
+    assert (
+        summary["auroc"] == headline["auroc"]
+        and summary["split"] == "test"
+        and summary["bootstrap"]["unit"] == "patient"
+    )
     for key in ("macro", "micro", *LABELS):
         entry = summary["auroc"][key]
         assert entry["value"] is None or entry["ci_low"] <= entry["value"] <= entry["ci_high"], key

@@ -99,7 +99,7 @@ def test_portuguese_findings_travel_by_name_through_every_stage(portuguese: Path
     assert prepared["no_finding"] == "Sem Achados" and "Sem Achados" not in names
     model = json.loads((portuguese / "models/chexnet_model.json").read_text())
     assert model["labels"] == names and model["image_size"] == 32
-    evaluate = json.loads((portuguese / "metrics/evaluate.json").read_text())
+    evaluate = json.loads((portuguese / "reports/evaluate.json").read_text())
     assert set(names) <= set(evaluate["auroc"]) and "Derrame" in evaluate["at_thresholds"]["per_class"]
     thresholds = json.loads((portuguese / "models/thresholds.json").read_text())
     assert thresholds["labels"] == names and list(thresholds["thresholds"]) == names
@@ -110,7 +110,7 @@ def test_portuguese_findings_travel_by_name_through_every_stage(portuguese: Path
     assert set(pd.read_csv(portuguese / "plots/roc.csv")["finding"]) <= set(names)
     test = pd.read_parquet(portuguese / "data/predictions/test.parquet")
     assert {"Derrame", "p_Derrame", "p_Espessamento Pleural"} <= set(test.columns)
-    explained = json.loads((portuguese / "metrics/explain.json").read_text())
+    explained = json.loads((portuguese / "reports/explain.json").read_text())
     assert set(explained["localisation"]["per_finding"]) <= set(names)
     cams = {p.stem for p in (portuguese / "plots/cam").glob("*.png")}
     assert cams and cams <= {file_safe(n) for n in names}
@@ -182,9 +182,9 @@ def test_chexpert_layout_with_uncertain_labels_ignored_end_to_end(tmp_path: Path
     _pipeline(tmp_path, TINY | {"data": data, "split": {"val_fraction": 0.2, "test_fraction": 0.3}})
     prepared = json.loads((tmp_path / "data/prepared/labels.json").read_text())
     assert sum(prepared["masked_in_table"].values()) == sum(prepared["uncertain_in_table"].values()) > 0
-    split = json.loads((tmp_path / "metrics/split.json").read_text())
+    split = json.loads((tmp_path / "reports/split.json").read_text())
     assert sum(split["test"]["masked"].values()) > 0
-    evaluate = json.loads((tmp_path / "metrics/evaluate.json").read_text())
+    evaluate = json.loads((tmp_path / "reports/evaluate.json").read_text())
     confusion = evaluate["at_0.5"]["micro_confusion"]
     masked_in_test = sum(split["test"]["masked"].values())
     assert sum(confusion.values()) == evaluate["images"] * len(prepared["labels"]) - masked_in_test

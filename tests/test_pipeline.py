@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,7 @@ COPY = [
     "src",
     ".dvc/config",
     ".dvc/plots",
+    ".dvc/html",
     ".dvcignore",
     ".gitignore",
     "pyproject.toml",
@@ -82,8 +85,9 @@ def test_repro_writes_model_metrics_plots_and_heat_maps(repo: Path):
     assert (repo / "models/chexnet_model.pth").stat().st_size > 1_000_000
     train = json.loads((repo / "metrics/train.json").read_text())
     assert train["pretrained"] is False and train["epochs_trained"] == 1 and train["final_train_loss"] > 0
-    evaluate = json.loads((repo / "metrics/evaluate.json").read_text())
+    evaluate = json.loads((repo / "reports/evaluate.json").read_text())
     assert evaluate["split"] == "test"
+    assert json.loads((repo / "metrics/evaluate.json").read_text()) == {"auroc": evaluate["auroc"]}
     macro = evaluate["auroc"]["macro"]
     assert _finite_in(macro["value"], 0, 1) and macro["ci_low"] <= macro["value"] <= macro["ci_high"]
     labels = json.loads((repo / "models/chexnet_model.json").read_text())["labels"]
@@ -100,11 +104,11 @@ def test_repro_writes_model_metrics_plots_and_heat_maps(repo: Path):
     thresholds = json.loads((repo / "models/thresholds.json").read_text())
     assert thresholds["chosen_on"] == "val" and thresholds["labels"] == labels
     assert "## Limits of these numbers" in (repo / "reports/model_card.md").read_text()
-    split = json.loads((repo / "metrics/split.json").read_text())
+    split = json.loads((repo / "reports/split.json").read_text())
     assert split["patient_overlap"] == 0
     assert sum(split[s]["images"] for s in ("train", "val", "test")) == 60
     assert (repo / "plots/predictions.png").read_bytes()[:4] == b"\x89PNG"
-    explained = json.loads((repo / "metrics/explain.json").read_text())
+    explained = json.loads((repo / "reports/explain.json").read_text())
     cams = sorted(p.stem for p in (repo / "plots/cam").glob("*.png"))
     assert explained["findings_explained"] == len(cams) > 0
     assert set(cams) <= set(LABELS)
@@ -126,7 +130,7 @@ def test_evaluate_param_reruns_only_evaluate_and_what_follows(repo: Path):
     assert "Running stage 'evaluate'" in output
     for stage in ("demo", "prepare", "split", "train"):
         assert f"Running stage '{stage}'" not in output
-    assert json.loads((repo / "metrics/evaluate.json").read_text())["at_0.5"]["threshold"] == 0.4
+    assert json.loads((repo / "reports/evaluate.json").read_text())["at_0.5"]["threshold"] == 0.4
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "threshold 0.4")
 
@@ -161,6 +165,123 @@ def test_plots_show_renders_every_declared_plot(repo: Path):
     ):
         assert plot_id in html
     assert html.count("plots/cam/") >= 1
+
+
+def test_a_rerun_that_changes_nothing_changes_no_metric(repo: Path):
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "after the experiment")
+    output = run(repo, "dvc", "repro", "-f", "-s", "train")  # retrain: same data, code and params
+    assert "Running stage 'train'" in output
+    diff = subprocess.run(["dvc", "metrics", "diff"], cwd=repo, env=_env(), capture_output=True, text=True)
+    assert diff.returncode == 0 and diff.stdout.strip() == "", diff.stdout  # no timing, nothing that drifts
+    assert "up to date" in run(repo, "dvc", "status")  # the same model bytes: nothing downstream to rerun
+
+
+def test_a_team_pushes_to_a_remote_and_a_fresh_clone_pulls_and_predicts(repo: Path, tmp_path: Path):
+    remote, clone = tmp_path / "remote", tmp_path / "clone"
+    run(repo, "dvc", "remote", "add", "-d", "team", str(remote))
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "team remote")
+    run(repo, "dvc", "push")
+    run(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    run(clone, "dvc", "pull")
+    assert "up to date" in run(clone, "dvc", "status")
+    assert (clone / "models/chexnet_model.pth").read_bytes() == (
+        repo / "models/chexnet_model.pth"
+    ).read_bytes()
+    image = tmp_path / "new.png"
+    image.write_bytes((repo / "data/demo/images/00010000_000.png").read_bytes())
+    document = json.loads(_predict_json(clone, image))
+    assert document["labels"] == json.loads((clone / "models/chexnet_model.json").read_text())["labels"]
+    assert document["thresholds"]["source"].endswith("thresholds.json")
+
+
+def _predict_json(cwd: Path, image: Path) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "chexnet", "predict", str(image), "--json"],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_a_queued_sweep_runs_and_exp_show_lists_its_metrics(repo: Path):
+    run(repo, "dvc", "exp", "run", "--queue", "-S", "lr=0.0001,0.0003", "-S", "batch_size=8")
+    run(repo, "dvc", "queue", "start", "-j", "1")
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = run(repo, "dvc", "queue", "status")
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    assert "Failed" not in status, status + run(repo, "dvc", "queue", "logs", status.split()[-1])
+    table = run(repo, "dvc", "exp", "show", "--csv").splitlines()
+    header = table[0].split(",")
+    lr, macro = header.index("lr"), header.index("auroc.macro.value")
+    swept = [row.split(",") for row in table[1:] if row.split(",")[lr] in ("0.0001", "0.0003")]
+    assert {row[lr] for row in swept} >= {"0.0001", "0.0003"}
+    assert all(row[macro] not in ("", "-") for row in swept)
+    assert any(h.endswith("train.images") for h in header), header  # headline counts from split.json
+    assert not any("at_thresholds" in h or "positives" in h for h in header), header  # bookkeeping: reports
+
+
+def _browser() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def _offline_dom(page: Path) -> tuple[str, str]:
+    """The page's DOM after its scripts ran in headless Chromium with no network: a network namespace
+    of its own when ``unshare -n`` works (as root here), and every host name unresolvable besides."""
+    command = [
+        _browser(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--proxy-server=127.0.0.1:9",
+        "--virtual-time-budget=20000",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--dump-dom",
+        page.as_uri(),
+    ]
+    if (
+        shutil.which("unshare")
+        and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+    ):
+        command = ["unshare", "-n", *command]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout, result.stderr
+
+
+@pytest.mark.skipif(_browser() is None, reason="no Chromium: apt-get install chromium (README, Test)")
+def test_plots_show_draws_every_chart_in_a_browser_with_no_network(repo: Path):
+    out = repo / "rendered_offline"
+    run(repo, "dvc", "plots", "show", "-o", str(out))
+    html = (out / "index.html").read_text()
+    assert "cdn.jsdelivr" not in html and "https://" not in html.split("<body>")[-1]
+    charts = re.findall(r"vegaEmbed\('#([^']+)'", html)
+    assert {"loss", "val_auroc", "roc", "pr", "calibration"} <= set(charts)
+    dom, log = _offline_dom(out / "index.html")
+    for chart in charts:
+        match = re.search(rf'<div id="{chart}" class="vega-embed[^"]*">(.*?)(?=<div id="|$)', dom, re.S)
+        assert match and ("<svg" in match.group(1) or "<canvas" in match.group(1)), f"{chart} did not draw"
+    errors = [
+        line for line in log.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)
+    ]
+    assert not errors, errors
+
+
+def test_the_offline_page_is_what_the_pinned_package_gives():
+    from chexnet import offline_plots
+
+    assert (REPO / offline_plots.TEMPLATE).read_text(encoding="utf-8") == offline_plots.page()
+    assert "html_template = html/plots_offline.html" in (REPO / ".dvc/config").read_text()
 
 
 @pytest.mark.parametrize("stage", STAGES)

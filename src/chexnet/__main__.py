@@ -129,6 +129,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from PIL import Image
+
     from chexnet.explain import explain_file
 
     model, device, labels, image_size, thresholds, _ = _load(args)
@@ -149,7 +151,7 @@ def _explain(args: argparse.Namespace) -> int:
                 thresholds=thresholds,
                 findings=args.finding,
             )
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
             log.error("%s: cannot be explained: %s", image, error)
             failed += 1
             continue

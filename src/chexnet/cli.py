@@ -7,12 +7,15 @@ stage with one clear line on stderr and exit status 1, not a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Callable
 
 from chexnet.errors import ChexnetError
 from chexnet.params import Params, load_params
+
+_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
 def stage_parser(description: str) -> argparse.ArgumentParser:
@@ -41,4 +44,12 @@ def run_stage(description: str, body: Callable[[Params, argparse.Namespace], Non
         if args.verbose:
             raise
         logging.getLogger("chexnet").error("%s", error)
+        sys.exit(1)
+    except OSError as error:
+        # The machine's, not the code's: no permission, a read-only or full disk. Say where, in one line.
+        if args.verbose or error.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = error.filename or "an output file"
+        logging.getLogger("chexnet").error("cannot write %s: %s; check its permissions and free space",
+                                           where, error.strerror)  # fmt: skip
         sys.exit(1)

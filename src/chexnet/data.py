@@ -136,12 +136,26 @@ def read_table(path: str | Path) -> pd.DataFrame:
             f"table {path} does not exist: set data.table in params.yaml to your Parquet/CSV file"
         )
     suffixes = "".join(path.suffixes).lower()
-    if suffixes.endswith((".parquet", ".pq")):
-        return pd.read_parquet(path)
-    if ".csv" in suffixes:
-        table = pd.read_csv(path)
-        empty_unnamed = [c for c in table.columns if str(c).startswith("Unnamed:") and table[c].isna().all()]
-        return table.drop(columns=empty_unnamed)
+    try:
+        if suffixes.endswith((".parquet", ".pq")):
+            return pd.read_parquet(path)
+        if ".csv" in suffixes:
+            table = pd.read_csv(path)
+            empty = [c for c in table.columns if str(c).startswith("Unnamed:") and table[c].isna().all()]
+            return table.drop(columns=empty)
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"table {path} is not UTF-8 ({error.reason} at byte {error.start}); save it as UTF-8 "
+            "(e.g. iconv -f latin1 -t utf-8) and rerun"
+        ) from error
+    except pd.errors.EmptyDataError as error:
+        raise DataError(f"table {path} is empty: it has no header and no rows") from error
+    except Exception as error:  # pyarrow's ArrowInvalid, pandas' ParserError, a gzip cut short, ...
+        first = str(error).splitlines()[0] if str(error) else ""
+        raise DataError(
+            f"table {path} cannot be read as {'Parquet' if 'parquet' in suffixes else 'CSV'} "
+            f"({type(error).__name__}: {first}); is the file complete? Re-export or copy it again"
+        ) from error
     raise DataError(f"table {path}: unknown format {path.suffix!r}; use .parquet or .csv")
 
 

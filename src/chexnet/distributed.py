@@ -2,11 +2,20 @@
 
 ``torchrun`` sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; with them the stage joins a process group
 (NCCL on CUDA, gloo on CPU), each process drives one device, and only rank 0 writes files.
+
+With ``train.processes: 1`` the stage is one plain process. With more, :func:`launch` starts torchrun as
+its child and every process dies with its parent (``PR_SET_PDEATHSIG``), so ``kill -9`` of ``dvc
+repro``'s process group can never leave a worker training, and writing outputs, behind DVC's back.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -31,8 +40,75 @@ class Context:
         return self.world_size > 1
 
 
+log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (a no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request: go now
+        os._exit(1)
+
+
+def launched() -> bool:
+    """Whether this process was started by torchrun."""
+    return "LOCAL_RANK" in os.environ
+
+
+def without_launcher_traceback(lines: Iterable[str]) -> Iterator[str]:
+    """Pass output through, minus torchrun's own ``ChildFailedError`` traceback and summary block: the
+    failing worker has already said what went wrong (one line for a user error). Any other traceback,
+    a worker's real bug, passes untouched."""
+    held: list[str] = []
+    dropping, rules = False, 0
+    for line in lines:
+        if dropping:
+            rules += line.startswith("=" * 20)
+            if rules >= 2:
+                dropping, rules = False, 0
+            continue
+        if held:
+            if line.startswith((" ", "\t")):
+                held.append(line)
+                continue
+            if "ChildFailedError" in line:
+                held, dropping = [], True
+                continue
+            yield from held
+            held = []
+        if line.startswith("Traceback (most recent call last):"):
+            held = [line]
+            continue
+        yield line
+    yield from held
+
+
+def launch(processes: int, script: str, arguments: list[str]) -> int:
+    """Run ``script`` under ``torchrun --standalone --nproc_per_node=processes`` as a child that dies
+    with this process; return 0, or 1 after one line saying which failed."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={processes}", script, *arguments]  # fmt: skip
+    child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent)
+    assert child.stderr is not None
+    for line in without_launcher_traceback(child.stderr):
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    if child.wait() != 0:
+        log.error("training failed in one of its %d processes (the error is above)", processes)
+        return 1
+    return 0
+
+
 def setup(device: str = "auto") -> Context:
     """Join the process group when launched by torchrun with more than one process."""
+    if launched():
+        die_with_parent()  # torchrun's agent is the parent: no orphan may go on training
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

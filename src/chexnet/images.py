@@ -32,30 +32,30 @@ def safe_join(root: Path, name: str) -> Path | None:
     return resolved
 
 
-def index_images(root: str | Path) -> dict[str, Path]:
+def index_images(root: str | Path) -> dict[str, Path | tuple[Path, Path]]:
     """Every file under ``root`` (recursively, e.g. NIH's ``images_001/`` … ``images_012/``) by file name.
 
-    Two files with the same name would make a bare name in the table ambiguous: that is an error
-    naming both, never a silent pick.
+    A name found in two sub-folders maps to both paths: a table that names that file bare stops in
+    :func:`resolve` naming both, never a silent pick; a table that gives the relative paths is fine.
     """
     root = Path(root)
-    found: dict[str, Path] = {}
+    found: dict[str, Path | tuple[Path, Path]] = {}
     for folder, subfolders, files in os.walk(root):
         subfolders.sort()
         for name in files:
             if name.startswith("."):
                 continue
             path = Path(folder) / name
-            if name in found:
-                raise ImageIndexError(
-                    f"two files named {name!r} under {root}: {found[name]} and {path}; "
-                    "remove one, or give paths relative to the image folder in the table"
-                )
-            found[name] = path
+            earlier = found.get(name)
+            found[name] = (
+                path if earlier is None else (earlier if isinstance(earlier, Path) else earlier[0], path)
+            )
     return found
 
 
-def resolve(root: Path, name: str, by_name: dict[str, Path]) -> tuple[Path | None, str | None]:
+def resolve(
+    root: Path, name: str, by_name: dict[str, Path | tuple[Path, Path]]
+) -> tuple[Path | None, str | None]:
     """Where the table's image entry lives: ``(path, None)`` or ``(None, reason)``.
 
     A bare file name is looked up in the recursive index; an entry with folders is joined to the root
@@ -65,7 +65,16 @@ def resolve(root: Path, name: str, by_name: dict[str, Path]) -> tuple[Path | Non
         return None, "unsafe_path"
     if len(Path(name).parts) == 1:
         path = by_name.get(name)
-        return (path, None) if path is not None else (None, "missing_file")
+        if path is None:
+            return None, "missing_file"
+        if isinstance(path, tuple):
+            raise ImageIndexError(
+                f"two files named {name!r} under {root}: {path[0]} and {path[1]}; remove one, or give "
+                "paths relative to the image folder in the table (e.g. images_001/x.png)"
+            )
+        # a symbolic link inside the folder may point anywhere: follow it only if it stays inside
+        inside = safe_join(root, str(path.relative_to(root))) is not None
+        return (path, None) if inside else (None, "unsafe_path")
     path = safe_join(root, name)
     if path is None:
         return None, "unsafe_path"
@@ -172,6 +181,8 @@ def decode_one(task: tuple[int, str, int]) -> Decoded:
         return Decoded(position, pixels, original_size=original)
     except FileNotFoundError:
         return Decoded(position, None, "missing_file", path)
+    except Image.DecompressionBombError as error:  # a header declaring e.g. 30000 × 30000 pixels
+        return Decoded(position, None, "too_large", f"{path}: {error}")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         message = f"{type(error).__name__}: {error}"
         reason = "truncated" if "truncated" in str(error).lower() else "unreadable"

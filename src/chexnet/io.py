@@ -16,6 +16,15 @@ from pathlib import Path
 from typing import Any
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: set it straight back
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
@@ -24,6 +33,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; an output gets the user's usual permissions
     try:
         yield tmp
         os.replace(tmp, target)
@@ -61,6 +71,15 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """Write JSON with a trailing newline and stable key order (diffs and ``dvc metrics diff`` read it)."""
     return write_text(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def require(*files: str | os.PathLike[str], made_by: str) -> None:
+    """Stop with one line naming the first missing input and the stage that makes it."""
+    from chexnet.errors import ChexnetError
+
+    for path in files:
+        if not Path(path).exists():
+            raise ChexnetError(f"{path} does not exist: run the {made_by} stage first (dvc repro {made_by})")
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

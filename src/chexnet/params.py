@@ -9,6 +9,8 @@ subset, ImageNet weights) and point the data at the built-in demo set.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,119 +22,145 @@ import yaml
 from chexnet.errors import ChexnetError
 from chexnet.labels import BLANK_POLICIES, LABEL_MODES, UNCERTAIN_POLICIES, LabelOptions, check_names
 
-VIEWS = ("PA", "AP", "lateral")  # data.views: what the chexpert and mimic presets can filter on
-DEMO_LAYOUTS = ("seed", "nih", "chexpert", "mimic")
-
 
 class ParamsError(ChexnetError, ValueError):
     """params.yaml does not fit the schema; the message names the key and what to do."""
+
+
+def param(
+    default: Any = dataclasses.MISSING,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    choices: tuple[str, ...] | None = None,
+    pattern: str | None = None,
+    free: bool = False,
+    factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A field with its allowed values declared where it is declared (one home per rule).
+
+    ``low``/``high`` bound numbers (inclusive unless ``*_open``), ``choices`` or ``pattern`` limit text,
+    ``free`` marks text that is a path or a name. :func:`check_ranges` enforces them all, and the
+    robustness tests derive their out-of-range values from the same metadata, so a new param is tested
+    as soon as it is declared.
+    """
+    metadata = {"low": low, "high": high, "low_open": low_open, "high_open": high_open,
+                "choices": choices, "pattern": pattern, "free": free}  # fmt: skip
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+VIEWS = ("PA", "AP", "lateral")  # data.views: what the chexpert and mimic presets can filter on
+DEMO_LAYOUTS = ("seed", "nih", "chexpert", "mimic")
+PRESETS = ("seed", "nih", "chexpert", "mimic")
+# torch.compile's modes; reduce-overhead and max-autotune also replay CUDA graphs (launch-bound batches).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+THRESHOLD_METHODS = ("youden", "max_f1")
+TTA_MODES = ("none", "hflip", "tencrop")
+SPLIT_METHODS = ("random", "official")
 
 
 @dataclass(frozen=True)
 class DemoParams:
     """The synthetic NIH-like demo set written by the ``demo`` stage."""
 
-    n_patients: int = 800
-    n_images: int = 2000
-    image_size: int = 256  # side of the generated PNGs, in pixels (NIH's are 1024)
-    no_finding_fraction: float = 0.2
-    rgba_images: int = 3  # a few stored as RGBA and 16-bit, as in the real data
-    gray16_images: int = 3
-    seed: int = 2017
-    layout: str = "seed"  # seed | nih | chexpert | mimic: write the set in that source's table layout
+    n_patients: int = param(800, low=1)
+    n_images: int = param(2000, low=1)
+    image_size: int = param(256, low=32, high=4096)  # side of the generated PNGs (NIH's are 1024)
+    no_finding_fraction: float = param(0.2, low=0, high=1, high_open=True)
+    rgba_images: int = param(3, low=0)  # a few stored as RGBA and 16-bit, as in the real data
+    gray16_images: int = param(3, low=0)
+    seed: int = param(2017, low=0)
+    layout: str = param("seed", choices=DEMO_LAYOUTS)  # write the set in that source's table layout
 
 
 @dataclass(frozen=True)
 class DataParams:
     """Where the table and the images are, and which columns hold what."""
 
-    table: str = "data/demo/table.parquet"
-    images: str = "data/demo/images"
-    preset: str = "seed"  # seed | nih | chexpert | mimic: the layout of the table (README "Your own data")
-    metadata_table: str = ""  # mimic: mimic-cxr-2.0.0-metadata.csv(.gz), joined on subject_id, study_id
-    image_column: str = ""  # "" = the preset's; set one to override it
-    label_column: str = ""
-    patient_column: str = ""  # "none": patient ids from NIH file names PPPPPPPP_FFF.png
-    bbox_table: str = "data/demo/BBox_List.csv"
-    workers: int = 0  # decoder threads for prepare; 0 = every core
-    max_rejected_fraction: float = 0.01  # prepare fails when more images than this share are unusable
+    table: str = param("data/demo/table.parquet", free=True)
+    images: str = param("data/demo/images", free=True)
+    preset: str = param("seed", choices=PRESETS)  # the layout of the table (README "Your own data")
+    metadata_table: str = param("", free=True)  # mimic: mimic-cxr-2.0.0-metadata.csv(.gz)
+    image_column: str = param("", free=True)  # "" = the preset's; set one to override it
+    label_column: str = param("", free=True)
+    patient_column: str = param("", free=True)  # "none": patient ids from NIH file names PPPPPPPP_FFF.png
+    bbox_table: str = param("data/demo/BBox_List.csv", free=True)
+    workers: int = param(0, low=0)  # decoder threads for prepare; 0 = every core
+    max_rejected_fraction: float = param(0.01, low=0, high=1)  # prepare fails above this share
     # How findings are read (the label list itself is the top-level ``labels``; README "Findings").
-    no_finding: str = "No Finding"  # the token meaning "nothing found" (not a class)
-    aliases: dict[str, str] = field(
-        default_factory=dict
-    )  # exact names mapped, e.g. Pleural Effusion: Effusion
-    ignore_findings: list[str] = field(default_factory=list)  # findings removed before anything (counted)
-    min_positives: int = 10  # fewer positives in the whole table stop prepare ...
+    no_finding: str = param("No Finding", pattern=r".*\S.*")  # the "nothing found" token (not a class)
+    aliases: dict[str, str] = param(factory=dict)  # exact names mapped, e.g. Pleural Effusion: Effusion
+    ignore_findings: list[str] = param(factory=list)  # findings removed before anything (counted)
+    min_positives: int = param(10, low=1)  # fewer positives in the whole table stop prepare ...
     drop_rare: bool = False  # ... unless they are dropped (counted in metrics/prepare.json)
-    uncertain: str | dict[str, str] = "ignore"  # chexpert/mimic -1.0: ignore | zeros | ones, or per finding
-    blank: str = "negative"  # chexpert/mimic blank (not mentioned): negative | ignore
-    views: list[str] = field(default_factory=list)  # keep only these views: PA, AP, lateral ([] = all)
+    uncertain: str | dict[str, str] = param("ignore", choices=UNCERTAIN_POLICIES)  # or {Finding: policy}
+    blank: str = param("negative", choices=BLANK_POLICIES)  # chexpert/mimic blank (not mentioned)
+    views: list[str] = param(factory=list, choices=VIEWS)  # keep only these views ([] = all)
 
 
 @dataclass(frozen=True)
 class SplitParams:
     """Patient-level split: stratified at random, or NIH's official lists (train gets the rest)."""
 
-    method: str = "random"  # random | official
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2  # random only; official takes test from test_list
-    test_list: str = ""  # official: one image name a line (NIH's test_list.txt, .gz too)
-    train_val_list: str = ""  # official, optional: NIH's train_val_list.txt, to check coverage
+    method: str = param("random", choices=SPLIT_METHODS)
+    val_fraction: float = param(0.1, low=0, high=1, low_open=True, high_open=True)
+    test_fraction: float = param(0.2, low=0, high=1, low_open=True, high_open=True)  # random only
+    test_list: str = param("", free=True)  # official: one image name a line (NIH's test_list.txt, .gz)
+    train_val_list: str = param("", free=True)  # official, optional: NIH's train_val_list.txt
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
-    threshold: float = 0.5  # the seed's threshold, reported beside the validation-chosen ones
-    threshold_method: str = "youden"  # youden | max_f1: how per-class thresholds are chosen on validation
-    bootstrap_resamples: int = 1000  # patient-level resamples for confidence intervals
-    ci_level: float = 0.95
-    calibration_bins: int = 10
-    tta: str = "none"  # none | hflip | tencrop: test-time augmentation
-    grid_images: int = 16  # test images in the prediction picture grid
+    threshold: float = param(0.5, low=0, high=1, low_open=True, high_open=True)  # the seed's threshold
+    threshold_method: str = param("youden", choices=THRESHOLD_METHODS)  # chosen on validation
+    bootstrap_resamples: int = param(1000, low=1)  # patient-level resamples for confidence intervals
+    ci_level: float = param(0.95, low=0, high=1, low_open=True, high_open=True)
+    calibration_bins: int = param(10, low=1, high=1000)
+    tta: str = param("none", choices=TTA_MODES)  # test-time augmentation
+    grid_images: int = param(16, low=1, high=256)  # test images in the prediction picture grid
 
 
 @dataclass(frozen=True)
 class ExplainParams:
-    target_layer: str = "features[-1]"  # the seed's Grad-CAM++ layer; "final_relu" = post-ReLU features
-    top_k: int = 3  # overlays per finding: its most probable test images
-    cam_threshold: float = 0.5  # IoBB: heat map thresholded at this fraction of its maximum
-
-
-# torch.compile's modes; reduce-overhead and max-autotune also replay CUDA graphs (launch-bound batches).
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    target_layer: str = param("features[-1]", pattern=r"\w+(\[-?\d+\])*(\.\w+(\[-?\d+\])*)*")  # seed's
+    top_k: int = param(3, low=1, high=100)  # overlays per finding: its most probable test images
+    cam_threshold: float = param(0.5, low=0, high=1, low_open=True)  # IoBB: map cut at this × its max
 
 
 @dataclass(frozen=True)
 class TrainParams:
     """How to train fast and robustly; the defaults keep the seed's behaviour (no extra tricks)."""
 
-    processes: int = 1  # processes on this machine (torchrun --nproc_per_node), e.g. one per GPU
-    amp: str = (
-        "auto"  # auto (CUDA: bf16 if supported, else fp16 + grad scaler; CPU: fp32) | bf16 | fp16 | off
-    )
+    processes: int = param(1, low=1)  # processes on this machine (torchrun --nproc_per_node)
+    amp: str = param("auto", choices=AMP_MODES)  # auto: CUDA bf16 if supported, else fp16; CPU fp32
     channels_last: bool = False  # faster on CUDA from batch 128 and on CPU; slower at 32 on CUDA
     compile: bool = False  # torch.compile the model (CUDA; slow first epoch, faster after)
-    compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune | ...
+    compile_mode: str = param("default", choices=COMPILE_MODES)
     hflip: bool = False  # random horizontal flips, on the device
     pos_weight: bool = False  # weight positives by negatives/positives per class (class imbalance)
-    early_stopping_patience: int = 0  # 0 = off
-    lr_plateau_patience: int = 0  # 0 = off; else lr *= lr_plateau_factor after this many flat epochs
-    lr_plateau_factor: float = 0.1
-    checkpoint_dir: str = "checkpoints"  # per-epoch resume point; not a DVC output, so it survives a kill
+    early_stopping_patience: int = param(0, low=0)  # 0 = off
+    lr_plateau_patience: int = param(0, low=0)  # 0 = off; else lr *= lr_plateau_factor after that many
+    lr_plateau_factor: float = param(0.1, low=0, high=1, low_open=True, high_open=True)
+    checkpoint_dir: str = param("checkpoints", pattern=r".*\S.*")  # per-epoch resume point (not a DVC out)
 
 
 @dataclass(frozen=True)
 class Params:
-    seed: int = 42
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 1e-4
-    image_size: int = 224
-    subset: int = 20000
-    weights: str = "imagenet"  # imagenet | none | path to a state_dict file
+    seed: int = param(42, low=0)
+    epochs: int = param(5, low=1)
+    batch_size: int = param(32, low=1)
+    lr: float = param(1e-4, low=0, high=1, low_open=True)
+    image_size: int = param(224, low=32, high=4096)  # DenseNet121 needs 32 px or more
+    subset: int = param(20000, low=1)
+    weights: str = param("imagenet", free=True)  # imagenet | none | path to a state_dict file
     labels: str | list[str] = "auto"  # auto | from_data | nih14 | [explicit, names]
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    num_workers: int = 0
+    device: str = param("auto", pattern=r"auto|cpu|cuda(:\d+)?|mps")  # auto | cpu | cuda | cuda:N
+    num_workers: int = param(0, low=0)
     demo: DemoParams = field(default_factory=DemoParams)
     data: DataParams = field(default_factory=DataParams)
     train: TrainParams = field(default_factory=TrainParams)
@@ -141,65 +169,19 @@ class Params:
     explain: ExplainParams = field(default_factory=ExplainParams)
 
     def __post_init__(self) -> None:
-        positive = {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "image_size": self.image_size,
-            "subset": self.subset,
-            "demo.n_patients": self.demo.n_patients,
-            "demo.n_images": self.demo.n_images,
-            "demo.image_size": self.demo.image_size,
-            "evaluate.grid_images": self.evaluate.grid_images,
-        }
-        for key, value in positive.items():
-            if value <= 0:
-                raise ParamsError(f"params: {key} must be positive, got {value}")
-        if not self.lr > 0:
-            raise ParamsError(f"params: lr must be positive, got {self.lr}")
-        if self.data.workers < 0:
-            raise ParamsError(f"params: data.workers must be 0 (every core) or more, got {self.data.workers}")
+        check_ranges(self)
         self._check_labels()
-        if not 0 <= self.data.max_rejected_fraction <= 1:
-            raise ParamsError("params: data.max_rejected_fraction must be in [0, 1]")
-        if self.train.processes < 1:
-            raise ParamsError(f"params: train.processes must be 1 or more, got {self.train.processes}")
-        if self.train.amp not in ("auto", "bf16", "fp16", "off"):
-            raise ParamsError(f"params: train.amp must be auto, bf16, fp16 or off, got {self.train.amp!r}")
-        if self.train.compile_mode not in COMPILE_MODES:
-            raise ParamsError(
-                f"params: train.compile_mode must be one of {', '.join(COMPILE_MODES)},"
-                f" got {self.train.compile_mode!r}"
-            )
-        if self.num_workers < 0:
-            raise ParamsError(f"params: num_workers must be 0 or more, got {self.num_workers}")
-        if self.image_size < 32:
-            raise ParamsError(
-                f"params: image_size must be at least 32 for DenseNet121, got {self.image_size}"
-            )
-        if self.split.method not in ("random", "official"):
-            raise ParamsError(f"params: split.method must be random or official, got {self.split.method!r}")
         if self.split.method == "official" and not self.split.test_list:
             raise ParamsError("params: split.method official needs split.test_list (NIH's test_list.txt)")
-        fractions = self.split.val_fraction + self.split.test_fraction
-        if not (0 < self.split.val_fraction < 1 and 0 < self.split.test_fraction < 1 and fractions < 1):
+        if self.split.val_fraction + self.split.test_fraction >= 1:
             raise ParamsError(
-                "params: split.val_fraction and split.test_fraction must each be in (0, 1) and sum to "
-                f"less than 1, got {self.split.val_fraction} and {self.split.test_fraction}"
+                "params: split.val_fraction and split.test_fraction must sum to less than 1, got "
+                f"{self.split.val_fraction} and {self.split.test_fraction}"
             )
         if self.demo.n_images < self.demo.n_patients:
             raise ParamsError("params: demo.n_images must be at least demo.n_patients (one image each)")
-        if not 0 <= self.demo.no_finding_fraction < 1:
-            raise ParamsError("params: demo.no_finding_fraction must be in [0, 1)")
-        if self.evaluate.threshold_method not in ("youden", "max_f1"):
-            raise ParamsError("params: evaluate.threshold_method must be youden or max_f1")
-        if self.evaluate.tta not in ("none", "hflip", "tencrop"):
-            raise ParamsError("params: evaluate.tta must be none, hflip or tencrop")
-        if self.evaluate.bootstrap_resamples < 1 or not 0 < self.evaluate.ci_level < 1:
-            raise ParamsError(
-                "params: evaluate.bootstrap_resamples must be ≥ 1 and evaluate.ci_level in (0, 1)"
-            )
-        if not 0 < self.evaluate.threshold < 1:
-            raise ParamsError(f"params: evaluate.threshold must be in (0, 1), got {self.evaluate.threshold}")
+        if self.demo.rgba_images + self.demo.gray16_images > self.demo.n_images:
+            raise ParamsError("params: demo.rgba_images + demo.gray16_images must not exceed demo.n_images")
 
     def _check_labels(self) -> None:
         if isinstance(self.labels, str):
@@ -245,6 +227,45 @@ class Params:
             uncertain=cfg.uncertain if isinstance(cfg.uncertain, str) else dict(cfg.uncertain),
             blank=cfg.blank,
         )
+
+
+def _check_value(value: Any, meta: dict[str, Any], key: str) -> None:
+    if isinstance(value, dict):  # {finding: policy}: the policies must be allowed values
+        for name, item in value.items():
+            _check_value(item, meta, f"{key}.{name}")
+        return
+    if isinstance(value, list):
+        for item in value:
+            _check_value(item, meta, key)
+        return
+    low, high = meta.get("low"), meta.get("high")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ParamsError(f"params: {key} must be a finite number, got {value}")
+        too_low = low is not None and (value <= low if meta["low_open"] else value < low)
+        too_high = high is not None and (value >= high if meta["high_open"] else value > high)
+        if too_low or too_high:
+            left = "(" if meta["low_open"] else "["
+            right = ")" if meta["high_open"] else "]"
+            span = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+            raise ParamsError(f"params: {key} must be in {span}, got {value}")
+    if isinstance(value, str):
+        choices, pattern = meta.get("choices"), meta.get("pattern")
+        if choices is not None and value not in choices:
+            raise ParamsError(f"params: {key} must be one of {', '.join(choices)}, got {value!r}")
+        if pattern is not None and not re.fullmatch(pattern, value):
+            raise ParamsError(f"params: {key}: {value!r} is not a valid value (expected {pattern})")
+
+
+def check_ranges(obj: Any, prefix: str = "") -> None:
+    """Every field's declared range or choices (:func:`param`), in this dataclass and the nested ones."""
+    for spec in dataclasses.fields(obj):
+        value = getattr(obj, spec.name)
+        key = f"{prefix}{spec.name}"
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, f"{key}.")
+        elif spec.metadata:
+            _check_value(value, dict(spec.metadata), key)
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:

@@ -11,12 +11,7 @@ PREDICTIONS_DIR = Path("data/predictions")  # val.parquet and test.parquet
 PREDICTIONS_FILE = PREDICTIONS_DIR / "test.parquet"
 THRESHOLDS_FILE = Path("models/thresholds.json")  # per-class thresholds chosen on validation
 
-METRICS_DIR = Path("metrics")
-PREPARE_METRICS = METRICS_DIR / "prepare.json"
-SPLIT_METRICS = METRICS_DIR / "split.json"
-TRAIN_METRICS = METRICS_DIR / "train.json"
-EVALUATE_METRICS = METRICS_DIR / "evaluate.json"
-EXPLAIN_METRICS = METRICS_DIR / "explain.json"
+METRICS_DIR = Path("metrics")  # headline figures, written with reports/<stage>.json by chexnet.headlines
 
 PLOTS_DIR = Path("plots")
 DVCLIVE_DIR = Path("dvclive")  # per-epoch train/val loss and val AUROC, logged by dvclive

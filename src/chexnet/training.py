@@ -259,7 +259,9 @@ def fingerprint(settings: dict[str, Any], files: list[Path]) -> str:
     """What a checkpoint must match to be resumed: training settings and the data it was trained on."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for path in files:
-        digest.update(path.read_bytes())
+        with path.open("rb") as handle:  # in blocks: the image cache may be gigabytes
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 

@@ -1,0 +1,65 @@
+"""What each stage records as a DVC metric, and what goes to a plain report beside it.
+
+``dvc exp show`` and ``dvc metrics diff`` print every number of every metrics file, so ``metrics/`` holds
+the headline figures only: AUROC per finding and its macro/micro means with their intervals, the
+pointing game, the counts that say whether the data changed, and training's outcome. Bookkeeping (per
+finding split counts, thresholds, calibration bins, rejects by reason) goes to ``reports/<stage>.json``,
+a plain output that people and the model card read. Anything that changes from run to run without a
+change of data, code or params (timings, where a resumed run started) is never a metric: after a rerun
+that changes nothing, ``dvc metrics diff`` prints nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chexnet import io
+from chexnet.paths import METRICS_DIR, REPORTS_DIR
+
+
+def _pick(full: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {key: full[key] for key in keys if key in full}
+
+
+def prepare(full: dict[str, Any]) -> dict[str, Any]:
+    headline = _pick(full, ("rows_in_table", "rows_selected", "images_written", "rejected_total"))
+    if "labels" in full:
+        headline["findings"] = full["labels"]["count"]
+    return headline
+
+
+def split(full: dict[str, Any]) -> dict[str, Any]:
+    headline = {name: _pick(full[name], ("images", "patients")) for name in ("train", "val", "test")}
+    return headline | _pick(full, ("patient_overlap",))
+
+
+def train(full: dict[str, Any]) -> dict[str, Any]:
+    keys = ("pretrained", "train_device", "epochs_trained", "best_epoch", "best_val_mean_auroc",
+            "final_train_loss", "final_val_loss", "stopped_early")  # fmt: skip
+    return _pick(full, keys)
+
+
+def evaluate(full: dict[str, Any]) -> dict[str, Any]:
+    """AUROC per finding and macro/micro, each ``{value, ci_low, ci_high}`` (``undefined`` when none)."""
+    return {"auroc": full["auroc"]}
+
+
+def explain(full: dict[str, Any]) -> dict[str, Any]:
+    scores = full.get("localisation")
+    if not scores:
+        return {"findings_explained": full["findings_explained"]}
+    return _pick(scores, ("cases", "pointing_game", "iobb_over_0.5"))
+
+
+HEADLINES = {"prepare": prepare, "split": split, "train": train, "evaluate": evaluate, "explain": explain}
+
+
+def write(stage: str, full: dict[str, Any]) -> None:
+    """``reports/<stage>.json`` with everything, ``metrics/<stage>.json`` with the headline figures."""
+    io.write_json(REPORTS_DIR / f"{stage}.json", full)
+    io.write_json(METRICS_DIR / f"{stage}.json", HEADLINES[stage](full))
+
+
+def read(stage: str, *, headline: bool = False) -> dict[str, Any]:
+    """A stage's full report, or its headline figures (what the model card is written from)."""
+    return io.read_json((METRICS_DIR if headline else REPORTS_DIR) / f"{stage}.json")

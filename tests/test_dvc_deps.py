@@ -1,0 +1,81 @@
+"""dvc.yaml lists, for every stage, exactly the project files that stage's script imports (transitively).
+
+Derived from the code with ``ast``, so a new import without its dvc.yaml line fails here, naming the stage
+and the file, instead of leaving stale metrics that ``dvc status`` calls up to date.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+SRC = REPO / "src"
+
+
+def _module_file(name: str) -> Path | None:
+    base = SRC.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported(path: Path) -> set[Path]:
+    """Project files a file imports: ``import chexnet.x``, ``from chexnet import x``, ``from chexnet.x
+    import y``, anywhere in the file (function-level imports count: they run too). Importing
+    ``chexnet.x`` runs the package's ``__init__`` as well."""
+    found: set[Path] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        for name in names:
+            if name.split(".")[0] != "chexnet":
+                continue
+            parts = name.split(".")
+            for depth in range(1, len(parts) + 1):  # every package on the way is imported too
+                module = _module_file(".".join(parts[:depth]))
+                if module is not None:
+                    found.add(module)
+    return found
+
+
+def import_closure(script: Path) -> set[str]:
+    seen: set[Path] = set()
+    todo = [script]
+    while todo:
+        for module in _imported(todo.pop()):
+            if module not in seen:
+                seen.add(module)
+                todo.append(module)
+    return {str(path.relative_to(REPO)) for path in seen}
+
+
+STAGE_SCRIPTS = {path.stem: path for path in sorted((REPO / "stages").glob("*.py"))}
+PIPELINE = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_SCRIPTS))
+def test_every_stage_depends_on_exactly_the_project_files_it_imports(stage: str):
+    assert stage in PIPELINE, f"stages/{stage}.py has no stage in dvc.yaml"
+    deps = {dep for dep in PIPELINE[stage].get("deps", []) if isinstance(dep, str)}
+    needed = import_closure(STAGE_SCRIPTS[stage]) | {f"stages/{stage}.py"}
+    missing = sorted(needed - deps)
+    assert not missing, f"dvc.yaml stage {stage!r} misses deps it imports: {missing}"
+    listed_code = {dep for dep in deps if dep.startswith(("src/", "stages/"))}
+    extra = sorted(listed_code - needed)
+    assert not extra, f"dvc.yaml stage {stage!r} lists code it never imports (needless reruns): {extra}"
+
+
+def test_the_closure_follows_imports_through_modules():
+    closure = import_closure(STAGE_SCRIPTS["evaluate"])
+    # evaluate imports model, which imports labels and io: both must be found through it
+    assert {"src/chexnet/model.py", "src/chexnet/labels.py", "src/chexnet/io.py"} <= closure
+    assert "src/chexnet/demo.py" not in closure
