@@ -91,3 +91,16 @@ def test_same_seed_same_data_set_in_any_process(tmp_path: Path):
         tables.append(run.stdout)
     assert tables[0] == tables[1]
     assert (tmp_path / "1" / DEMO_BOXES).read_bytes() == (tmp_path / "2" / DEMO_BOXES).read_bytes()
+
+
+def test_the_demo_stage_generates_nothing_when_the_data_params_point_at_your_own_data(tmp_path: Path):
+    from chexnet.demo import reads_demo
+    from tests.conftest import REPO
+
+    assert reads_demo("data/demo/table.parquet", "data/demo/images", "data/demo")
+    assert not reads_demo("/datalake/gold.parquet", "/data/images", "data/demo")
+    (tmp_path / "params.yaml").write_text("data: {table: /datalake/gold.parquet, images: /data/images}\n")
+    result = subprocess.run([sys.executable, str(REPO / "stages" / "demo.py")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in (tmp_path / "data" / "demo").iterdir()] == ["NOT_GENERATED.txt"]

@@ -337,3 +337,62 @@ def test_gzip_table_round_trip_is_supported(tmp_path: Path):
     with gzip.open(work / "table.csv.gz", "wt", encoding="utf-8") as handle:
         table.to_csv(handle, index=False)
     assert _stage(work, PREPARE).returncode == 0
+
+
+def _stage_outputs(work: Path, stage: str) -> dict[str, bytes]:
+    outputs = {
+        "split": ["data/split.parquet", "metrics/split.json", "reports/split.json"],
+        "evaluate": ["metrics/evaluate.json", "reports/evaluate.json", "models/thresholds.json",
+                     "plots/roc.csv", "data/predictions/test.parquet", "reports/model_card.md"],
+        "explain": ["reports/explain.csv", "reports/explain.json", "metrics/explain.json"],
+    }[stage]  # fmt: skip
+    return {name: (work / name).read_bytes() for name in outputs}
+
+
+def _evaluable(root: Path) -> Path:
+    """A tiny work dir as train leaves it (tests.conftest.make_workdir plus a model and the reports)."""
+    from tests.conftest import make_workdir, save_test_model
+
+    work = make_workdir(root, epochs=1)
+    (work / "params.yaml").write_text("{weights: none, device: cpu, evaluate: {bootstrap_resamples: 50}}\n")
+    save_test_model(work / "models" / "chexnet_model.pth")
+    (work / "reports").mkdir()
+    (work / "metrics").mkdir()
+    (work / "reports" / "prepare.json").write_text(json.dumps({"rows_in_table": 48, "rows_selected": 48,
+        "images_written": 48, "duplicates_dropped": 0, "rejected": {}, "rejected_total": 0}))  # fmt: skip
+    (work / "metrics" / "train.json").write_text(json.dumps({"pretrained": False, "epochs_trained": 1}))
+    for stage in ("split", "evaluate"):
+        assert _stage(work, str(REPO / "stages" / f"{stage}.py")).returncode == 0
+    return work
+
+
+@pytest.mark.parametrize("stage", ["split", "evaluate", "explain"])
+def test_a_stage_killed_at_a_random_moment_then_rerun_writes_what_an_uninterrupted_run_writes(
+    tmp_path: Path, stage: str
+):
+    script = str(REPO / "stages" / f"{stage}.py")
+    reference, work = _evaluable(tmp_path / "reference"), _evaluable(tmp_path / "killed")
+    assert _stage(reference, script).returncode == 0
+    expected = _stage_outputs(reference, stage)
+    process = subprocess.Popen([sys.executable, script], cwd=work, env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    time.sleep(random.Random(os.getpid()).uniform(0.5, 4.0))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not [p for p in work.rglob("*.tmp") if not p.name.startswith(".")]  # never a half file at a name
+    assert _stage(work, script).returncode == 0
+    assert _stage_outputs(work, stage) == expected
+
+
+def test_explain_goes_on_after_a_decompression_bomb(tmp_path: Path):
+    from tests.conftest import save_test_model
+
+    save_test_model(tmp_path / "m.pth", image_size=32)
+    _bomb(tmp_path / "bomb.png")
+    Image.fromarray(np.full((64, 64), 80, np.uint8)).save(tmp_path / "good.png")
+    files = [str(tmp_path / "bomb.png"), str(tmp_path / "good.png")]
+    options = ["--model", str(tmp_path / "m.pth"), "--finding", "Mass", "--out", str(tmp_path / "out")]
+    command = [sys.executable, "-m", "chexnet", "explain", *files, *options]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_env())
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "bomb.png: cannot be explained" in result.stderr and (tmp_path / "out" / "good_Mass.png").exists()

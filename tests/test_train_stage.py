@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -154,3 +155,21 @@ def test_kill_9_of_the_process_group_leaves_no_worker_training(tmp_path: Path):
     assert _processes_in(work) == [], "a worker survived its launcher"
     time.sleep(1)
     assert not (work / "models" / "chexnet_model.pth").exists()
+
+
+def test_a_checkpoint_from_another_image_size_is_not_resumed(tmp_path: Path):
+    work = _workdir(tmp_path, epochs=3)
+    checkpoint = work / "checkpoints" / "train_checkpoint.pt"
+    process = subprocess.Popen([sys.executable, STAGE], cwd=work, env=_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert checkpoint.exists()
+    cache = work / "data" / "prepared" / "images.npy"
+    np.save(cache, np.resize(np.load(cache), (48, 40, 40)))  # prepare rerun at another image_size
+    result = _run(work, sys.executable, STAGE)
+    assert "other settings or data" in result.stderr
+    assert json.loads((work / "reports" / "train.json").read_text())["resumed_from_epoch"] == 0
