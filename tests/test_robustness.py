@@ -391,8 +391,34 @@ def test_explain_goes_on_after_a_decompression_bomb(tmp_path: Path):
     _bomb(tmp_path / "bomb.png")
     Image.fromarray(np.full((64, 64), 80, np.uint8)).save(tmp_path / "good.png")
     files = [str(tmp_path / "bomb.png"), str(tmp_path / "good.png")]
-    options = ["--model", str(tmp_path / "m.pth"), "--finding", "Mass", "--out", str(tmp_path / "out")]
+    options = ["--model", str(tmp_path / "m.pth"), "--finding", "Mass", "--out", str(tmp_path / "out"),
+               "--thresholds", str(tmp_path / "none.json")]  # fmt: skip
     command = [sys.executable, "-m", "chexnet", "explain", *files, *options]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_env())
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "bomb.png: cannot be explained" in result.stderr and (tmp_path / "out" / "good_Mass.png").exists()
+
+
+def test_the_demo_stage_killed_at_a_random_moment_then_rerun_writes_the_same_set(tmp_path: Path):
+    params = "demo: {n_patients: 30, n_images: 60, image_size: 64}\n"
+    outputs = {}
+    for name, kill in (("reference", False), ("killed", True)):
+        work = tmp_path / name
+        work.mkdir()
+        (work / "params.yaml").write_text(params)
+        script = str(REPO / "stages" / "demo.py")
+        if kill:
+            process = subprocess.Popen([sys.executable, script], cwd=work, env=_env(),
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            time.sleep(random.Random(os.getpid()).uniform(0.5, 2.0))
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        assert _stage(work, script).returncode == 0
+        demo = work / "data" / "demo"
+        files = [p for p in sorted(demo.rglob("*")) if p.is_file()]
+        # a kill can leave only hidden temporary files (.<name>.*.tmp), never a half file at a real name
+        assert all(p.name.endswith(".tmp") for p in files if p.name.startswith("."))
+        outputs[name] = {
+            str(p.relative_to(demo)): p.read_bytes() for p in files if not p.name.startswith(".")
+        }
+    assert outputs["killed"] == outputs["reference"]
