@@ -52,21 +52,27 @@ def test_torchrun_two_cpu_processes_with_gloo(tmp_path: Path):
     assert not (work / "checkpoints" / "train_checkpoint.pt").exists()  # removed once finished
 
 
-def test_killed_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path: Path):
-    epochs = 4
-    reference = _workdir(tmp_path / "reference", epochs=epochs)
-    _run(reference, sys.executable, STAGE)
-
-    work = _workdir(tmp_path / "killed", epochs=epochs)
+def _kill_after_first_checkpoint(work: Path) -> Path:
+    """Run the stage in ``work`` and ``kill -9`` it as soon as its first resume checkpoint exists."""
     checkpoint = work / "checkpoints" / "train_checkpoint.pt"
     process = subprocess.Popen([sys.executable, STAGE], cwd=work, env=_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 300
     while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)  # kill -9, in the middle of epoch 2 (or later)
+    process.send_signal(signal.SIGKILL)
     process.wait()
     assert checkpoint.exists(), "the run ended before it wrote a checkpoint"
+    return checkpoint
+
+
+def test_killed_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path: Path):
+    epochs = 4
+    reference = _workdir(tmp_path / "reference", epochs=epochs)
+    _run(reference, sys.executable, STAGE)
+
+    work = _workdir(tmp_path / "killed", epochs=epochs)
+    checkpoint = _kill_after_first_checkpoint(work)  # kill -9, in the middle of epoch 2 (or later)
     killed_after = torch.load(checkpoint, weights_only=True)["epoch"]
     assert killed_after < epochs
     assert not (work / "models" / "chexnet_model.pth").exists()
@@ -159,15 +165,7 @@ def test_kill_9_of_the_process_group_leaves_no_worker_training(tmp_path: Path):
 
 def test_a_checkpoint_from_another_image_size_is_not_resumed(tmp_path: Path):
     work = _workdir(tmp_path, epochs=3)
-    checkpoint = work / "checkpoints" / "train_checkpoint.pt"
-    process = subprocess.Popen([sys.executable, STAGE], cwd=work, env=_env(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert checkpoint.exists()
+    _kill_after_first_checkpoint(work)
     cache = work / "data" / "prepared" / "images.npy"
     np.save(cache, np.resize(np.load(cache), (48, 40, 40)))  # prepare rerun at another image_size
     result = _run(work, sys.executable, STAGE)
