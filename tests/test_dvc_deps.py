@@ -7,11 +7,14 @@ and the file, instead of leaving stale metrics that ``dvc status`` calls up to d
 from __future__ import annotations
 
 import ast
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
 
+from chexnet.params import Params
 from tests.conftest import REPO
 
 SRC = REPO / "src"
@@ -79,3 +82,46 @@ def test_the_closure_follows_imports_through_modules():
     # evaluate imports model, which imports labels and io: both must be found through it
     assert {"src/chexnet/model.py", "src/chexnet/labels.py", "src/chexnet/io.py"} <= closure
     assert "src/chexnet/demo.py" not in closure
+
+
+def _file_params(cls: type, prefix: str = "") -> list[str]:
+    """Every param declared ``file=True`` in the schema: a path that names a file a stage reads."""
+    found: list[str] = []
+    for spec in dataclasses.fields(cls):
+        kind = typing.get_type_hints(cls)[spec.name]
+        if dataclasses.is_dataclass(kind):
+            found += _file_params(kind, f"{prefix}{spec.name}.")
+        elif spec.metadata.get("file"):
+            found.append(f"{prefix}{spec.name}")
+    return found
+
+
+FILE_PARAMS = _file_params(Params)
+
+
+def test_the_schema_declares_the_files_params_name():
+    assert {"weights", "split.test_list", "data.bbox_table", "data.metadata_table"} <= set(FILE_PARAMS)
+
+
+@pytest.mark.parametrize("key", FILE_PARAMS)
+def test_a_file_named_by_a_param_is_a_dependency_of_every_stage_that_reads_the_param(key: str):
+    readers = [
+        name
+        for name, stage in PIPELINE.items()
+        if any(key == listed or key.startswith(f"{listed}.") for listed in stage.get("params", []))
+    ]
+    assert readers, f"no stage lists the param {key!r}"
+    for name in readers:
+        dep = f"${{{key}}}"
+        assert dep in PIPELINE[name].get("deps", []), f"dvc.yaml stage {name!r} misses the dependency {dep}"
+
+
+def test_the_repo_params_name_files_that_exist():
+    """DVC refuses a missing dependency: a file param naming no file names the stand-in instead."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for key in FILE_PARAMS:
+        value = raw
+        for part in key.split("."):
+            value = value[part]
+        produced = value.startswith(("data/demo/", "data/prepared/"))  # a stage's output
+        assert produced or (REPO / value).exists(), f"params.yaml {key}: {value} does not exist"

@@ -47,3 +47,13 @@ def test_choices_are_checked():
     assert params_from_dict({"train": {"compile_mode": "reduce-overhead"}}).train.compile_mode == (
         "reduce-overhead"
     )
+
+
+def test_the_stand_in_files_read_as_no_file_and_imagenet():
+    none = "inputs/none"
+    p = params_from_dict({"weights": none, "split": {"test_list": none}, "data": {"bbox_table": f"./{none}"}})
+    assert p.weights == "none" and p.split.test_list == "" and p.data.bbox_table == ""
+    assert params_from_dict({"weights": "inputs/imagenet"}).weights == "imagenet"
+    assert params_from_dict({"weights": "models/ft.pth"}).weights == "models/ft.pth"
+    with pytest.raises(ParamsError, match=r"split\.test_list"):
+        params_from_dict({"split": {"method": "official", "test_list": "inputs/none"}})

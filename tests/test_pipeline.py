@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -30,6 +31,7 @@ COPY = [
     ".dvc/plots",
     ".dvc/html",
     ".dvcignore",
+    "inputs",
     ".gitignore",
     "pyproject.toml",
 ]
@@ -65,7 +67,7 @@ def repo(tmp_path_factory) -> Path:
             (root / item).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, root / item)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params.update(epochs=1, batch_size=8, image_size=64, weights="none", device="cpu")
+    params.update(epochs=1, batch_size=8, image_size=64, weights="inputs/none", device="cpu")
     params["demo"].update(n_patients=30, n_images=60, image_size=96)
     params["split"].update(val_fraction=0.2, test_fraction=0.3)
     params["data"].update(min_positives=1)  # 60 images: some findings have only a few positives
@@ -175,6 +177,42 @@ def test_a_rerun_that_changes_nothing_changes_no_metric(repo: Path):
     diff = subprocess.run(["dvc", "metrics", "diff"], cwd=repo, env=_env(), capture_output=True, text=True)
     assert diff.returncode == 0 and diff.stdout.strip() == "", diff.stdout  # no timing, nothing that drifts
     assert "up to date" in run(repo, "dvc", "status")  # the same model bytes: nothing downstream to rerun
+
+
+def test_editing_a_file_a_param_names_reruns_the_stage_that_reads_it(repo: Path):
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "before editing param-named files", "--allow-empty")
+    box_table = repo / "data/demo/BBox_List.csv"
+    original = box_table.read_bytes()
+    try:
+        box_table.write_bytes(original + original.splitlines(keepends=True)[-1])  # one box twice
+        status = run(repo, "dvc", "status")
+        assert "explain:" in status and "data/demo/BBox_List.csv" in status
+        for stage in ("prepare:", "split:", "train:", "evaluate:"):
+            assert stage not in status
+    finally:
+        box_table.write_bytes(original)
+    assert "up to date" in run(repo, "dvc", "status")
+    split_list = repo / "test_images.txt"  # an official-split list named by a param is a split dependency
+    test_images = pd.read_parquet(repo / "data/split.parquet").query("split == 'test'")["image"]
+    split_list.write_text("\n".join(test_images))
+    params_path = repo / "params.yaml"
+    params_text = params_path.read_text()
+    try:
+        params = yaml.safe_load(params_text)
+        params["split"].update(method="official", test_list="test_images.txt")
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        run(repo, "dvc", "repro", "split")
+        assert "up to date" in run(repo, "dvc", "status", "split")
+        split_list.write_text(split_list.read_text() + "\n")  # edited in place, same param value
+        assert "test_images.txt" in run(repo, "dvc", "status", "split")
+    finally:
+        params_path.write_text(params_text)
+        split_list.unlink()
+        # back to the committed split: the lock and split's uncached outputs from git, the rest from the cache
+        run(repo, "git", "checkout", "HEAD", "--", "dvc.lock", "reports/split.json", "metrics/split.json")
+        run(repo, "dvc", "checkout", "-f")
+    assert "up to date" in run(repo, "dvc", "status")
 
 
 def test_a_team_pushes_to_a_remote_and_a_fresh_clone_pulls_and_predicts(repo: Path, tmp_path: Path):

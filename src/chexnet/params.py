@@ -37,17 +37,20 @@ def param(
     choices: tuple[str, ...] | None = None,
     pattern: str | None = None,
     free: bool = False,
+    file: bool = False,
     factory: Any = dataclasses.MISSING,
 ) -> Any:
     """A field with its allowed values declared where it is declared (one home per rule).
 
     ``low``/``high`` bound numbers (inclusive unless ``*_open``), ``choices`` or ``pattern`` limit text,
-    ``free`` marks text that is a path or a name. :func:`check_ranges` enforces them all, and the
+    ``free`` marks text that is a path or a name; ``file`` marks a path that ``dvc.yaml`` lists as a
+    dependency (``${key}``), so the file named is tracked by content. :func:`check_ranges` enforces them
+    all, and the
     robustness tests derive their out-of-range values from the same metadata, so a new param is tested
     as soon as it is declared.
     """
     metadata = {"low": low, "high": high, "low_open": low_open, "high_open": high_open,
-                "choices": choices, "pattern": pattern, "free": free}  # fmt: skip
+                "choices": choices, "pattern": pattern, "free": free or file, "file": file}  # fmt: skip
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -57,6 +60,11 @@ VIEWS = ("PA", "AP", "lateral")  # data.views: what the chexpert and mimic prese
 DEMO_LAYOUTS = ("seed", "nih", "chexpert", "mimic")
 PRESETS = ("seed", "nih", "chexpert", "mimic")
 # torch.compile's modes; reduce-overhead and max-autotune also replay CUDA graphs (launch-bound batches).
+# dvc.yaml cannot make a dependency conditional, and a dependency must exist: a file param that names
+# no file (or ImageNet's weights, which live in torch's cache) names one of these tracked stand-ins,
+# read back here as the plain keywords the library takes ("" for no file).
+NO_FILE = "inputs/none"
+IMAGENET_FILE = "inputs/imagenet"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 THRESHOLD_METHODS = ("youden", "max_f1")
@@ -85,11 +93,11 @@ class DataParams:
     table: str = param("data/demo/table.parquet", free=True)
     images: str = param("data/demo/images", free=True)
     preset: str = param("seed", choices=PRESETS)  # the layout of the table (README "Your own data")
-    metadata_table: str = param("", free=True)  # mimic: mimic-cxr-2.0.0-metadata.csv(.gz)
+    metadata_table: str = param("", file=True)  # mimic: mimic-cxr-2.0.0-metadata.csv(.gz)
     image_column: str = param("", free=True)  # "" = the preset's; set one to override it
     label_column: str = param("", free=True)
     patient_column: str = param("", free=True)  # "none": patient ids from NIH file names PPPPPPPP_FFF.png
-    bbox_table: str = param("data/demo/BBox_List.csv", free=True)
+    bbox_table: str = param("data/demo/BBox_List.csv", file=True)  # inputs/none: no boxes
     workers: int = param(0, low=0)  # decoder threads for prepare; 0 = every core
     max_rejected_fraction: float = param(0.01, low=0, high=1)  # prepare fails above this share
     # How findings are read (the label list itself is the top-level ``labels``; README "Findings").
@@ -110,8 +118,8 @@ class SplitParams:
     method: str = param("random", choices=SPLIT_METHODS)
     val_fraction: float = param(0.1, low=0, high=1, low_open=True, high_open=True)
     test_fraction: float = param(0.2, low=0, high=1, low_open=True, high_open=True)  # random only
-    test_list: str = param("", free=True)  # official: one image name a line (NIH's test_list.txt, .gz)
-    train_val_list: str = param("", free=True)  # official, optional: NIH's train_val_list.txt
+    test_list: str = param("", file=True)  # official: one image name a line (NIH's test_list.txt, .gz)
+    train_val_list: str = param("", file=True)  # official, optional: NIH's train_val_list.txt
 
 
 @dataclass(frozen=True)
@@ -157,7 +165,7 @@ class Params:
     lr: float = param(1e-4, low=0, high=1, low_open=True)
     image_size: int = param(224, low=32, high=4096)  # DenseNet121 needs 32 px or more
     subset: int = param(20000, low=1)
-    weights: str = param("imagenet", free=True)  # imagenet | none | path to a state_dict file
+    weights: str = param("imagenet", file=True)  # inputs/imagenet | inputs/none | path to a state_dict
     labels: str | list[str] = "auto"  # auto | from_data | nih14 | [explicit, names]
     device: str = param("auto", pattern=r"auto|cpu|cuda(:\d+)?|mps")  # auto | cpu | cuda | cuda:N
     num_workers: int = param(0, low=0)
@@ -324,11 +332,25 @@ def _build(cls: Any, raw: Any, prefix: str = "") -> Any:
             f"params: unknown key(s) {', '.join(repr(f'{prefix}.{k}' if prefix else k) for k in unknown)} "
             f"at {where}; known keys: {', '.join(sorted(names))}"
         )
+    files = {f.name for f in dataclasses.fields(cls) if f.metadata.get("file")}
     values = {}
     for name, value in raw.items():
         annotation = hints[name]
         values[name] = _coerce(value, annotation, f"{prefix}.{name}" if prefix else name)
+        if name in files:
+            values[name] = _from_stand_in(values[name], name)
     return cls(**values)
+
+
+def _from_stand_in(value: str, name: str) -> str:
+    """``inputs/none`` -> "" (no file) and ``inputs/imagenet`` -> ``imagenet``; ``weights: inputs/none``
+    -> ``none`` (random initialisation). Other paths are kept as written."""
+    key = value.removeprefix("./")
+    if key == NO_FILE:
+        return "none" if name == "weights" else ""
+    if key == IMAGENET_FILE and name == "weights":
+        return "imagenet"
+    return value
 
 
 def params_from_dict(raw: dict[str, Any] | None) -> Params:
