@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from chexnet import data, distributed, headlines, io, paths, training
 from chexnet.cli import run_stage
@@ -57,6 +58,7 @@ def train(params, ctx: distributed.Context) -> None:
         num_workers=params.num_workers,
         amp=cfg.amp,
         channels_last=cfg.channels_last,
+        memory_efficient=cfg.memory_efficient,
         compile=cfg.compile,
         compile_mode=cfg.compile_mode,
         hflip=cfg.hflip,
@@ -85,11 +87,14 @@ def train(params, ctx: distributed.Context) -> None:
     checkpoint = Path(cfg.checkpoint_dir) / paths.CHECKPOINT_NAME
     if ctx.is_main:
         log.info(
-            "training on %s × %d process(es), %s weights, amp %s, %d findings (%s)",
+            "training on %s × %d process(es), %s weights, %s, channels_last %s, memory_efficient %s, "
+            "%d findings (%s)",
             ctx.device,
             ctx.world_size,
             "ImageNet" if pretrained else "random",
-            options.amp,
+            training.amp_dtype(options.amp, ctx.device) or "fp32",
+            training.on_cpu_by_default(options.channels_last, ctx.device),
+            training.on_cpu_by_default(options.memory_efficient, ctx.device),
             len(labels),
             labels.source,
         )
@@ -130,6 +135,9 @@ def train(params, ctx: distributed.Context) -> None:
         {
             "pretrained": pretrained,
             "train_device": f"{ctx.device.type} x{ctx.world_size}",
+            "precision": str(training.amp_dtype(options.amp, ctx.device) or torch.float32)[len("torch.") :],
+            "channels_last": training.on_cpu_by_default(options.channels_last, ctx.device),
+            "memory_efficient": training.on_cpu_by_default(options.memory_efficient, ctx.device),
             "epochs_trained": len(history),
             "best_epoch": result.best_epoch,
             "best_val_mean_auroc": None

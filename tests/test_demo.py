@@ -104,3 +104,27 @@ def test_the_demo_stage_generates_nothing_when_the_data_params_point_at_your_own
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert [p.name for p in (tmp_path / "data" / "demo").iterdir()] == ["NOT_GENERATED.txt"]
+
+
+def test_contrast_scales_what_the_findings_change():
+    from chexnet.demo import Anatomy, draw_radiograph
+
+    anatomy = Anatomy.sample(np.random.default_rng(1))
+    draw = lambda findings, contrast: draw_radiograph(  # noqa: E731
+        96, anatomy, findings, np.random.default_rng(5), contrast
+    )[0]
+    normal, double, triple = draw({"Mass"}, 1.0), draw({"Mass"}, 2.0), draw({"Mass"}, 3.0)
+    assert np.array_equal(draw({"Mass"}, 1.0), normal)  # the same draw: 1.0 is the patterns as drawn
+    unclipped = (normal > 0) & (triple < 1) & (triple > 0)
+    step = double - normal  # each unit of contrast adds the finding's pattern once more
+    assert np.abs(step).max() > 0.1
+    np.testing.assert_allclose((triple - double)[unclipped], step[unclipped], atol=1e-5)
+
+
+def test_max_findings_bounds_the_new_findings_per_image():
+    from chexnet.demo import _sample_findings
+
+    rng = np.random.default_rng(0)
+    counts = [len(_sample_findings(rng, 0.0, set(), max_findings=5)) for _ in range(2000)]
+    assert min(counts) == 1 and max(counts) == 5
+    assert counts.count(1) > counts.count(5)  # fewer more likely

@@ -6,7 +6,7 @@ import torch
 
 from chexnet import training
 from chexnet.dataset import CachedImages
-from chexnet.model import CheXNet
+from chexnet.model import CheXNet, set_memory_efficient
 
 CPU = torch.device("cpu")
 
@@ -131,11 +131,43 @@ def test_flips_happen_on_the_device_batch(tmp_path: Path):
     )
 
 
-def test_amp_choice():
-    assert training.amp_dtype("auto", CPU) is None and training.amp_dtype("off", CPU) is None
+def test_amp_choice(monkeypatch):
+    assert training.amp_dtype("off", CPU) is None
     assert training.amp_dtype("bf16", CPU) is torch.bfloat16
+    # auto on a CPU: bf16 only where the CPU says it computes bf16 natively, fp32 elsewhere
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    assert training.amp_dtype("auto", CPU) is torch.bfloat16
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    assert training.amp_dtype("auto", CPU) is None
+    assert training.amp_dtype("auto", torch.device("mps")) is None
     with pytest.raises(training.ChexnetError, match="fp16 needs CUDA"):
         training.amp_dtype("fp16", CPU)
+
+
+def test_native_bf16_is_what_torch_reads_from_the_cpu():
+    expected = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert training.cpu_has_native_bf16() is bool(expected)
+
+
+def test_cpu_settings_are_on_for_cpu_and_off_for_cuda_when_auto():
+    cuda = torch.device("cuda")
+    assert training.on_cpu_by_default("auto", CPU) and not training.on_cpu_by_default("auto", cuda)
+    assert training.on_cpu_by_default(True, cuda) and not training.on_cpu_by_default(False, CPU)
+
+
+def test_memory_efficient_layers_give_the_same_gradients():
+    torch.manual_seed(0)
+    plain = CheXNet(3)
+    saving = CheXNet(3)
+    saving.load_state_dict(plain.state_dict())
+    set_memory_efficient(saving, True)
+    x = torch.randn(2, 3, 32, 32)
+    for model in (plain, saving):
+        model.train()
+        model.logits(x).sum().backward()
+    for (name, a), (_, b) in zip(plain.named_parameters(), saving.named_parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)
+    assert sum(m.memory_efficient for m in saving.modules() if hasattr(m, "memory_efficient")) == 58
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -311,27 +311,36 @@ def _draw_findings(c: _Canvas, findings: set[str], lungs: tuple[np.ndarray, np.n
 
 
 def draw_radiograph(
-    size: int, anatomy: Anatomy, findings: set[str], rng: np.random.Generator
+    size: int, anatomy: Anatomy, findings: set[str], rng: np.random.Generator, contrast: float = 1.0
 ) -> tuple[np.ndarray, list[tuple[str, float, float, float, float]]]:
-    """Draw one image: a float32 array in 0..1 and the boxes ``(label, x, y, w, h)`` in its pixels."""
+    """Draw one image: a float32 array in 0..1 and the boxes ``(label, x, y, w, h)`` in its pixels.
+
+    ``contrast`` scales what the findings change in the image (1: the patterns as drawn)."""
     shift = (float(rng.normal(0, 0.012)), float(rng.normal(0, 0.012)))
     canvas = _Canvas(size, anatomy, rng, shift)
     lungs = _draw_anatomy(canvas, findings)
+    healthy = canvas.field.copy()
     _draw_findings(canvas, findings, lungs)
+    if contrast != 1.0:
+        canvas.field = healthy + contrast * (canvas.field - healthy)
     field = ndimage.gaussian_filter(canvas.field, 0.0015 * size)
     field = (field - 0.3) * anatomy.contrast + 0.3 + anatomy.brightness
     field += rng.normal(0, 0.018, field.shape).astype(np.float32)
     return np.clip(field, 0, 1), canvas.boxes
 
 
-def _sample_findings(rng: np.random.Generator, no_finding_fraction: float, previous: set[str]) -> set[str]:
-    """Findings for one image; a follow-up keeps each earlier finding with probability 0.5."""
+def _sample_findings(
+    rng: np.random.Generator, no_finding_fraction: float, previous: set[str], max_findings: int = 3
+) -> set[str]:
+    """Findings for one image; a follow-up keeps each earlier finding with probability 0.5. New ones:
+    1 to ``max_findings``, k of them with weight proportional to ``max_findings + 1 - k``."""
     # In NIH14 order, never in set order: a set of strings iterates in an order that changes with
     # Python's per-process hash seed, which would make the same seed draw a different data set.
     kept = {label for label in NIH14 if label in previous and rng.random() < 0.5}
     if not kept and rng.random() < no_finding_fraction:
         return set()
-    count = int(rng.choice((1, 2, 3), p=(0.45, 0.35, 0.2)))
+    weights = np.arange(max_findings, 0, -1, dtype=float)
+    count = int(rng.choice(np.arange(1, max_findings + 1), p=weights / weights.sum()))
     drawn = rng.choice(len(NIH14), size=count, replace=False, p=_WEIGHTS)
     return kept | {NIH14[i] for i in drawn}
 
@@ -482,10 +491,10 @@ def generate_demo(out_dir: str | Path, demo: DemoParams) -> pd.DataFrame:
         anatomy = Anatomy.sample(rng)
         findings: set[str] = set()
         for follow_up in range(per_patient[patient]):
-            findings = _sample_findings(rng, demo.no_finding_fraction, findings)
+            findings = _sample_findings(rng, demo.no_finding_fraction, findings, demo.max_findings)
             drawn = _Drawn(patient, follow_up, index, frozenset(findings))
             entry = _entry(layout, drawn)
-            field, image_boxes = draw_radiograph(demo.image_size, anatomy, findings, rng)
+            field, image_boxes = draw_radiograph(demo.image_size, anatomy, findings, rng, demo.contrast)
             _save_image(image_dir / entry, field, modes.get(index, "L"))
             drawn_images.append(drawn)
             boxes.extend((entry, *box) for box in image_boxes)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models import DenseNet, DenseNet121_Weights, densenet121
+from torchvision.models.densenet import _DenseLayer
 
 from chexnet import io
 from chexnet.dataset import IMAGENET_MEAN, IMAGENET_STD
@@ -60,6 +61,15 @@ class CheXNet(DenseNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier[1](self.logits(x))
+
+
+def set_memory_efficient(model: CheXNet, on: bool) -> None:
+    """Recompute each dense layer's concatenation in the backward pass instead of keeping it
+    (torchvision's ``memory_efficient``): the same weights and results, a fraction of the activation
+    memory, some extra compute. The state_dict is unchanged."""
+    for module in model.modules():
+        if isinstance(module, _DenseLayer):
+            module.memory_efficient = on
 
 
 class LogitsView(nn.Module):

@@ -80,6 +80,8 @@ class DemoParams:
     n_images: int = param(2000, low=1)
     image_size: int = param(256, low=32, high=4096)  # side of the generated PNGs (NIH's are 1024)
     no_finding_fraction: float = param(0.2, low=0, high=1, high_open=True)
+    max_findings: int = param(3, low=1, high=14)  # new findings per image: 1..max, fewer more likely
+    contrast: float = param(1.0, low=0, low_open=True, high=5)  # strength of every finding's pattern
     rgba_images: int = param(3, low=0)  # a few stored as RGBA and 16-bit, as in the real data
     gray16_images: int = param(3, low=0)
     seed: int = param(2017, low=0)
@@ -145,8 +147,10 @@ class TrainParams:
     """How to train fast and robustly; the defaults keep the seed's behaviour (no extra tricks)."""
 
     processes: int = param(1, low=1)  # processes on this machine (torchrun --nproc_per_node)
-    amp: str = param("auto", choices=AMP_MODES)  # auto: CUDA bf16 if supported, else fp16; CPU fp32
-    channels_last: bool = False  # faster on CUDA from batch 128 and on CPU; slower at 32 on CUDA
+    # auto: CUDA bf16 if supported, else fp16; CPU bf16 where it is native (AVX512-BF16, AMX), else fp32
+    amp: str = param("auto", choices=AMP_MODES)
+    channels_last: bool | str = param("auto", choices=("auto",))  # auto: CPU on, CUDA off (slower at 32)
+    memory_efficient: bool | str = param("auto", choices=("auto",))  # auto: CPU on (RAM), CUDA off
     compile: bool = False  # torch.compile the model (CUDA; slow first epoch, faster after)
     compile_mode: str = param("default", choices=COMPILE_MODES)
     hflip: bool = False  # random horizontal flips, on the device

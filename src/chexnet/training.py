@@ -2,8 +2,10 @@
 
 - Data: uint8 batches from the prepared cache (memory map, DataLoader workers, pinned memory),
   normalised and optionally flipped on the device, batched.
-- Speed on CUDA: mixed precision (bf16 where supported, else fp16 with a gradient scaler),
-  channels_last, cuDNN autotuning, optional ``torch.compile``. On CPU everything still runs in fp32.
+- Speed on CUDA: mixed precision (bf16 where supported, else fp16 with a gradient scaler), cuDNN
+  autotuning, optional channels_last and ``torch.compile``. On a CPU with native bf16 (AVX512-BF16,
+  AMX): bf16 autocast, channels_last and DenseNet's memory-efficient layers, 2.5× the fp32 speed in
+  half the memory (benchmarks/README.md); fp32 on other CPUs.
 - Scale: one process, or many under ``torchrun`` (DistributedDataParallel, distributed samplers,
   metrics reduced across processes).
 - Robustness: a checkpoint after every epoch (model, optimiser, scaler, scheduler, RNG states, history)
@@ -39,7 +41,7 @@ from chexnet.distributed import Context, barrier, gather_rows, sum_all
 from chexnet.errors import ChexnetError
 from chexnet.evaluation import tta_views
 from chexnet.metrics import mean_auroc, per_class_auroc
-from chexnet.model import CheXNet, LogitsView
+from chexnet.model import CheXNet, LogitsView, set_memory_efficient
 
 log = logging.getLogger(__name__)
 SINGLE = Context(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -57,8 +59,9 @@ class TrainOptions:
     lr: float = 1e-4
     seed: int = 42
     num_workers: int = 0
-    amp: str = "auto"  # auto (CUDA: bf16 if supported else fp16; CPU: off) | bf16 | fp16 | off
-    channels_last: bool = False
+    amp: str = "auto"  # auto (CUDA: bf16 if supported else fp16; CPU: bf16 where native) | bf16 | fp16 | off
+    channels_last: bool | str = "auto"  # auto: on for CPU, off for CUDA
+    memory_efficient: bool | str = "auto"  # DenseNet's checkpointed dense layers; auto: on for CPU
     compile: bool = False
     compile_mode: str = "default"  # torch.compile mode (params.COMPILE_MODES)
     hflip: bool = False
@@ -97,17 +100,36 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), as torch's own cpuinfo reports.
+
+    Asked, not tried: an autocast that merely runs (CPUs without these emulate bf16 through fp32 AVX512,
+    or fall back to slow reference kernels) says nothing about whether it is faster.
+    """
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
 def amp_dtype(option: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``option`` on ``device`` (``None``: full fp32)."""
     if option not in ("auto", "bf16", "fp16", "off"):
         raise ChexnetError(f"train.amp must be auto, bf16, fp16 or off, got {option!r}")
-    if option == "off" or (option == "auto" and device.type != "cuda"):
+    if option == "off":
         return None
+    if option == "auto" and device.type != "cuda":
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
     if option == "fp16" and device.type != "cuda":
         raise ChexnetError("train.amp: fp16 needs CUDA; use bf16 or off on CPU")
     if option == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if option == "bf16" else torch.float16
+
+
+def on_cpu_by_default(option: bool | str, device: torch.device) -> bool:
+    """``auto`` settings that pay on a CPU and not on a GPU (measured: benchmarks/README.md, "CPU levers"):
+    channels_last (faster on CPU, slower on CUDA at batch 32) and memory_efficient (on a CPU, RAM is what
+    a laptop runs out of; on a GPU the recomputation costs time that memory does not need)."""
+    return device.type == "cpu" if option == "auto" else bool(option)
 
 
 def make_optimizer(model: nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
@@ -309,8 +331,9 @@ def fit(
     dtype = amp_dtype(options.amp, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
-    model.to(device, memory_format=memory_format)
+    channels_last = on_cpu_by_default(options.channels_last, device)
+    set_memory_efficient(model, on_cpu_by_default(options.memory_efficient, device))
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     net: nn.Module = LogitsView(model)
     if ctx.distributed:
         net = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
@@ -378,7 +401,7 @@ def fit(
             train_loader, desc=f"epoch {epoch}/{options.epochs}", unit="batch", disable=not ctx.is_main
         )
         for batch, (images, labels) in enumerate(bar, start=1):
-            x = prepare_batch(images, device, hflip=options.hflip, channels_last=options.channels_last)
+            x = prepare_batch(images, device, hflip=options.hflip, channels_last=channels_last)
             labels = labels.to(device, non_blocking=True)
             detached = train_step(net, x, labels, criterion, optimizer, scaler, dtype)
             total += detached * len(labels)
@@ -390,7 +413,7 @@ def fit(
         loss_sum, seen = sum_all(ctx, total.item(), float(count))
         train_seconds = time.perf_counter() - started
 
-        scores, truth = _predict(net, val_loader, ctx, dtype, options.channels_last, "validate")
+        scores, truth = _predict(net, val_loader, ctx, dtype, channels_last, "validate")
         val_auroc = mean_auroc(per_class_auroc(truth, scores, [str(j) for j in range(truth.shape[1])]))
         record = EpochRecord(
             epoch=epoch,
