@@ -6,8 +6,8 @@ are ``+``-joined flags: ``fp32`` or ``bf16`` (autocast dtype), ``cl`` (channels_
 (DenseNet's ``memory_efficient``: checkpointed dense layers), ``compile`` (``torch.compile``, inductor;
 its compile time is reported apart from the steady-state speed).
 
-    python benchmarks/cpu_levers.py                               # the default set-ups, 224 px, batch 32
-    python benchmarks/cpu_levers.py --setups bf16+cl bf16+cl+compile --steps 5
+    python -m benchmarks.cpu_levers                               # the default set-ups, 224 px, batch 32
+    python -m benchmarks.cpu_levers --setups bf16+cl bf16+cl+compile --steps 5
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def main() -> None:
         return
     import torch
 
-    from chexnet.training import cpu_has_native_bf16
+    from chexnet.inference import cpu_has_native_bf16
 
     machine = {
         "cpu": platform.processor() or platform.machine(),
@@ -96,8 +96,17 @@ def main() -> None:
     print(json.dumps(machine), flush=True)
     results = []
     for setup in args.setups:
-        command = [sys.executable, __file__, "--one", setup, "--size", str(args.size), "--batch",
-                   str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads)]  # fmt: skip
+        sizes = ["--size", str(args.size), "--batch", str(args.batch), "--steps", str(args.steps)]
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.cpu_levers",
+            "--one",
+            setup,
+            *sizes,
+            "--threads",
+            str(args.threads),
+        ]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             results.append({"setup": setup, "error": done.stderr.strip().splitlines()[-1:]})

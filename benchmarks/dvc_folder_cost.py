@@ -6,7 +6,7 @@ a no-op ``dvc repro``, and ``dvc status`` after one image changed. Also prints t
 since on real 1024×1024 PNGs (about 42 GB for NIH) the first hash is bound by reading and hashing
 bytes, not by the file count.
 
-    python benchmarks/dvc_folder_cost.py [--images DIR]   (default: 112,120 generated stub PNGs)
+    python -m benchmarks.dvc_folder_cost [--images DIR]   (default: 112,120 generated stub PNGs)
 """
 
 from __future__ import annotations
@@ -17,15 +17,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_nih_scale import NIH, write_stubs
-
-from chexnet.data import read_table
+from benchmarks.prepare_nih_scale import NIH, write_stubs
+from chexnet.prepare import read_table
 
 
 def timed_run(cwd: Path, *command: str) -> float:

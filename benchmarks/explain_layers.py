@@ -6,7 +6,7 @@ BatchNorm, before torchvision's final ReLU) and ``final_relu`` (after it), with 
 with an untrained one (random initialisation, the floor), and the ceiling: the best pointing game
 any 7 × 7 map (DenseNet121's last feature map at 224 px) could reach on these boxes.
 
-    python benchmarks/explain_layers.py
+    python -m benchmarks.explain_layers
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from chexnet import data, paths
+from chexnet import paths, prepare
 from chexnet.boxes import pointing_hit, read_boxes
-from chexnet.data import IMAGES_FILE
 from chexnet.explain import box_cases, localisation
 from chexnet.model import CheXNet, load_model
 from chexnet.params import load_params
+from chexnet.prepare import IMAGES_FILE
 
 
 def grid_ceiling(
@@ -56,7 +56,7 @@ def main() -> None:
     params = load_params()
     predictions = pd.read_parquet(paths.PREDICTIONS_FILE)
     images = np.load(paths.PREPARED_DIR / IMAGES_FILE, mmap_mode="r")
-    labels = list(data.load_labels(paths.PREPARED_DIR).names)
+    labels = list(prepare.load_labels(paths.PREPARED_DIR).names)
     box_table = read_boxes(params.data.bbox_table, labels, params.data.aliases)
     torch.manual_seed(params.seed)
     models = {"untrained": CheXNet(len(labels)), "trained": load_model(paths.MODEL_FILE)[0]}

@@ -7,9 +7,9 @@ Then a no-op ``dvc repro`` (timed), and the test mean AUROC with its interval an
 from the clone's metrics. Torch's cache is pointed at an empty folder, so ImageNet weights that happen
 to sit in this machine's cache are not used: the run is the offline, random-initialisation case.
 
-    python benchmarks/first_run.py                     # the defaults, as committed
-    python benchmarks/first_run.py --set demo.n_images=800 --set train.amp=off   # what-ifs
-    python benchmarks/first_run.py --rev 4d8afe6       # an earlier commit, for a before/after
+    python -m benchmarks.first_run                     # the defaults, as committed
+    python -m benchmarks.first_run --set demo.n_images=800 --set train.amp=off   # what-ifs
+    python -m benchmarks.first_run --rev 4d8afe6       # an earlier commit, for a before/after
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def main() -> None:
             set_param(params, assignment)
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, DVC_NO_ANALYTICS="1", TORCH_HOME=tempfile.mkdtemp(prefix="empty-torch-home-"))
+    env["PYTHONPATH"] = str(work / "src")  # the clone's library, not the one this venv has installed
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # this venv's python
     stages = list(yaml.safe_load((work / "dvc.yaml").read_text())["stages"])
 

@@ -13,7 +13,7 @@ python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchv
 # 1. no host sync in a train step; the mixed-precision fit
 python3 -m pytest -q -p no:cacheprovider tests/test_training.py -k "cuda and not compiled" 2>&1 | tail -8 | tee "$OUT/pytest_eager.txt"
 # 2. eager figures, then compiled ones (minutes of compilation each)
-python3 benchmarks/train_speed.py --size 224 --steps 64 \
+python3 -m benchmarks.train_speed --size 224 --steps 64 \
   --configs 32 128:cl 256:cl 256 256:cl:compile 32:compile=reduce-overhead \
   --json "$OUT/train_speed.json" 2>"$OUT/train_speed.err" | tee "$OUT/train_speed.txt"
 # 3. compiled training end to end (static shapes, ragged last batch)

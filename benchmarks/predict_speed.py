@@ -1,6 +1,6 @@
 """predict's CPU latency per image and throughput on a folder of 100 images (1024×1024 PNGs).
 
-python benchmarks/predict_speed.py [--images 100] [--model models/chexnet_model.pth]
+python -m benchmarks.predict_speed [--images 100] [--model models/chexnet_model.pth]
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_throughput import write_images
-
+from benchmarks.prepare_throughput import write_images
 from chexnet import paths
+from chexnet.inference import resolve_device
 from chexnet.labels import NIH14
-from chexnet.model import CheXNet, load_model, resolve_device
+from chexnet.model import CheXNet, load_model
 from chexnet.predict import predict_files
 
 

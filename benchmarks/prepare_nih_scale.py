@@ -4,7 +4,7 @@ The NIH metadata is real (../shared/data/nih); the images are small generated st
 laid out as NIH ships them, in images_001/ … images_012/. Prints wall time per step and peak
 resident memory. Target: peak RSS ≤ 2 GB.
 
-    python benchmarks/prepare_nih_scale.py [--work DIR] [--image-size 224] [--stub-size 64]
+    python -m benchmarks.prepare_nih_scale [--work DIR] [--image-size 224] [--stub-size 64]
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import peak_rss_mb, timed
-
-from chexnet import data, splits
+from benchmarks.common import peak_rss_mb, timed
+from chexnet import prepare, splits
 
 NIH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nih"
 
@@ -56,17 +54,17 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="chexnet-nih-"))
     results: dict[str, float] = {}
     try:
-        table = data.read_table(NIH / "Data_Entry_2017_v2020.csv.gz")
+        table = prepare.read_table(NIH / "Data_Entry_2017_v2020.csv.gz")
         if not (work / "images").exists():
             with timed(results, "write_stub_pngs_s"):
                 write_stubs(list(table["Image Index"]), work / "images", args.stub_size)
         with timed(results, "prepare_s"):
-            report = data.prepare_cache(
+            report = prepare.prepare_cache(
                 table,
                 table_path="Data_Entry_2017_v2020.csv.gz",
                 image_root=work / "images",
                 out_dir=work / "prepared",
-                columns=data.resolve_columns("nih", "", "", ""),
+                columns=prepare.resolve_columns("nih", "", "", ""),
                 image_size=args.image_size,
                 subset=len(table),
                 seed=42,
@@ -75,12 +73,12 @@ def main() -> None:
                 preset="nih",
             )
         with timed(results, "split_s"):
-            index = data.load_index(work / "prepared")
+            index = prepare.load_index(work / "prepared")
             index["split"] = splits.patient_split(
-                index, data.load_labels(work / "prepared"), val_fraction=0.1, test_fraction=0.2, seed=42
+                index, prepare.load_labels(work / "prepared"), val_fraction=0.1, test_fraction=0.2, seed=42
             )
             splits.check_no_patient_overlap(index)
-        cache_gb = (work / "prepared" / data.IMAGES_FILE).stat().st_size / 1e9
+        cache_gb = (work / "prepared" / prepare.IMAGES_FILE).stat().st_size / 1e9
         print(
             json.dumps(
                 {

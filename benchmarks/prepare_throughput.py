@@ -4,7 +4,7 @@ Writes a few hundred 1024×1024 chest-like PNGs (the demo's drawing at NIH's siz
 single-process decode + resize rate on them, then runs prepare with every core and prints both side by
 side. Target: parallel rate ≥ 0.8 × (single-core rate × cores).
 
-    python benchmarks/prepare_throughput.py [--images 300] [--image-size 224]
+    python -m benchmarks.prepare_throughput [--images 300] [--image-size 224]
 """
 
 from __future__ import annotations
@@ -23,10 +23,8 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import peak_rss_mb
-
-from chexnet import data
+from benchmarks.common import peak_rss_mb
+from chexnet import prepare
 from chexnet.demo import Anatomy, draw_radiograph
 from chexnet.images import decode_one
 from chexnet.labels import NIH14, LabelOptions
@@ -54,7 +52,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    cores = data.default_workers(0)
+    cores = prepare.default_workers(0)
     work = Path(tempfile.mkdtemp(prefix="chexnet-throughput-"))
     try:
         names = write_images(work / "images", args.images)
@@ -71,12 +69,12 @@ def main() -> None:
         findings = [NIH14[i % len(NIH14)] for i in range(len(names))]
         table = pd.DataFrame({"imagem": names, "patologia": findings, "paciente_id": range(len(names))})
         started = time.perf_counter()
-        data.prepare_cache(
+        prepare.prepare_cache(
             table,
             table_path="bench",
             image_root=work / "images",
             out_dir=work / "prepared",
-            columns=data.resolve_columns("seed", "", "", ""),
+            columns=prepare.resolve_columns("seed", "", "", ""),
             label_options=LabelOptions(min_positives=1),
             image_size=args.image_size,
             subset=len(names),

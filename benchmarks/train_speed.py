@@ -13,8 +13,8 @@ Each ``--configs`` entry is ``BATCH[:cl][:compile[=MODE]]`` (cl = channels_last;
 written to ``--json`` after every measurement, so a run cut short still leaves what it measured; a
 configuration that fails is recorded with its error and the next one runs.
 
-    python benchmarks/train_speed.py                                        # CPU: 64 px, batch 32
-    python benchmarks/train_speed.py --size 224 --configs 32 256:cl 256:cl:compile   # a GPU
+    python -m benchmarks.train_speed                                        # CPU: 64 px, batch 32
+    python -m benchmarks.train_speed --size 224 --configs 32 256:cl 256:cl:compile   # a GPU
 """
 
 from __future__ import annotations
@@ -38,14 +38,12 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from torchvision.models import densenet121
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_throughput import write_images
-
-from chexnet import data, training
+from benchmarks.prepare_throughput import write_images
+from chexnet import prepare, training
 from chexnet.dataset import IMAGENET_MEAN, IMAGENET_STD, CachedImages, normalize_batch
 from chexnet.distributed import Context
 from chexnet.labels import NIH14, LabelOptions
-from chexnet.model import CheXNet, LogitsView
+from chexnet.model import CheXNet
 
 
 class SeedStyleImages(Dataset):
@@ -138,27 +136,24 @@ class Config:
 
 
 def model_alone_rate(device: torch.device, size: int, config: Config, steps: int) -> float:
-    """Our train step (same optimizer, AMP, memory format, compilation) on synthetic tensors already on
-    the device: no data path at all."""
+    """The training loop's own step (``training.build_run`` and ``training.train_step``: the same
+    optimiser, loss, AMP, memory format and compilation) on synthetic tensors already on the device: no
+    data path at all."""
     torch.manual_seed(0)
-    options = training.TrainOptions(channels_last=config.channels_last)
-    dtype = training.amp_dtype(options.amp, device)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = CheXNet().to(device, memory_format=memory_format)
-    net: nn.Module = LogitsView(model)
-    if config.compile_mode is not None:
-        net = training.compile_model(net, config.compile_mode)
-    optimizer, criterion = training.make_optimizer(model, 1e-4, device), nn.BCEWithLogitsLoss()
+    options = training.TrainOptions(
+        channels_last=config.channels_last,
+        compile=config.compile_mode is not None,
+        compile_mode=config.compile_mode or "default",
+    )
+    ctx = Context(rank=0, world_size=1, local_rank=0, device=device)
+    y = (torch.rand(config.batch, 14) < 0.2).float()
+    run = training.build_run(CheXNet(), y, options, ctx)
+    memory_format = torch.channels_last if run.channels_last else torch.contiguous_format
     x = torch.randn(config.batch, 3, size, size, device=device).contiguous(memory_format=memory_format)
-    y = (torch.rand(config.batch, 14, device=device) < 0.2).float()
+    y = y.to(device)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = net(x)
-        loss = criterion(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        training.train_step(run.net, x, y, run.criterion, run.optimizer, run.scaler, run.dtype)
 
     for _ in range(5 if config.compile_mode is None else 10):  # cuDNN autotuning, compilation, graphs
         step()
@@ -173,7 +168,7 @@ def model_alone_rate(device: torch.device, size: int, config: Config, steps: int
 def our_train_rate(prepared: Path, steps: int, device: torch.device, config: Config, workers: int) -> float:
     """``training.fit`` as the train stage runs it, ``steps`` full batches per epoch; epoch 2's images/s
     (epoch 1 pays for worker start-up, cuDNN autotuning and compilation)."""
-    cache = np.load(prepared / data.IMAGES_FILE, mmap_mode="r")
+    cache = np.load(prepared / prepare.IMAGES_FILE, mmap_mode="r")
     rows = steps * config.batch
     tiled = np.resize(np.arange(len(cache)), rows)  # repeat the prepared images up to `rows`
     labels = (np.random.default_rng(0).random((rows, 14)) < 0.2).astype(np.float32)
@@ -229,7 +224,7 @@ def main() -> None:
     gpu = device.type == "cuda"
     size = args.size or (224 if gpu else 64)
     pngs, steps = args.pngs or (256 if gpu else 96), args.steps or (64 if gpu else 8)
-    workers = args.workers if args.workers is not None else min(8, data.default_workers(0))
+    workers = args.workers if args.workers is not None else min(8, prepare.default_workers(0))
     seed_batches = args.seed_batches or (20 if gpu else 3)
     figures: dict[str, object] = {
         "device": torch.cuda.get_device_name(device) if gpu else "cpu",
@@ -253,12 +248,12 @@ def main() -> None:
         findings = [NIH14[i % len(NIH14)] for i in range(len(names))]
         table = pd.DataFrame({"imagem": names, "patologia": findings, "paciente_id": range(len(names))})
         prepared = work / "prepared"
-        data.prepare_cache(
+        prepare.prepare_cache(
             table,
             table_path="bench",
             image_root=work / "images",
             out_dir=prepared,
-            columns=data.resolve_columns("seed", "", "", ""),
+            columns=prepare.resolve_columns("seed", "", "", ""),
             label_options=LabelOptions(min_positives=1),
             image_size=size,
             subset=len(names),

@@ -7,69 +7,44 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chexnet import data, headlines, io, paths
+from chexnet import headlines, inference, io, paths, prepare
 from chexnet.boxes import read_boxes
-from chexnet.cli import run_stage
-from chexnet.explain import localisation, top_k_overlays
-from chexnet.model import load_model, require_labels, resolve_device
+from chexnet.explain import OVERLAY_COLUMNS, localisation, top_k_overlays
+from chexnet.model import load_model, require_labels
+from chexnet.stage_runner import run_stage
 
 log = logging.getLogger("chexnet.explain")
 
 
 def main(params, _args) -> None:
-    cfg = params.explain
-    device = resolve_device(params.device)
+    cfg, device = params.explain, inference.resolve_device(params.device)
     io.require(paths.PREDICTIONS_FILE, made_by="evaluate")
     predictions = pd.read_parquet(paths.PREDICTIONS_FILE)
-    images = np.load(paths.PREPARED_DIR / data.IMAGES_FILE, mmap_mode="r")
-    labels = data.load_labels(paths.PREPARED_DIR)
+    images = np.load(paths.PREPARED_DIR / prepare.IMAGES_FILE, mmap_mode="r")
+    labels = prepare.load_labels(paths.PREPARED_DIR)
     model, info = load_model(paths.MODEL_FILE)
     require_labels(info, labels, paths.MODEL_FILE, "the prepared data (data/prepared/labels.json)")
-    model = model.to(device)
-    names = list(labels.names)
+    precision = inference.Precision.of(params.train.amp, params.train.channels_last, device)  # as trained
+    model, names = model.to(device, memory_format=precision.memory_format), list(labels.names)
+    explaining = {"target_layer": cfg.target_layer, "device": device, "precision": precision}
 
-    rows = top_k_overlays(
-        model,
-        images,
-        predictions,
-        names,
-        k=cfg.top_k,
-        target_layer=cfg.target_layer,
-        device=device,
-        out_dir=paths.CAM_DIR,
-    )
-    io.write_csv(
-        paths.EXPLAIN_TABLE,
-        pd.DataFrame(rows, columns=["finding", "rank", "image", "probability", "ground_truth", "overlay"]),
-    )
-    summary: dict[str, object] = {
-        "target_layer": cfg.target_layer,
-        "top_k": cfg.top_k,
-        "findings_explained": len({row["finding"] for row in rows}),
-    }
+    rows = top_k_overlays(model, images, predictions, names, k=cfg.top_k, out_dir=paths.CAM_DIR, **explaining)
+    io.write_csv(paths.EXPLAIN_TABLE, pd.DataFrame(rows, columns=list(OVERLAY_COLUMNS)))
+    findings = len({row["finding"] for row in rows})
+    summary: dict = {"target_layer": cfg.target_layer, "top_k": cfg.top_k, "findings_explained": findings}
     box_table = Path(params.data.bbox_table) if params.data.bbox_table else None
     if box_table is not None and box_table.is_file():
+        boxes = read_boxes(box_table, names, params.data.aliases)
         scores = localisation(
-            model,
-            images,
-            predictions,
-            read_boxes(box_table, names, params.data.aliases),
-            names,
-            target_layer=cfg.target_layer,
-            device=device,
-            fraction=cfg.cam_threshold,
+            model, images, predictions, boxes, names, fraction=cfg.cam_threshold, **explaining
         )
         summary["localisation"] = {"split": "test", "box_table": str(box_table), **scores}
-        log.info(
-            "pointing game %s, IoBB > 0.5 %s over %d (image, finding) boxes",
-            scores["pointing_game"],
-            scores["iobb_over_0.5"],
-            scores["cases"],
-        )
+        log.info("pointing game %s, IoBB > 0.5 %s over %d (image, finding) boxes",
+                 scores["pointing_game"], scores["iobb_over_0.5"], scores["cases"])  # fmt: skip
     else:
         log.info("no box table (data.bbox_table = %r): localisation not scored", params.data.bbox_table)
     headlines.write("explain", summary)
-    log.info("wrote overlays for %d findings to %s", summary["findings_explained"], paths.CAM_DIR)
+    log.info("wrote overlays for %d findings to %s", findings, paths.CAM_DIR)
 
 
 if __name__ == "__main__":

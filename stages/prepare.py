@@ -3,20 +3,20 @@ data/prepared/."""
 
 import logging
 
-from chexnet import data, headlines, paths
-from chexnet.cli import run_stage
+from chexnet import headlines, paths, prepare
+from chexnet.stage_runner import run_stage
 
 log = logging.getLogger("chexnet.prepare")
 
 
 def main(params, _args) -> None:
     cfg = params.data
-    report = data.prepare_cache(
-        data.read_source(cfg.preset, cfg.table, cfg.metadata_table),
+    report = prepare.prepare_cache(
+        prepare.read_source(cfg.preset, cfg.table, cfg.metadata_table),
         table_path=cfg.table,
         image_root=cfg.images,
         out_dir=paths.PREPARED_DIR,
-        columns=data.resolve_columns(cfg.preset, cfg.image_column, cfg.label_column, cfg.patient_column),
+        columns=prepare.resolve_columns(cfg.preset, cfg.image_column, cfg.label_column, cfg.patient_column),
         image_size=params.image_size,
         subset=params.subset,
         seed=params.seed,

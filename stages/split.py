@@ -2,16 +2,18 @@
 
 import logging
 
-from chexnet import data, headlines, io, paths, splits
-from chexnet.cli import run_stage
+from chexnet import headlines, io, paths, prepare, splits
+from chexnet.stage_runner import run_stage
 
 log = logging.getLogger("chexnet.split")
 
 
 def main(params, _args) -> None:
-    io.require(paths.PREPARED_DIR / data.INDEX_FILE, paths.PREPARED_DIR / data.LABELS_FILE, made_by="prepare")
-    index = data.load_index(paths.PREPARED_DIR)
-    labels = data.load_labels(paths.PREPARED_DIR)
+    io.require(
+        paths.PREPARED_DIR / prepare.INDEX_FILE, paths.PREPARED_DIR / prepare.LABELS_FILE, made_by="prepare"
+    )
+    index = prepare.load_index(paths.PREPARED_DIR)
+    labels = prepare.load_labels(paths.PREPARED_DIR)
     cfg = params.split
     if cfg.method == "official":
         index["split"] = splits.official_split(

@@ -33,3 +33,28 @@ def test_hooks_are_removed_after_an_exception():
     with pytest.raises((IndexError, RuntimeError)):  # raised inside torchcam, after the hooks were registered
         cam.grad_cam_pp(model, image, 99, target_layer="features[-1]", device=torch.device("cpu"))
     assert _hook_count(model) == 0
+
+
+def test_bf16_channels_last_maps_agree_with_fp32_ones():
+    """evaluate and explain run the model as trained (bf16 and channels_last on a CPU that has bf16):
+    the maps and probabilities stay those of fp32, within bf16's precision."""
+    from chexnet.inference import Precision
+
+    torch.manual_seed(0)
+    model = CheXNet()
+    model.eval()
+    images = np.random.default_rng(1).integers(0, 256, (4, 64, 64), dtype=np.uint8)
+    cpu = torch.device("cpu")
+    plain, p_plain = cam.grad_cam_pp_batch(
+        model, images, [0, 3, 5, 9], target_layer="features[-1]", device=cpu
+    )
+    fast = Precision(torch.bfloat16, channels_last=True)
+    model.to(memory_format=torch.channels_last)
+    quick, p_quick = cam.grad_cam_pp_batch(
+        model, images, [0, 3, 5, 9], target_layer="features[-1]", device=cpu, precision=fast
+    )
+    assert quick.dtype == np.float32 and p_quick.dtype == np.float32
+    np.testing.assert_allclose(p_quick, p_plain, atol=0.02)
+    for a, b in zip(plain, quick, strict=True):
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.9
+    assert _hook_count(model) == 0

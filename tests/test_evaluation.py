@@ -10,7 +10,7 @@ import torch
 from scipy.stats import norm
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from chexnet import bootstrap, evaluation
+from chexnet import bootstrap, evaluation, inference
 from tests.conftest import LABELS, REPO, make_workdir, save_test_model
 
 
@@ -105,10 +105,10 @@ def test_operating_points_and_calibration():
 
 def test_tta_views():
     batch = torch.randn(2, 3, 224, 224)
-    assert len(evaluation.tta_views(batch, "none")) == 1
-    flipped = evaluation.tta_views(batch, "hflip")
+    assert len(inference.tta_views(batch, "none")) == 1
+    flipped = inference.tta_views(batch, "hflip")
     assert torch.equal(flipped[1], batch.flip(-1))
-    crops = evaluation.tta_views(batch, "tencrop")
+    crops = inference.tta_views(batch, "tencrop")
     assert len(crops) == 10 and all(c.shape == batch.shape for c in crops)
 
 

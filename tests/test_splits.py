@@ -60,8 +60,8 @@ def test_leakage_is_caught():
 
 def _nih_index(nih_dir) -> pd.DataFrame:
     """The prepared index the NIH table would give, built from the metadata alone (no images)."""
-    from chexnet.data import long_findings, read_table
     from chexnet.labels import LabelOptions, binarize
+    from chexnet.prepare import long_findings, read_table
 
     table = read_table(nih_dir / "Data_Entry_2017_v2020.csv.gz")
     index = pd.DataFrame(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from chexnet import training
+from chexnet import inference, training
 from chexnet.dataset import CachedImages
 from chexnet.model import CheXNet, set_memory_efficient
 
@@ -114,8 +114,8 @@ def test_masked_loss_matches_a_hand_computation():
 
 def test_predict_returns_probabilities_in_dataset_order(tmp_path: Path):
     dataset = _cache(tmp_path, n=10)
-    loader = training.make_loader(dataset, batch_size=4, shuffle=False, seed=0, num_workers=0, device=CPU)
-    scores, truth = training.predict(CheXNet(), loader, CPU)
+    loader = inference.make_loader(dataset, batch_size=4, shuffle=False, seed=0, num_workers=0, device=CPU)
+    scores, truth = inference.predict(CheXNet(), loader, CPU)
     assert scores.shape == (10, 14) and ((scores >= 0) & (scores <= 1)).all()
     assert np.array_equal(truth, dataset.labels.numpy())
 
@@ -123,36 +123,36 @@ def test_predict_returns_probabilities_in_dataset_order(tmp_path: Path):
 def test_flips_happen_on_the_device_batch(tmp_path: Path):
     torch.manual_seed(0)
     images = torch.arange(16, dtype=torch.uint8).repeat(64, 1, 4, 1)  # 64 × 1 × 4 × 16, asymmetric
-    x = training.prepare_batch(images, CPU, hflip=True, channels_last=False)
+    x = inference.prepare_batch(images, CPU, hflip=True, channels_last=False)
     flipped = [bool(torch.equal(x[i], x[0].flip(-1))) for i in range(64)]
     assert 10 < sum(flipped) < 54  # about half
-    assert training.prepare_batch(images, CPU, hflip=False, channels_last=True).is_contiguous(
+    assert inference.prepare_batch(images, CPU, hflip=False, channels_last=True).is_contiguous(
         memory_format=torch.channels_last
     )
 
 
 def test_amp_choice(monkeypatch):
-    assert training.amp_dtype("off", CPU) is None
-    assert training.amp_dtype("bf16", CPU) is torch.bfloat16
+    assert inference.amp_dtype("off", CPU) is None
+    assert inference.amp_dtype("bf16", CPU) is torch.bfloat16
     # auto on a CPU: bf16 only where the CPU says it computes bf16 natively, fp32 elsewhere
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
-    assert training.amp_dtype("auto", CPU) is torch.bfloat16
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
-    assert training.amp_dtype("auto", CPU) is None
-    assert training.amp_dtype("auto", torch.device("mps")) is None
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: True)
+    assert inference.amp_dtype("auto", CPU) is torch.bfloat16
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)
+    assert inference.amp_dtype("auto", CPU) is None
+    assert inference.amp_dtype("auto", torch.device("mps")) is None
     with pytest.raises(training.ChexnetError, match="fp16 needs CUDA"):
-        training.amp_dtype("fp16", CPU)
+        inference.amp_dtype("fp16", CPU)
 
 
 def test_native_bf16_is_what_torch_reads_from_the_cpu():
     expected = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    assert training.cpu_has_native_bf16() is bool(expected)
+    assert inference.cpu_has_native_bf16() is bool(expected)
 
 
 def test_cpu_settings_are_on_for_cpu_and_off_for_cuda_when_auto():
     cuda = torch.device("cuda")
-    assert training.on_cpu_by_default("auto", CPU) and not training.on_cpu_by_default("auto", cuda)
-    assert training.on_cpu_by_default(True, cuda) and not training.on_cpu_by_default(False, CPU)
+    assert inference.on_cpu_by_default("auto", CPU) and not inference.on_cpu_by_default("auto", cuda)
+    assert inference.on_cpu_by_default(True, cuda) and not inference.on_cpu_by_default(False, CPU)
 
 
 def test_memory_efficient_layers_give_the_same_gradients():
@@ -171,6 +171,17 @@ def test_memory_efficient_layers_give_the_same_gradients():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_defaults_are_the_gpu_path_as_before_the_cpu_defaults():
+    """``auto`` on CUDA: mixed precision, NCHW, no recomputation (the CPU-only choices stay off)."""
+    ctx = training.Context(rank=0, world_size=1, local_rank=0, device=torch.device("cuda"))
+    run = training.build_run(CheXNet(), torch.zeros(4, 14), training.TrainOptions(), ctx)
+    expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    assert run.dtype is expected and run.channels_last is False
+    assert not any(getattr(m, "memory_efficient", False) for m in run.model.modules())
+    assert next(run.model.parameters()).is_contiguous()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_mixed_precision_step(tmp_path: Path):
     dataset = _cache(tmp_path)
     ctx = training.Context(rank=0, world_size=1, local_rank=0, device=torch.device("cuda"))
@@ -184,7 +195,7 @@ def test_cuda_mixed_precision_step(tmp_path: Path):
 def test_cuda_train_step_never_waits_for_the_gpu(amp: str):
     """A host sync per batch (e.g. copying constants from pageable memory) stalls the pipeline."""
     device = torch.device("cuda")
-    dtype = training.amp_dtype(amp, device)
+    dtype = inference.amp_dtype(amp, device)
     model = CheXNet().to(device, memory_format=torch.channels_last)
     net = training.LogitsView(model)
     optimizer = training.make_optimizer(model, 1e-4, device)
@@ -194,7 +205,7 @@ def test_cuda_train_step_never_waits_for_the_gpu(amp: str):
     labels = (torch.rand(8, 14) < 0.3).float().pin_memory()
 
     def step() -> torch.Tensor:
-        x = training.prepare_batch(images, device, hflip=True, channels_last=True)
+        x = inference.prepare_batch(images, device, hflip=True, channels_last=True)
         y = labels.to(device, non_blocking=True)
         return training.train_step(net, x, y, criterion, optimizer, scaler, dtype)
 
@@ -216,3 +227,11 @@ def test_cuda_compiled_training_with_a_ragged_last_batch(tmp_path: Path):
     options = training.TrainOptions(epochs=2, batch_size=batch, compile=True, channels_last=True)
     result = training.fit(CheXNet(), dataset, dataset, options, ctx)
     assert len(result.history) == 2 and np.isfinite(result.history[-1].train_loss)
+
+
+def test_evaluate_and_explain_run_the_model_as_trained(monkeypatch):
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: True)
+    assert inference.Precision.of("auto", "auto", CPU) == inference.Precision(torch.bfloat16, True)
+    assert inference.Precision.of("off", False, CPU) == inference.FP32
+    monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)
+    assert inference.Precision.of("auto", "auto", CPU) == inference.Precision(None, True)

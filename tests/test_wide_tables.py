@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from chexnet import data
+from chexnet import prepare
 from chexnet.demo import LAYOUT_TABLES, MIMIC_METADATA, generate_demo
 from chexnet.labels import NIH14, LabelOptions
 from chexnet.params import DemoParams
@@ -17,14 +17,14 @@ from chexnet.training import MaskedBCEWithLogitsLoss
 TINY = DemoParams(n_patients=20, n_images=40, image_size=48, rgba_images=0, gray16_images=0)
 
 
-def _prepare(table: pd.DataFrame, root: Path, out: Path, preset: str, **options) -> data.PrepareReport:
+def _prepare(table: pd.DataFrame, root: Path, out: Path, preset: str, **options) -> prepare.PrepareReport:
     views = options.pop("views", ())
-    return data.prepare_cache(
+    return prepare.prepare_cache(
         table,
         table_path=f"{preset}.csv",
         image_root=root,
         out_dir=out,
-        columns=data.resolve_columns(preset, "", "", ""),
+        columns=prepare.resolve_columns(preset, "", "", ""),
         image_size=32,
         subset=1000,
         seed=0,
@@ -57,13 +57,13 @@ def _expected(raw: pd.Series, uncertain: str, blank: str) -> np.ndarray:
 @pytest.mark.parametrize("uncertain", ["ignore", "zeros", "ones"])
 @pytest.mark.parametrize("blank", ["negative", "ignore"])
 def test_chexpert_policies_cell_by_cell(chexpert: Path, tmp_path: Path, uncertain: str, blank: str):
-    table = data.read_source("chexpert", chexpert / LAYOUT_TABLES["chexpert"])
+    table = prepare.read_source("chexpert", chexpert / LAYOUT_TABLES["chexpert"])
     assert (table[list(NIH14)] == -1.0).any().any() and table[list(NIH14)].isna().any().any()
     _prepare(table, chexpert, tmp_path, "chexpert", uncertain=uncertain, blank=blank)
-    index = data.load_index(tmp_path)
-    labels = data.load_labels(tmp_path)
+    index = prepare.load_index(tmp_path)
+    labels = prepare.load_labels(tmp_path)
     assert "No Finding" not in labels.names and labels.names == tuple(sorted(labels.names))
-    truth = data.label_matrix(index, labels)
+    truth = prepare.label_matrix(index, labels)
     rows = table.set_index("Path").loc[index["image"]]
     for j, name in enumerate(labels.names):
         np.testing.assert_array_equal(truth[:, j], _expected(rows[name], uncertain, blank), err_msg=name)
@@ -73,11 +73,11 @@ def test_chexpert_policies_cell_by_cell(chexpert: Path, tmp_path: Path, uncertai
 
 
 def test_per_finding_policy_and_the_masked_loss_by_hand(chexpert: Path, tmp_path: Path):
-    table = data.read_source("chexpert", chexpert / LAYOUT_TABLES["chexpert"])
+    table = prepare.read_source("chexpert", chexpert / LAYOUT_TABLES["chexpert"])
     policy = {"default": "ignore", "Edema": "ones", "Atelectasis": "zeros"}
     _prepare(table, chexpert, tmp_path, "chexpert", uncertain=policy)
-    index, labels = data.load_index(tmp_path), data.load_labels(tmp_path)
-    truth = data.label_matrix(index, labels)
+    index, labels = prepare.load_index(tmp_path), prepare.load_labels(tmp_path)
+    truth = prepare.label_matrix(index, labels)
     rows = table.set_index("Path").loc[index["image"]]
     for name, rule in (("Edema", "ones"), ("Atelectasis", "zeros"), ("Mass", "ignore")):
         expected = _expected(rows[name], rule, "negative")
@@ -105,7 +105,7 @@ def test_chexpert_view_filter_is_counted(chexpert: Path, tmp_path: Path):
     lateral = int((raw[list(NIH14)] == 1.0).any(axis=1).to_numpy().argmax())  # a row with a positive
     raw.loc[lateral, ["Frontal/Lateral", "AP/PA"]] = ["Lateral", np.nan]  # as CheXpert writes a lateral
     raw.to_csv(tmp_path / "train.csv", index=False)
-    table = data.read_source("chexpert", tmp_path / "train.csv")
+    table = prepare.read_source("chexpert", tmp_path / "train.csv")
     report = _prepare(table, chexpert, tmp_path, "chexpert", views=["lateral"])
     assert report.views["rows_kept"] == 1 and report.views["rows_dropped"] == len(table) - 1
     report = _prepare(table, chexpert, tmp_path / "pa", "chexpert", views=["PA", "AP"])
@@ -113,21 +113,23 @@ def test_chexpert_view_filter_is_counted(chexpert: Path, tmp_path: Path):
 
 
 def test_a_cell_that_is_not_a_label_names_column_and_row(chexpert: Path, tmp_path: Path):
-    table = data.read_source("chexpert", chexpert / LAYOUT_TABLES["chexpert"])
+    table = prepare.read_source("chexpert", chexpert / LAYOUT_TABLES["chexpert"])
     table["Mass"] = table["Mass"].astype(object)
     table.loc[3, "Mass"] = "yes"
-    with pytest.raises(data.DataError, match=r"column 'Mass', row 3: 'yes' is not 1.0, 0.0, -1.0 or blank"):
+    with pytest.raises(
+        prepare.DataError, match=r"column 'Mass', row 3: 'yes' is not 1.0, 0.0, -1.0 or blank"
+    ):
         _prepare(table, chexpert, tmp_path, "chexpert")
     table = table.drop(columns=["Mass"]).assign(Notes="free text")
     report = _prepare(table, chexpert, tmp_path, "chexpert", ignore=("Notes",))
-    assert "Notes" not in data.load_labels(tmp_path).names and report.images_written == len(table)
+    assert "Notes" not in prepare.load_labels(tmp_path).names and report.images_written == len(table)
 
 
 def test_aliases_map_chexpert_names_onto_nih_names_exactly(chexpert: Path, tmp_path: Path):
-    table = data.read_source("chexpert", chexpert / LAYOUT_TABLES["chexpert"])
+    table = prepare.read_source("chexpert", chexpert / LAYOUT_TABLES["chexpert"])
     table = table.rename(columns={"Effusion": "Pleural Effusion"})
     _prepare(table, chexpert, tmp_path, "chexpert", spec="nih14", aliases={"Pleural Effusion": "Effusion"})
-    assert data.load_labels(tmp_path).names == NIH14
+    assert prepare.load_labels(tmp_path).names == NIH14
 
 
 def test_mimic_join_paths_patients_and_study_labels(tmp_path: Path):
@@ -157,29 +159,29 @@ def test_mimic_join_paths_patients_and_study_labels(tmp_path: Path):
         )
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((40, 40), 50, np.uint8)).save(folder / f"{row.dicom_id}.jpg", quality=95)
-    table = data.read_source(
+    table = prepare.read_source(
         "mimic", tmp_path / "mimic-cxr-2.0.0-chexpert.csv", tmp_path / "mimic-cxr-2.0.0-metadata.csv.gz"
     )
     report = _prepare(table, tmp_path, tmp_path / "out", "mimic")
     assert report.images_written == 4 and report.rejected == {}
-    index = data.load_index(tmp_path / "out")
+    index = prepare.load_index(tmp_path / "out")
     assert index["image"][0] == "files/p10/p10000032/s50000001/d1.jpg"
     assert list(index["patient"]) == ["10000032"] * 3 + ["10000764"]
-    found = data.label_matrix(index, data.load_labels(tmp_path / "out"))  # Cardiomegaly, Edema
+    found = prepare.label_matrix(index, prepare.load_labels(tmp_path / "out"))  # Cardiomegaly, Edema
     np.testing.assert_array_equal(found, [[0, 1], [0, 1], [0, 0], [1, np.nan]])
     lateral = _prepare(table, tmp_path, tmp_path / "lat", "mimic", views=["lateral"])
     assert lateral.images_written == 1
-    with pytest.raises(data.DataError, match=r"data\.metadata_table"):
-        data.read_source("mimic", tmp_path / "mimic-cxr-2.0.0-chexpert.csv")
+    with pytest.raises(prepare.DataError, match=r"data\.metadata_table"):
+        prepare.read_source("mimic", tmp_path / "mimic-cxr-2.0.0-chexpert.csv")
 
 
 @pytest.mark.parametrize("layout", ["nih", "chexpert", "mimic"])
 def test_every_demo_layout_prepares_with_its_preset(tmp_path: Path, layout: str):
     generate_demo(tmp_path, TINY.__class__(**(TINY.__dict__ | {"layout": layout})))
     metadata = tmp_path / MIMIC_METADATA if layout == "mimic" else ""
-    table = data.read_source(layout, tmp_path / LAYOUT_TABLES[layout], metadata)
+    table = prepare.read_source(layout, tmp_path / LAYOUT_TABLES[layout], metadata)
     root = tmp_path / "images" if layout == "nih" else tmp_path
     report = _prepare(table, root, tmp_path / "out", layout)
     assert report.images_written == 40 and report.rejected == {}
     boxes = pd.read_csv(tmp_path / "BBox_List.csv")
-    assert set(boxes["Image Index"]) <= set(data.load_index(tmp_path / "out")["image"])
+    assert set(boxes["Image Index"]) <= set(prepare.load_index(tmp_path / "out")["image"])

@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 from chexnet import io, paths
-from chexnet.cli import setup_logging
 from chexnet.errors import ChexnetError
 from chexnet.labels import LabelMismatchError, parse_labels_argument
+from chexnet.stage_runner import setup_logging
 
 log = logging.getLogger("chexnet")
 
@@ -52,7 +52,8 @@ def _thresholds(args: argparse.Namespace, labels: list[str]) -> tuple[dict[str, 
 
 def _load(args: argparse.Namespace):
     """The model (ours or the seed's format, weights_only), its findings, image size and thresholds."""
-    from chexnet.model import load_model, resolve_device
+    from chexnet.inference import resolve_device
+    from chexnet.model import load_model
 
     device = resolve_device(args.device)
     given = parse_labels_argument(args.labels) if args.labels else None

@@ -14,6 +14,7 @@ from matplotlib import colormaps
 from torchcam.methods import GradCAMpp
 
 from chexnet.dataset import normalize_batch
+from chexnet.inference import FP32, Precision
 from chexnet.model import CheXNet, LogitsView, resolve_layer
 
 
@@ -28,7 +29,13 @@ def grad_cam_pp(
 
 
 def grad_cam_pp_batch(
-    model: CheXNet, images: np.ndarray, class_indices: list[int], *, target_layer: str, device: torch.device
+    model: CheXNet,
+    images: np.ndarray,
+    class_indices: list[int],
+    *,
+    target_layer: str,
+    device: torch.device,
+    precision: Precision = FP32,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Grad-CAM++ for a batch: image ``i`` (uint8 ``S×S``) explained for class ``class_indices[i]``.
 
@@ -39,11 +46,14 @@ def grad_cam_pp_batch(
     model.eval()
     wrapper = LogitsView(model)  # torchcam backpropagates from the pre-sigmoid scores
     layer = resolve_layer(model, target_layer)
-    batch = normalize_batch(torch.from_numpy(np.array(images, dtype=np.uint8))[:, None], device)
-    with GradCAMpp(wrapper, target_layer=layer, input_shape=tuple(batch.shape[1:])) as extractor:
+    pixels = torch.from_numpy(np.array(images, dtype=np.uint8))[:, None]
+    batch = normalize_batch(pixels, device, channels_last=precision.channels_last)
+    extractor = GradCAMpp(wrapper, target_layer=layer, input_shape=tuple(batch.shape[1:]))
+    with extractor, precision.autocast(device):
         logits = wrapper(batch)
         (cams,) = extractor(class_idx=list(class_indices), scores=logits)
-    picked = logits.detach().gather(1, torch.as_tensor(class_indices, device=logits.device)[:, None])[:, 0]
+    logits = logits.detach().float()
+    picked = logits.gather(1, torch.as_tensor(class_indices, device=logits.device)[:, None])[:, 0]
     heats = F.interpolate(cams[:, None].float(), size=images.shape[1:], mode="bilinear", align_corners=False)
     model.zero_grad(set_to_none=True)  # the backward pass left gradients on the weights
     return heats[:, 0].nan_to_num(0.0).clamp_(0, 1).cpu().numpy(), torch.sigmoid(picked).cpu().numpy()
@@ -54,11 +64,3 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndar
     gray = np.repeat(image[..., None].astype(np.float32) / 255.0, 3, axis=2)
     colour = colormaps["jet"](heat)[..., :3]
     return np.round(255 * ((1 - alpha) * gray + alpha * colour)).clip(0, 255).astype(np.uint8)
-
-
-@torch.no_grad()
-def predict_probabilities(model: CheXNet, images: np.ndarray, device: torch.device) -> np.ndarray:
-    """Probabilities ``B×14`` for uint8 ``B×S×S`` images."""
-    model.eval()
-    batch = normalize_batch(torch.from_numpy(np.array(images, dtype=np.uint8))[:, None], device)
-    return torch.sigmoid(model.logits(batch)).cpu().numpy()

@@ -10,8 +10,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from chexnet.data import IMAGES_FILE, DataError, label_matrix
 from chexnet.labels import LabelList
+from chexnet.prepare import IMAGES_FILE, DataError, label_matrix
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

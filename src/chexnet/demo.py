@@ -185,129 +185,208 @@ def _draw_anatomy(c: _Canvas, findings: set[str]) -> tuple[np.ndarray, np.ndarra
     return lungs[0], lungs[1]
 
 
+def _side(c: _Canvas) -> int:
+    """Which lung a one-sided finding goes to: -1 (left of the image) or +1."""
+    return int(c.rng.choice((-1, 1)))
+
+
+def _height(c: _Canvas) -> float:
+    return c.anatomy.lung_bottom - c.anatomy.lung_top
+
+
+def _paint_atelectasis(c: _Canvas, lungs: tuple[np.ndarray, np.ndarray]) -> None:
+    """Dense wedge in the lower-mid zone, apex towards the hilum."""
+    a = c.anatomy
+    height = _height(c)
+    s = _side(c)
+    cx, _ = c.lung_center(s)
+    hx, hy = a.center_x + s * (a.lung_gap + 0.02), a.lung_top + 0.55 * height
+    bx, by = cx + s * 0.09, a.lung_top + 0.78 * height
+    t = np.clip(((c.x - hx) * s) / max(abs(bx - hx), 1e-3), 0, 1)
+    centre_line = hy + (by - hy) * t
+    wedge = (np.abs(c.y - centre_line) < 0.012 + 0.06 * t) & ((c.x - hx) * s >= 0) & ((c.x - bx) * s <= 0)
+    c.field += 0.30 * ndimage.gaussian_filter(wedge.astype(np.float32), 0.004 * c.size)
+    c.add_box("Atelectasis", min(hx, bx), hy - 0.02, max(hx, bx), by + 0.07)
+
+
+def _paint_effusion(c: _Canvas, lungs: tuple[np.ndarray, np.ndarray]) -> None:
+    """White fluid at the base with a meniscus, angle blunted."""
+    a = c.anatomy
+    rng = c.rng
+    s = _side(c)
+    cx, _ = c.lung_center(s)
+    level = a.lung_bottom - 0.15 - 0.04 * rng.random()
+    meniscus = level - 0.05 * ((c.x - cx) * s / a.lung_half_width + 1) ** 2
+    fluid = lungs[0 if s < 0 else 1] & (c.y > meniscus)
+    c.field += 0.33 * ndimage.gaussian_filter(fluid.astype(np.float32), 0.005 * c.size)
+    c.add_box("Effusion", cx - a.lung_half_width, level - 0.2, cx + a.lung_half_width, a.lung_bottom)
+
+
+def _paint_infiltration(c: _Canvas, lungs: tuple[np.ndarray, np.ndarray]) -> None:
+    """Patchy, ill-defined opacities in a mid zone."""
+    s = _side(c)
+    cx, cy = c.lung_center(s)
+    region = c.blob(cx, cy, 0.1, 0.12, softness=0.5)
+    patches = np.clip(c.smooth_noise(0.012) - 0.3, 0, None)
+    c.field += 0.24 * patches * region * lungs[0 if s < 0 else 1]
+    c.add_box("Infiltration", cx - 0.1, cy - 0.12, cx + 0.1, cy + 0.12)
+
+
+def _paint_mass(c: _Canvas, lungs: tuple[np.ndarray, np.ndarray]) -> None:
+    """Large round lobulated opacity."""
+    rng = c.rng
+    s = _side(c)
+    cx, cy = c.lung_center(s)
+    mx, my, r = cx + rng.uniform(-0.04, 0.04), cy + rng.uniform(-0.12, 0.0), rng.uniform(0.055, 0.075)
+    lobes = 1 + 0.08 * np.sin(6 * np.arctan2(c.y - my, c.x - mx))
+    c.field += 0.38 * c.blob(mx, my, r * lobes, r * lobes, softness=0.2)
+    c.add_box("Mass", mx - r * 1.1, my - r * 1.1, mx + r * 1.1, my + r * 1.1)
+
+
+def _paint_nodule(c: _Canvas, lungs: tuple[np.ndarray, np.ndarray]) -> None:
+    """Small sharp round opacity."""
+    rng = c.rng
+    s = _side(c)
+    cx, cy = c.lung_center(s)
+    nx, ny, r = cx + rng.uniform(-0.07, 0.07), cy + rng.uniform(-0.15, 0.1), rng.uniform(0.016, 0.022)
+    c.field += 0.45 * c.blob(nx, ny, r, r, softness=0.25)
+    c.add_box("Nodule", nx - 2 * r, ny - 2 * r, nx + 2 * r, ny + 2 * r)
+
+
+def _paint_pneumonia(c: _Canvas, lungs: tuple[np.ndarray, np.ndarray]) -> None:
+    """Fluffy cloud in a lower lobe."""
+    a = c.anatomy
+    height = _height(c)
+    s = _side(c)
+    cx, _ = c.lung_center(s)
+    py = a.lung_top + 0.68 * height
+    cloud = np.exp(-(((c.x - cx) / 0.085) ** 2 + ((c.y - py) / 0.075) ** 2))
+    texture = 0.75 + 0.25 * c.smooth_noise(0.01)
+    c.field += 0.30 * cloud * texture * lungs[0 if s < 0 else 1]
+    c.add_box("Pneumonia", cx - 0.13, py - 0.11, cx + 0.13, py + 0.11)
+
+
+def _paint_consolidation(c: _Canvas, lungs: tuple[np.ndarray, np.ndarray]) -> None:
+    """Homogeneous upper-zone opacity with air bronchograms."""
+    a = c.anatomy
+    height = _height(c)
+    s = _side(c)
+    cx, _ = c.lung_center(s)
+    uy = a.lung_top + 0.3 * height
+    dense = c.blob(cx, uy, 0.1, 0.08, softness=0.1) * lungs[0 if s < 0 else 1]
+    bronchi = np.exp(-((((c.x - cx) * np.cos(0.5) + (c.y - uy) * np.sin(0.5)) / 0.006) ** 2))
+    c.field += 0.36 * dense - 0.2 * bronchi * dense
+    c.add_box("Consolidation", cx - 0.1, uy - 0.08, cx + 0.1, uy + 0.08)
+
+
+def _paint_edema(c: _Canvas, lungs: tuple[np.ndarray, np.ndarray]) -> None:
+    """Bilateral perihilar "bat wing" haze and Kerley B lines."""
+    a = c.anatomy
+    height = _height(c)
+    for s in (-1, 1):
+        hx = a.center_x + s * (a.lung_gap + 0.06)
+        c.field += 0.22 * c.blob(hx, a.lung_top + 0.5 * height, 0.09, 0.13, softness=0.9)
+        for k in range(4):
+            ky = a.lung_bottom - 0.05 - 0.025 * k
+            kx = a.center_x + s * (a.lung_gap + 2 * a.lung_half_width - 0.02)
+            c.field += 0.2 * ((np.abs(c.y - ky) < 0.003) & (np.abs(c.x - kx) < 0.025))
+    x0 = a.center_x - a.lung_gap - 2 * a.lung_half_width
+    c.add_box("Edema", x0, a.lung_top + 0.3 * height, 2 * a.center_x - x0, a.lung_bottom)
+
+
+def _paint_fibrosis(c: _Canvas, lungs: tuple[np.ndarray, np.ndarray]) -> None:
+    """Reticular net in the peripheral lower zones."""
+    a = c.anatomy
+    height = _height(c)
+    s = _side(c)
+    cx, _ = c.lung_center(s)
+    net = (np.abs(np.sin(c.x * 95)) < 0.25) | (np.abs(np.sin(c.y * 95 + c.x * 30)) < 0.25)
+    zone = c.blob(cx + s * 0.07, a.lung_top + 0.7 * height, 0.08, 0.13, softness=0.5)
+    c.field += 0.28 * net * zone * lungs[0 if s < 0 else 1]
+    c.add_box(
+        "Fibrosis",
+        cx + s * 0.07 - 0.08,
+        a.lung_top + 0.7 * height - 0.13,
+        cx + s * 0.07 + 0.08,
+        a.lung_top + 0.7 * height + 0.13,
+    )
+
+
+def _paint_pleural_thickening(c: _Canvas, lungs: tuple[np.ndarray, np.ndarray]) -> None:
+    """Bright band along the lateral chest wall and apex."""
+    a = c.anatomy
+    height = _height(c)
+    s = _side(c)
+    lung = lungs[0 if s < 0 else 1]
+    rim = lung & ~ndimage.binary_erosion(lung, iterations=max(2, int(0.022 * c.size)))
+    upper = c.y < a.lung_top + 0.6 * height
+    c.field += 0.35 * ndimage.gaussian_filter((rim & upper).astype(np.float32), 0.003 * c.size)
+    cx, _ = c.lung_center(s)
+    c.add_box(
+        "Pleural_Thickening",
+        cx - a.lung_half_width,
+        a.lung_top,
+        cx + a.lung_half_width,
+        a.lung_top + 0.6 * height,
+    )
+
+
+def _paint_hernia(c: _Canvas, lungs: tuple[np.ndarray, np.ndarray]) -> None:
+    """Retrocardiac gas bubble with an air-fluid level."""
+    a = c.anatomy
+    hx, hy, r = a.center_x - 0.01, a.lung_bottom - 0.06, 0.05
+    ring = c.blob(hx, hy, r, r * 0.8, softness=0.25)
+    inner = c.blob(hx, hy, r * 0.75, r * 0.6, softness=0.2) * (c.y < hy)
+    c.field += 0.18 * ring - 0.45 * inner
+    c.add_box("Hernia", hx - r, hy - r * 0.8, hx + r, hy + r * 0.8)
+
+
+def _paint_pneumothorax(c: _Canvas, lungs: tuple[np.ndarray, np.ndarray]) -> None:
+    """Black, markingless rim at the apex-lateral side, thin pleural line."""
+    a = c.anatomy
+    height = _height(c)
+    s = _side(c)
+    lung = lungs[0 if s < 0 else 1]
+    cx, _ = c.lung_center(s)
+    edge_x = cx + s * a.lung_half_width * 0.35
+    line_y = a.lung_top + 0.55 * height
+    free_air = lung & ((c.x - edge_x) * s > 0) & (c.y < line_y - 0.2 * ((c.x - edge_x) * s))
+    free_soft = ndimage.gaussian_filter(free_air.astype(np.float32), 0.002 * c.size)
+    c.field = c.field * (1 - free_soft) + 0.05 * free_soft
+    pleura = free_air ^ ndimage.binary_erosion(free_air, iterations=2)
+    c.field += 0.25 * pleura
+    c.add_box(
+        "Pneumothorax",
+        min(edge_x, cx + s * a.lung_half_width),
+        a.lung_top,
+        max(edge_x, cx + s * a.lung_half_width),
+        line_y,
+    )
+
+
+# One painter per localised finding, applied in this order (the order fixes how the generator is
+# drawn from, so the same seed gives the same images). Cardiomegaly and Emphysema change the anatomy.
+_PAINTERS = {
+    "Atelectasis": _paint_atelectasis,
+    "Effusion": _paint_effusion,
+    "Infiltration": _paint_infiltration,
+    "Mass": _paint_mass,
+    "Nodule": _paint_nodule,
+    "Pneumonia": _paint_pneumonia,
+    "Consolidation": _paint_consolidation,
+    "Edema": _paint_edema,
+    "Fibrosis": _paint_fibrosis,
+    "Pleural_Thickening": _paint_pleural_thickening,
+    "Hernia": _paint_hernia,
+    "Pneumothorax": _paint_pneumothorax,
+}
+
+
 def _draw_findings(c: _Canvas, findings: set[str], lungs: tuple[np.ndarray, np.ndarray]) -> None:
     """Draw each localised finding as its own pattern, in its own plausible place."""
-    a, rng = c.anatomy, c.rng
-
-    def side() -> int:
-        return int(rng.choice((-1, 1)))
-
-    height = a.lung_bottom - a.lung_top
-    if "Atelectasis" in findings:  # dense wedge in the lower-mid zone, apex towards the hilum
-        s = side()
-        cx, _ = c.lung_center(s)
-        hx, hy = a.center_x + s * (a.lung_gap + 0.02), a.lung_top + 0.55 * height
-        bx, by = cx + s * 0.09, a.lung_top + 0.78 * height
-        t = np.clip(((c.x - hx) * s) / max(abs(bx - hx), 1e-3), 0, 1)
-        centre_line = hy + (by - hy) * t
-        wedge = (np.abs(c.y - centre_line) < 0.012 + 0.06 * t) & ((c.x - hx) * s >= 0) & ((c.x - bx) * s <= 0)
-        c.field += 0.30 * ndimage.gaussian_filter(wedge.astype(np.float32), 0.004 * c.size)
-        c.add_box("Atelectasis", min(hx, bx), hy - 0.02, max(hx, bx), by + 0.07)
-    if "Effusion" in findings:  # white fluid at the base with a meniscus, angle blunted
-        s = side()
-        cx, _ = c.lung_center(s)
-        level = a.lung_bottom - 0.15 - 0.04 * rng.random()
-        meniscus = level - 0.05 * ((c.x - cx) * s / a.lung_half_width + 1) ** 2
-        fluid = lungs[0 if s < 0 else 1] & (c.y > meniscus)
-        c.field += 0.33 * ndimage.gaussian_filter(fluid.astype(np.float32), 0.005 * c.size)
-        c.add_box("Effusion", cx - a.lung_half_width, level - 0.2, cx + a.lung_half_width, a.lung_bottom)
-    if "Infiltration" in findings:  # patchy, ill-defined opacities in a mid zone
-        s = side()
-        cx, cy = c.lung_center(s)
-        region = c.blob(cx, cy, 0.1, 0.12, softness=0.5)
-        patches = np.clip(c.smooth_noise(0.012) - 0.3, 0, None)
-        c.field += 0.24 * patches * region * lungs[0 if s < 0 else 1]
-        c.add_box("Infiltration", cx - 0.1, cy - 0.12, cx + 0.1, cy + 0.12)
-    if "Mass" in findings:  # large round lobulated opacity
-        s = side()
-        cx, cy = c.lung_center(s)
-        mx, my, r = cx + rng.uniform(-0.04, 0.04), cy + rng.uniform(-0.12, 0.0), rng.uniform(0.055, 0.075)
-        lobes = 1 + 0.08 * np.sin(6 * np.arctan2(c.y - my, c.x - mx))
-        c.field += 0.38 * c.blob(mx, my, r * lobes, r * lobes, softness=0.2)
-        c.add_box("Mass", mx - r * 1.1, my - r * 1.1, mx + r * 1.1, my + r * 1.1)
-    if "Nodule" in findings:  # small sharp round opacity
-        s = side()
-        cx, cy = c.lung_center(s)
-        nx, ny, r = cx + rng.uniform(-0.07, 0.07), cy + rng.uniform(-0.15, 0.1), rng.uniform(0.016, 0.022)
-        c.field += 0.45 * c.blob(nx, ny, r, r, softness=0.25)
-        c.add_box("Nodule", nx - 2 * r, ny - 2 * r, nx + 2 * r, ny + 2 * r)
-    if "Pneumonia" in findings:  # fluffy cloud in a lower lobe
-        s = side()
-        cx, _ = c.lung_center(s)
-        py = a.lung_top + 0.68 * height
-        cloud = np.exp(-(((c.x - cx) / 0.085) ** 2 + ((c.y - py) / 0.075) ** 2))
-        texture = 0.75 + 0.25 * c.smooth_noise(0.01)
-        c.field += 0.30 * cloud * texture * lungs[0 if s < 0 else 1]
-        c.add_box("Pneumonia", cx - 0.13, py - 0.11, cx + 0.13, py + 0.11)
-    if "Consolidation" in findings:  # homogeneous upper-zone opacity with air bronchograms
-        s = side()
-        cx, _ = c.lung_center(s)
-        uy = a.lung_top + 0.3 * height
-        dense = c.blob(cx, uy, 0.1, 0.08, softness=0.1) * lungs[0 if s < 0 else 1]
-        bronchi = np.exp(-((((c.x - cx) * np.cos(0.5) + (c.y - uy) * np.sin(0.5)) / 0.006) ** 2))
-        c.field += 0.36 * dense - 0.2 * bronchi * dense
-        c.add_box("Consolidation", cx - 0.1, uy - 0.08, cx + 0.1, uy + 0.08)
-    if "Edema" in findings:  # bilateral perihilar "bat wing" haze and Kerley B lines
-        for s in (-1, 1):
-            hx = a.center_x + s * (a.lung_gap + 0.06)
-            c.field += 0.22 * c.blob(hx, a.lung_top + 0.5 * height, 0.09, 0.13, softness=0.9)
-            for k in range(4):
-                ky = a.lung_bottom - 0.05 - 0.025 * k
-                kx = a.center_x + s * (a.lung_gap + 2 * a.lung_half_width - 0.02)
-                c.field += 0.2 * ((np.abs(c.y - ky) < 0.003) & (np.abs(c.x - kx) < 0.025))
-        x0 = a.center_x - a.lung_gap - 2 * a.lung_half_width
-        c.add_box("Edema", x0, a.lung_top + 0.3 * height, 2 * a.center_x - x0, a.lung_bottom)
-    if "Fibrosis" in findings:  # reticular net in the peripheral lower zones
-        s = side()
-        cx, _ = c.lung_center(s)
-        net = (np.abs(np.sin(c.x * 95)) < 0.25) | (np.abs(np.sin(c.y * 95 + c.x * 30)) < 0.25)
-        zone = c.blob(cx + s * 0.07, a.lung_top + 0.7 * height, 0.08, 0.13, softness=0.5)
-        c.field += 0.28 * net * zone * lungs[0 if s < 0 else 1]
-        c.add_box(
-            "Fibrosis",
-            cx + s * 0.07 - 0.08,
-            a.lung_top + 0.7 * height - 0.13,
-            cx + s * 0.07 + 0.08,
-            a.lung_top + 0.7 * height + 0.13,
-        )
-    if "Pleural_Thickening" in findings:  # bright band along the lateral chest wall and apex
-        s = side()
-        lung = lungs[0 if s < 0 else 1]
-        rim = lung & ~ndimage.binary_erosion(lung, iterations=max(2, int(0.022 * c.size)))
-        upper = c.y < a.lung_top + 0.6 * height
-        c.field += 0.35 * ndimage.gaussian_filter((rim & upper).astype(np.float32), 0.003 * c.size)
-        cx, _ = c.lung_center(s)
-        c.add_box(
-            "Pleural_Thickening",
-            cx - a.lung_half_width,
-            a.lung_top,
-            cx + a.lung_half_width,
-            a.lung_top + 0.6 * height,
-        )
-    if "Hernia" in findings:  # retrocardiac gas bubble with an air-fluid level
-        hx, hy, r = a.center_x - 0.01, a.lung_bottom - 0.06, 0.05
-        ring = c.blob(hx, hy, r, r * 0.8, softness=0.25)
-        inner = c.blob(hx, hy, r * 0.75, r * 0.6, softness=0.2) * (c.y < hy)
-        c.field += 0.18 * ring - 0.45 * inner
-        c.add_box("Hernia", hx - r, hy - r * 0.8, hx + r, hy + r * 0.8)
-    if "Pneumothorax" in findings:  # black, markingless rim at the apex-lateral side, thin pleural line
-        s = side()
-        lung = lungs[0 if s < 0 else 1]
-        cx, _ = c.lung_center(s)
-        edge_x = cx + s * a.lung_half_width * 0.35
-        line_y = a.lung_top + 0.55 * height
-        free_air = lung & ((c.x - edge_x) * s > 0) & (c.y < line_y - 0.2 * ((c.x - edge_x) * s))
-        free_soft = ndimage.gaussian_filter(free_air.astype(np.float32), 0.002 * c.size)
-        c.field = c.field * (1 - free_soft) + 0.05 * free_soft
-        pleura = free_air ^ ndimage.binary_erosion(free_air, iterations=2)
-        c.field += 0.25 * pleura
-        c.add_box(
-            "Pneumothorax",
-            min(edge_x, cx + s * a.lung_half_width),
-            a.lung_top,
-            max(edge_x, cx + s * a.lung_half_width),
-            line_y,
-        )
+    for name, paint in _PAINTERS.items():
+        if name in findings:
+            paint(c, lungs)
 
 
 def draw_radiograph(

@@ -16,12 +16,11 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-
-from chexnet.model import resolve_device
 
 
 @dataclass(frozen=True)
@@ -105,20 +104,32 @@ def launch(processes: int, script: str, arguments: list[str]) -> int:
     return 0
 
 
-def setup(device: str = "auto") -> Context:
-    """Join the process group when launched by torchrun with more than one process."""
+def setup(device: torch.device) -> Context:
+    """Join the process group when launched by torchrun with more than one process; on CUDA each
+    process takes the GPU of its local rank."""
     if launched():
         die_with_parent()  # torchrun's agent is the parent: no orphan may go on training
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    chosen = resolve_device(device)
+    chosen = device
     if chosen.type == "cuda" and world_size > 1:
         chosen = torch.device("cuda", local_rank)
         torch.cuda.set_device(chosen)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
     return Context(rank=rank, world_size=world_size, local_rank=local_rank, device=chosen)
+
+
+@contextmanager
+def main_first(ctx: Context) -> Iterator[None]:
+    """Rank 0 runs the block first, then the others: one process fetches into a shared cache (the
+    ImageNet weights) and the rest read what it left, instead of all downloading at once."""
+    if not ctx.is_main:
+        barrier(ctx)
+    yield
+    if ctx.is_main:
+        barrier(ctx)
 
 
 def teardown() -> None:

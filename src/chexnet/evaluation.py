@@ -1,5 +1,5 @@
-"""Clinical-study evaluation: operating thresholds chosen on validation, per-class operating points,
-calibration, and test-time augmentation.
+"""Clinical-study evaluation: operating thresholds chosen on validation, per-class operating points and
+calibration (test-time augmentation is :func:`chexnet.inference.tta_views`).
 
 Thresholds are chosen from **validation** predictions only and saved, so the test split is touched
 once, to measure; :func:`choose_thresholds` never sees test labels.
@@ -8,16 +8,15 @@ once, to measure; :func:`choose_thresholds` never sees test labels.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from chexnet.metrics import known, undefined_reason
-
-THRESHOLD_METHODS = ("youden", "max_f1")
-TTA_MODES = ("none", "hflip", "tencrop")
+from chexnet import bootstrap, classification
+from chexnet.classification import known, undefined_reason
+from chexnet.params import THRESHOLD_METHODS, EvaluateParams
 
 
 def choose_thresholds(
@@ -109,23 +108,103 @@ def reliability(
     return float(ece), points
 
 
-def tta_views(batch: torch.Tensor, mode: str) -> list[torch.Tensor]:
-    """The views of a normalised ``B×3×S×S`` batch whose probabilities are averaged.
+def thresholds_record(
+    labels: Sequence[str], method: str, thresholds: dict[str, float], fallbacks: dict[str, str]
+) -> dict[str, Any]:
+    """``models/thresholds.json``: what predict applies, with the label list it belongs to."""
+    return {
+        "labels": list(labels),
+        "method": method,
+        "chosen_on": "val",
+        "thresholds": thresholds,
+        "fallbacks": fallbacks,
+    }
 
-    ``hflip``: the image and its mirror. ``tencrop`` (as arnoweng/CheXNet): the image enlarged by
-    256/224 and cut into the four corners and centre, plus their mirrors; from the prepared cache,
-    which already holds the image at S px, the enlargement is an upsampling.
-    """
-    if mode == "none":
-        return [batch]
-    if mode == "hflip":
-        return [batch, batch.flip(-1)]
-    if mode != "tencrop":
-        raise ValueError(f"evaluate.tta must be one of {TTA_MODES}, got {mode!r}")
-    size = batch.shape[-1]
-    big = round(size * 256 / 224)
-    enlarged = F.interpolate(batch, size=(big, big), mode="bilinear", align_corners=False, antialias=False)
-    off = big - size
-    corners = [(0, 0), (0, off), (off, 0), (off, off), (off // 2, off // 2)]
-    crops = [enlarged[..., y : y + size, x : x + size] for y, x in corners]
-    return crops + [crop.flip(-1) for crop in crops]
+
+@dataclass
+class TestEvaluation:
+    """Everything the evaluate stage measures on the test split, ready to be written."""
+
+    labels: list[str]
+    summary: dict[str, Any]  # reports/evaluate.json (its headline part: metrics/evaluate.json)
+    classification_reports: dict[str, Any]  # scikit-learn's, at the chosen thresholds and at 0.5
+    report_text: str  # both reports as text, each under its heading
+    at_thresholds: np.ndarray  # 0/1 predictions at the chosen thresholds
+    operating_points: dict[str, dict]
+    calibration_bins: list[dict[str, float]]  # all findings pooled
+    calibration_bins_per_class: dict[str, list[dict[str, float]]]
+
+
+# Longer than our usual 60 lines, on purpose: most of it is the literal of reports/evaluate.json, kept in
+# one piece so that it reads like the file it writes.
+def evaluate_test(
+    truth: np.ndarray,
+    scores: np.ndarray,
+    patients: np.ndarray,
+    labels: Sequence[str],
+    thresholds: dict[str, float],
+    fallbacks: dict[str, str],
+    cfg: EvaluateParams,
+    seed: int,
+) -> TestEvaluation:
+    """The test split measured like a clinical study: AUROC and AP with patient-bootstrap intervals,
+    the validation thresholds and the seed's 0.5 applied, and calibration."""
+    names = list(labels)
+    intervals = bootstrap.bootstrap_metrics(
+        truth, scores, patients, names, resamples=cfg.bootstrap_resamples, seed=seed, level=cfg.ci_level
+    )
+    at_chosen = binarize_at(scores, thresholds, names)
+    at_seed = (scores >= cfg.threshold).astype(np.uint8)
+    points = operating_points(truth, scores, thresholds, names)
+    ece, overall_bins = reliability(truth, scores, cfg.calibration_bins)
+    per_class = {
+        label: reliability(truth[:, j], scores[:, j], cfg.calibration_bins) for j, label in enumerate(names)
+    }
+    chosen_report, chosen_text = classification.report(truth, at_chosen, names)
+    seed_report, seed_text = classification.report(truth, at_seed, names)
+    summary = {
+        "split": "test",
+        "findings": len(names),
+        "images": len(truth),
+        "patients": len(np.unique(patients)),
+        "bootstrap": {
+            "resamples": cfg.bootstrap_resamples,
+            "unit": "patient",
+            "seed": seed,
+            "level": cfg.ci_level,
+        },
+        "auroc": {key: value.as_dict() for key, value in intervals["auroc"].items()},
+        "average_precision": {key: value.as_dict() for key, value in intervals["average_precision"].items()},
+        "thresholds": {"method": cfg.threshold_method, "chosen_on": "val", "fallbacks": fallbacks},
+        "at_thresholds": {
+            "micro_confusion": classification.micro_confusion(truth, at_chosen),
+            "micro_f1": chosen_report["micro avg"]["f1-score"],
+            "macro_f1": chosen_report["macro avg"]["f1-score"],
+            "per_class": points,
+        },
+        "at_0.5": {
+            "threshold": cfg.threshold,
+            "micro_confusion": classification.micro_confusion(truth, at_seed),
+            "micro_f1": seed_report["micro avg"]["f1-score"],
+            "macro_f1": seed_report["macro avg"]["f1-score"],
+        },
+        "calibration": {
+            "ece": ece,
+            "bins": cfg.calibration_bins,
+            "ece_per_class": {label: v[0] for label, v in per_class.items()},
+        },
+        "tta": cfg.tta,
+    }
+    return TestEvaluation(
+        labels=names,
+        summary=summary,
+        classification_reports={"validation_thresholds": chosen_report, "threshold_0.5": seed_report},
+        report_text=(
+            f"test split, thresholds chosen on validation ({cfg.threshold_method})\n\n{chosen_text}\n\n"
+            f"test split, threshold {cfg.threshold:g} (the seed's)\n\n{seed_text}"
+        ),
+        at_thresholds=at_chosen,
+        operating_points=points,
+        calibration_bins=overall_bins,
+        calibration_bins_per_class={label: v[1] for label, v in per_class.items()},
+    )

@@ -12,10 +12,19 @@ import torch
 from tqdm import tqdm
 
 from chexnet import boxes as box_scores
-from chexnet import cam, figures
+from chexnet import cam, figures, inference
 from chexnet.images import load_gray
 from chexnet.labels import file_safe
 from chexnet.model import CheXNet
+
+OVERLAY_COLUMNS = (
+    "finding",
+    "rank",
+    "image",
+    "probability",
+    "ground_truth",
+    "overlay",
+)  # reports/explain.csv
 
 
 def _batches(items: list, size: int) -> Iterator[list]:
@@ -33,6 +42,7 @@ def top_k_overlays(
     target_layer: str,
     device: torch.device,
     out_dir: Path,
+    precision: inference.Precision = inference.FP32,
 ) -> list[dict[str, object]]:
     """For each finding present in ``predictions``, its ``k`` most probable images: one overlay PNG each
     (``<out_dir>/<Finding>/top<r>.png``) and a grid (``<out_dir>/<Finding>.png``). Returns their rows.
@@ -46,7 +56,7 @@ def top_k_overlays(
         top = predictions.nlargest(k, f"p_{label}")
         pixels = np.stack([np.asarray(images[int(r)]) for r in top["row"]])
         heats, probabilities = cam.grad_cam_pp_batch(
-            model, pixels, [index] * len(top), target_layer=target_layer, device=device
+            model, pixels, [index] * len(top), target_layer=target_layer, device=device, precision=precision
         )
         tiles = []
         for rank, (record, image, heat, p) in enumerate(
@@ -107,6 +117,7 @@ def localisation(
     device: torch.device,
     fraction: float = 0.5,
     batch_size: int = 16,
+    precision: inference.Precision = inference.FP32,
 ) -> dict[str, object]:
     """Pointing game and IoBB > 0.5 for every (image, finding) with an expert box in ``predictions``.
 
@@ -118,7 +129,12 @@ def localisation(
     for chunk in tqdm(list(_batches(cases, batch_size)), desc="localisation", unit="batch"):
         pixels = np.stack([np.asarray(images[row]) for row, *_ in chunk])
         heats, _ = cam.grad_cam_pp_batch(
-            model, pixels, [c for _, c, _, _ in chunk], target_layer=target_layer, device=device
+            model,
+            pixels,
+            [c for _, c, _, _ in chunk],
+            target_layer=target_layer,
+            device=device,
+            precision=precision,
         )
         for heat, (_, _, finding, scaled) in zip(heats, chunk, strict=True):
             predicted = box_scores.predicted_box(heat, fraction)
@@ -154,7 +170,7 @@ def explain_file(
     image = load_gray(path, image_size)
     thresholds = thresholds or dict.fromkeys(labels, 0.5)
     with torch.no_grad():
-        probabilities = cam.predict_probabilities(model, image[None], device)[0]
+        probabilities = inference.predict_images(model, image[None], device)[0]
     if findings is None:
         findings = [label for j, label in enumerate(labels) if probabilities[j] >= thresholds[label]]
         findings = findings or [labels[int(np.argmax(probabilities))]]

@@ -1,9 +1,11 @@
-"""PNG figures people would rather look at than read: the prediction grid and heat-map overlays."""
+"""PNG figures people would rather look at than read: the prediction grid, confusion and reliability
+figures of the evaluate stage, and heat-map overlays."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -14,6 +16,7 @@ import pandas as pd
 
 from chexnet import io
 from chexnet.labels import findings_string
+from chexnet.paths import CONFUSION_PNG, PREDICTION_GRID, RELIABILITY_PNG
 
 
 def _names(row: np.ndarray, labels: list[str]) -> str:
@@ -146,3 +149,26 @@ def cam_grid(path: str | Path, tiles: list[tuple[np.ndarray, str]], title: str) 
     figure.suptitle(title, fontsize=9)
     figure.tight_layout(rect=(0, 0, 1, 0.95))
     return io.save_figure(path, figure, dpi=80)
+
+
+def evaluation_figures(
+    result: Any, test: pd.DataFrame, truth: np.ndarray, images: np.ndarray, shown: int
+) -> None:
+    """The evaluate stage's PNGs from an :class:`chexnet.evaluation.TestEvaluation`: the confusion grid
+    and reliability diagram of the test split at the validation thresholds, and the picture grid of
+    its first ``shown`` images (``images``: the prepared cache)."""
+    confusion_grid(CONFUSION_PNG, result.operating_points, "Test split at thresholds chosen on validation")
+    calibration = result.summary["calibration"]
+    reliability_diagram(
+        RELIABILITY_PNG, result.calibration_bins, result.calibration_bins_per_class, calibration["ece"]
+    )
+    shown = min(shown, len(test))
+    prediction_grid(
+        PREDICTION_GRID,
+        np.stack([images[r] for r in test["row"][:shown]]),
+        truth[:shown],
+        result.at_thresholds[:shown],
+        result.labels,
+        list(test["image"][:shown]),
+        f"thresholds chosen on validation ({result.summary['thresholds']['method']})",
+    )

@@ -315,13 +315,6 @@ def require_labels(info: ModelInfo, expected: LabelList, model_path: str | Path,
         )
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` is CUDA when present (the seed's choice), else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def resolve_layer(model: nn.Module, spec: str) -> nn.Module:
     """Find a submodule from a name like ``features[-1]`` or ``features.denseblock4``."""
     module: Any = model

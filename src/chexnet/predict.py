@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from chexnet import cam
+from chexnet import inference
 from chexnet.explain import write_overlays
 from chexnet.images import load_gray
 
@@ -106,7 +106,7 @@ def predict_files(
                 log.error("%s: cannot be read: %s", path, error)
                 results[path] = Prediction(file=str(path), error=error)
             if pixels is not None:
-                probabilities = cam.predict_probabilities(model, pixels, device)
+                probabilities = inference.predict_images(model, pixels, device)
                 for path, image, p in zip(good, pixels, probabilities, strict=True):
                     positive = [label for label, flag in zip(labels, p >= cut, strict=True) if flag]
                     result = Prediction(

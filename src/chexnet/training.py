@@ -1,16 +1,20 @@
 """The training loop: the seed's recipe (Adam, BCE, epochs, batch size) at the hardware's speed.
 
+Read :func:`fit` first: it is the epoch loop and nothing else. Its steps are :func:`build_run` (net,
+optimiser, scaler, scheduler, criterion, precision), :func:`train_one_epoch`, :func:`validate`, the
+choice of the best epoch (:meth:`Progress.record`) and the resume point (:class:`ResumeState`).
+
 - Data: uint8 batches from the prepared cache (memory map, DataLoader workers, pinned memory),
-  normalised and optionally flipped on the device, batched.
+  normalised and optionally flipped on the device (:mod:`chexnet.inference`).
 - Speed on CUDA: mixed precision (bf16 where supported, else fp16 with a gradient scaler), cuDNN
   autotuning, optional channels_last and ``torch.compile``. On a CPU with native bf16 (AVX512-BF16,
   AMX): bf16 autocast, channels_last and DenseNet's memory-efficient layers, 2.5× the fp32 speed in
   half the memory (benchmarks/README.md); fp32 on other CPUs.
 - Scale: one process, or many under ``torchrun`` (DistributedDataParallel, distributed samplers,
   metrics reduced across processes).
-- Robustness: a checkpoint after every epoch (model, optimiser, scaler, scheduler, RNG states, history)
-  that a rerun resumes from, ending with the same model as an uninterrupted run; a non-finite loss
-  stops training naming the epoch and batch.
+- Robustness: a resume point after every epoch (model, optimiser, scaler, scheduler, RNG states,
+  history) that a rerun resumes from, ending with the same model as an uninterrupted run; a non-finite
+  loss stops training naming the epoch and batch.
 - Selection: the best epoch by validation mean AUROC is the model kept; early stopping, LR on plateau
   and ``pos_weight`` are options, off by default to match the seed.
 """
@@ -23,7 +27,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +35,20 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.distributed import DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from chexnet import io
-from chexnet.dataset import CachedImages, normalize_batch
-from chexnet.distributed import Context, barrier, gather_rows, sum_all
+from chexnet.classification import mean_auroc, per_class_auroc
+from chexnet.dataset import CachedImages
+from chexnet.distributed import Context, barrier, sum_all
 from chexnet.errors import ChexnetError
-from chexnet.evaluation import tta_views
-from chexnet.metrics import mean_auroc, per_class_auroc
+from chexnet.inference import SINGLE, amp_dtype, make_loader, on_cpu_by_default, predict_loader, prepare_batch
+from chexnet.labels import LabelList
 from chexnet.model import CheXNet, LogitsView, set_memory_efficient
+from chexnet.params import Params, TrainParams
 
 log = logging.getLogger(__name__)
-SINGLE = Context(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 _CHECK_EVERY_CUDA = 20  # batches between host syncs on a GPU (loss shown, finiteness checked)
 
 
@@ -52,23 +56,36 @@ class NonFiniteLossError(ChexnetError, RuntimeError):
     """The loss became NaN or infinite; training stops instead of saving a broken model."""
 
 
+_DEFAULTS, _TRAIN = Params(), TrainParams()  # the defaults live in the params schema, nowhere else
+
+
 @dataclass(frozen=True)
 class TrainOptions:
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 1e-4
-    seed: int = 42
-    num_workers: int = 0
-    amp: str = "auto"  # auto (CUDA: bf16 if supported else fp16; CPU: bf16 where native) | bf16 | fp16 | off
-    channels_last: bool | str = "auto"  # auto: on for CPU, off for CUDA
-    memory_efficient: bool | str = "auto"  # DenseNet's checkpointed dense layers; auto: on for CPU
-    compile: bool = False
-    compile_mode: str = "default"  # torch.compile mode (params.COMPILE_MODES)
-    hflip: bool = False
-    pos_weight: bool = False
-    early_stopping_patience: int = 0  # epochs without improvement before stopping; 0 = off
-    lr_plateau_patience: int = 0  # epochs without improvement before lr *= factor; 0 = off
-    lr_plateau_factor: float = 0.1
+    """What :func:`fit` needs from the params (their meaning: ``chexnet.params``)."""
+
+    epochs: int = _DEFAULTS.epochs
+    batch_size: int = _DEFAULTS.batch_size
+    lr: float = _DEFAULTS.lr
+    seed: int = _DEFAULTS.seed
+    num_workers: int = _DEFAULTS.num_workers
+    amp: str = _TRAIN.amp
+    channels_last: bool | str = _TRAIN.channels_last
+    memory_efficient: bool | str = _TRAIN.memory_efficient
+    compile: bool = _TRAIN.compile
+    compile_mode: str = _TRAIN.compile_mode
+    hflip: bool = _TRAIN.hflip
+    pos_weight: bool = _TRAIN.pos_weight
+    early_stopping_patience: int = _TRAIN.early_stopping_patience
+    lr_plateau_patience: int = _TRAIN.lr_plateau_patience
+    lr_plateau_factor: float = _TRAIN.lr_plateau_factor
+
+    @classmethod
+    def from_params(cls, params: Params) -> TrainOptions:
+        """The seed's recipe from the top-level params, the rest from ``train:`` (same names)."""
+        names = {f.name for f in fields(cls)}
+        extra = {key: value for key, value in asdict(params.train).items() if key in names}
+        top = {"epochs": params.epochs, "batch_size": params.batch_size, "lr": params.lr, "seed": params.seed}
+        return cls(**top, num_workers=params.num_workers, **extra)
 
 
 @dataclass
@@ -84,6 +101,8 @@ class EpochRecord:
 
 @dataclass
 class FitResult:
+    """What :func:`fit` returns: every epoch's record and the best epoch's weights."""
+
     history: list[EpochRecord] = field(default_factory=list)
     best_state: dict[str, torch.Tensor] | None = None
     best_epoch: int = 0
@@ -100,38 +119,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), as torch's own cpuinfo reports.
-
-    Asked, not tried: an autocast that merely runs (CPUs without these emulate bf16 through fp32 AVX512,
-    or fall back to slow reference kernels) says nothing about whether it is faster.
-    """
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
-
-
-def amp_dtype(option: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``option`` on ``device`` (``None``: full fp32)."""
-    if option not in ("auto", "bf16", "fp16", "off"):
-        raise ChexnetError(f"train.amp must be auto, bf16, fp16 or off, got {option!r}")
-    if option == "off":
-        return None
-    if option == "auto" and device.type != "cuda":
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
-    if option == "fp16" and device.type != "cuda":
-        raise ChexnetError("train.amp: fp16 needs CUDA; use bf16 or off on CPU")
-    if option == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if option == "bf16" else torch.float16
-
-
-def on_cpu_by_default(option: bool | str, device: torch.device) -> bool:
-    """``auto`` settings that pay on a CPU and not on a GPU (measured: benchmarks/README.md, "CPU levers"):
-    channels_last (faster on CPU, slower on CUDA at batch 32) and memory_efficient (on a CPU, RAM is what
-    a laptop runs out of; on a GPU the recomputation costs time that memory does not need)."""
-    return device.type == "cpu" if option == "auto" else bool(option)
-
-
 def make_optimizer(model: nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
     """The seed's Adam. On CUDA its fused kernel: the same update rule in a few launches instead of
     several per parameter tensor (DenseNet121 has 364), which matters when launches bound the step."""
@@ -142,47 +129,6 @@ def compile_model(net: nn.Module, mode: str = "default") -> nn.Module:
     """``torch.compile`` with static shapes: the last, smaller batch of an epoch gets its own graph
     instead of turning every later step into a slower dynamic-shape one."""
     return torch.compile(net, mode=None if mode == "default" else mode, dynamic=False)
-
-
-def make_loader(
-    dataset: Dataset,
-    *,
-    batch_size: int,
-    shuffle: bool,
-    seed: int,
-    num_workers: int,
-    device: torch.device,
-    ctx: Context = SINGLE,
-) -> DataLoader:
-    """A loader whose order depends only on (seed, epoch): what makes resumed runs identical.
-
-    A DistributedSampler serves one process (whole dataset) or many (a shard each) alike; call
-    ``loader.sampler.set_epoch(epoch)`` before each epoch.
-    """
-    sampler = DistributedSampler(
-        dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, seed=seed, drop_last=False
-    )
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=num_workers > 0,
-        prefetch_factor=4 if num_workers > 0 else None,
-    )
-
-
-def prepare_batch(
-    images: torch.Tensor, device: torch.device, *, hflip: bool, channels_last: bool
-) -> torch.Tensor:
-    """uint8 batch → normalised float on the device; random horizontal flips there, not per sample."""
-    x = normalize_batch(images, device, channels_last=channels_last)
-    if hflip:
-        flip = torch.rand(x.shape[0], device=x.device) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-    return x
 
 
 class MaskedBCEWithLogitsLoss(nn.Module):
@@ -209,6 +155,57 @@ def positive_weights(labels: torch.Tensor) -> torch.Tensor:
     return (known.sum(dim=0) - positives).clamp(min=0) / positives
 
 
+@dataclass
+class Run:
+    """Everything one training run steps with, built once by :func:`build_run`."""
+
+    model: CheXNet  # the weights saved (unwrapped)
+    net: nn.Module  # what is called: LogitsView, under DDP and torch.compile when asked
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | None
+    criterion: nn.Module
+    dtype: torch.dtype | None  # autocast dtype; None = fp32
+    channels_last: bool
+    ctx: Context
+
+
+def build_run(model: CheXNet, train_labels: torch.Tensor, options: TrainOptions, ctx: Context) -> Run:
+    """The network on its device in its memory layout, wrapped for DDP and compilation, and the
+    optimiser, gradient scaler (fp16 only), LR scheduler (when asked) and loss."""
+    device = ctx.device
+    dtype = amp_dtype(options.amp, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    channels_last = on_cpu_by_default(options.channels_last, device)
+    set_memory_efficient(model, on_cpu_by_default(options.memory_efficient, device))
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    net: nn.Module = LogitsView(model)
+    if ctx.distributed:
+        net = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
+    if options.compile:
+        net = compile_model(net, options.compile_mode)
+    optimizer = make_optimizer(model, options.lr, device)
+    scheduler = None
+    if options.lr_plateau_patience > 0:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=options.lr_plateau_factor, patience=options.lr_plateau_patience
+        )
+    pos_weight = positive_weights(train_labels).to(device) if options.pos_weight else None
+    return Run(
+        model=model,
+        net=net,
+        optimizer=optimizer,
+        scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+        scheduler=scheduler,
+        criterion=MaskedBCEWithLogitsLoss(pos_weight).to(device),
+        dtype=dtype,
+        channels_last=channels_last,
+        ctx=ctx,
+    )
+
+
+# --- one epoch --------------------------------------------------------------------------------------
 def train_step(
     net: nn.Module,
     x: torch.Tensor,
@@ -230,41 +227,41 @@ def train_step(
     return loss.detach()
 
 
-# --- prediction -------------------------------------------------------------------------------------
-@torch.no_grad()
-def _predict(
-    net: nn.Module,
-    loader: DataLoader,
-    ctx: Context,
-    dtype: torch.dtype | None,
-    channels_last: bool,
-    desc: str,
-    tta: str = "none",
-) -> tuple[np.ndarray, np.ndarray]:
-    net.eval()
-    scores, truth = [], []
-    for images, labels in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not ctx.is_main):
-        x = prepare_batch(images, ctx.device, hflip=False, channels_last=channels_last)
-        with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
-            views = [torch.sigmoid(net(view).float()) for view in tta_views(x, tta)]
-        scores.append(torch.stack(views).mean(dim=0).cpu())
-        truth.append(labels)
-    order = torch.as_tensor(list(iter(loader.sampler)), dtype=torch.long)
-    total = len(loader.dataset)
-    s = gather_rows(ctx, torch.cat(scores), order, total)
-    t = gather_rows(ctx, torch.cat(truth), order, total)
-    return s.numpy(), t.numpy()
+def train_one_epoch(
+    run: Run, loader: DataLoader, epoch: int, epochs: int, *, hflip: bool
+) -> tuple[float, float, float]:
+    """One pass over the training loader; returns the mean loss and the number of samples, both over
+    every process, and the seconds it took."""
+    started = time.perf_counter()
+    device = run.ctx.device
+    run.net.train()
+    loader.sampler.set_epoch(epoch)
+    total = torch.zeros((), device=device, dtype=torch.float64)
+    first_bad = torch.full((), -1, device=device, dtype=torch.long)
+    count = 0
+    check_every = _CHECK_EVERY_CUDA if device.type == "cuda" else 1  # a CPU loses nothing by syncing
+    bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not run.ctx.is_main)
+    for batch, (images, labels) in enumerate(bar, start=1):
+        x = prepare_batch(images, device, hflip=hflip, channels_last=run.channels_last)
+        labels = labels.to(device, non_blocking=True)
+        detached = train_step(run.net, x, labels, run.criterion, run.optimizer, run.scaler, run.dtype)
+        total += detached * len(labels)
+        count += len(labels)
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), batch, first_bad)
+        if batch % check_every == 0 or batch == len(loader):
+            _stop_if_non_finite(first_bad, epoch)  # one host sync every few batches, not every one
+            bar.set_postfix(loss=f"{detached.item():.4f}")
+    loss_sum, seen = sum_all(run.ctx, total.item(), float(count))
+    return loss_sum / max(seen, 1), seen, time.perf_counter() - started
 
 
-def predict(
-    model: CheXNet, loader: DataLoader, device: torch.device, desc: str = "predict", tta: str = "none"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and labels for every sample of ``loader``, in dataset order (one process, fp32).
-
-    ``tta``: average the probabilities over test-time views (``evaluation.tta_views``).
-    """
-    ctx = Context(rank=0, world_size=1, local_rank=0, device=device)
-    return _predict(LogitsView(model.to(device)), loader, ctx, None, False, desc, tta)
+def validate(run: Run, loader: DataLoader) -> tuple[float, float | None]:
+    """Validation loss over the known labels and mean AUROC (``None`` when no finding has both classes)."""
+    scores, truth = predict_loader(
+        run.net, loader, run.ctx, dtype=run.dtype, channels_last=run.channels_last, desc="validate"
+    )
+    val_auroc = mean_auroc(per_class_auroc(truth, scores, [str(j) for j in range(truth.shape[1])]))
+    return _bce(scores, truth), val_auroc
 
 
 def _bce(scores: np.ndarray, truth: np.ndarray) -> float:
@@ -276,7 +273,7 @@ def _bce(scores: np.ndarray, truth: np.ndarray) -> float:
     return float(losses[known].mean()) if known.any() else 0.0
 
 
-# --- checkpoints ------------------------------------------------------------------------------------
+# --- the resume point -------------------------------------------------------------------------------
 def fingerprint(settings: dict[str, Any], files: list[Path]) -> str:
     """What a checkpoint must match to be resumed: training settings and the data it was trained on."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
@@ -285,6 +282,18 @@ def fingerprint(settings: dict[str, Any], files: list[Path]) -> str:
             for block in iter(lambda: handle.read(1 << 24), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def run_fingerprint(
+    options: TrainOptions, weights: str, world_size: int, labels: LabelList, prepared: list[Path]
+) -> str:
+    """The fingerprint a resume point must match: the training settings (``epochs`` left out: a killed
+    run may be extended), the initial weights, the process count, the label list, and the bytes of the
+    ``prepared`` files (the split, the index, the labels and the image cache: another image size is
+    another run)."""
+    settings = asdict(options) | {"weights": weights, "world_size": world_size, "labels": list(labels.names)}
+    settings.pop("epochs")
+    return fingerprint(settings, prepared)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -309,6 +318,125 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(python_state), gauss))
 
 
+@dataclass
+class Progress:
+    """Where the epoch loop stands: every epoch's record, the best epoch so far, epochs since then."""
+
+    history: list[EpochRecord] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] | None = None
+    best_epoch: int = 0
+    best_val_mean_auroc: float | None = None
+    best_score: float = -np.inf
+    stale_epochs: int = 0
+
+    def record(self, record: EpochRecord, model: CheXNet) -> float:
+        """Add an epoch; keep a copy of the weights when it is the best so far. Returns its score
+        (validation mean AUROC, or minus the validation loss when AUROC is undefined)."""
+        self.history.append(record)
+        score = record.val_mean_auroc if record.val_mean_auroc is not None else -record.val_loss
+        if score > self.best_score:
+            self.best_score, self.stale_epochs = score, 0
+            self.best_epoch, self.best_val_mean_auroc = record.epoch, record.val_mean_auroc
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            self.stale_epochs += 1
+        return score
+
+
+@dataclass
+class ResumeState:
+    """The resume point written after every epoch (``<train.checkpoint_dir>/train_checkpoint.pt``).
+
+    Not the model that is kept (that is ``models/chexnet_model.pth``, the best epoch's weights): this is
+    everything needed to go on as if never stopped. It is used only when its ``fingerprint`` (settings
+    and data) matches the run's; an unreadable or foreign file is skipped with a warning, never fatal.
+    """
+
+    fingerprint: str
+    epoch: int
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any]
+    scheduler: dict[str, Any]
+    rng: dict[str, Any]
+    progress: Progress
+
+    @classmethod
+    def of(cls, run: Run, progress: Progress, epoch: int, fingerprint: str) -> ResumeState:
+        return cls(
+            fingerprint=fingerprint,
+            epoch=epoch,
+            model=run.model.state_dict(),
+            optimizer=run.optimizer.state_dict(),
+            scaler=run.scaler.state_dict(),
+            scheduler=run.scheduler.state_dict() if run.scheduler is not None else {},
+            rng=_rng_state(),
+            progress=progress,
+        )
+
+    def save(self, path: Path) -> None:
+        """One plain dict of tensors and numbers, written atomically (``torch.load(weights_only=True)``)."""
+        p = self.progress
+        io.write_torch(
+            path,
+            {
+                "fingerprint": self.fingerprint,
+                "epoch": self.epoch,
+                "model": self.model,
+                "optimizer": self.optimizer,
+                "scaler": self.scaler,
+                "scheduler": self.scheduler,
+                "rng": self.rng,
+                "history": [asdict(r) for r in p.history],
+                "best_state": p.best_state,
+                "best_epoch": p.best_epoch,
+                "best_val_mean_auroc": p.best_val_mean_auroc,
+                "best_score": float(p.best_score),
+                "stale_epochs": p.stale_epochs,
+            },
+        )
+
+    @classmethod
+    def load(cls, path: Path, fingerprint: str) -> ResumeState | None:
+        """The state at ``path`` if there is one, it can be read, and it was written for this run."""
+        if not path.exists():
+            return None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            progress = Progress(
+                history=[EpochRecord(**record) for record in state["history"]],
+                best_state=state["best_state"],
+                best_epoch=state["best_epoch"],
+                best_val_mean_auroc=state["best_val_mean_auroc"],
+                best_score=state["best_score"],
+                stale_epochs=state["stale_epochs"],
+            )
+            keys = ("fingerprint", "epoch", "model", "optimizer", "scaler", "scheduler", "rng")
+            loaded = cls(**{key: state[key] for key in keys}, progress=progress)
+        except Exception as error:  # truncated zip, foreign pickle or dict: start again rather than fail
+            log.warning(
+                "ignoring %s: it cannot be read (%s); training starts from epoch 1",
+                path,
+                f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+            )
+            return None
+        if loaded.fingerprint != fingerprint:
+            log.warning("ignoring %s: it was written for other settings or data", path)
+            return None
+        return loaded
+
+    def restore(self, run: Run) -> Progress:
+        """Put the model, optimiser, scaler, scheduler and RNGs back where they were after ``epoch``."""
+        run.model.load_state_dict(self.model)
+        run.optimizer.load_state_dict(self.optimizer)
+        run.scaler.load_state_dict(self.scaler)
+        if run.scheduler is not None and self.scheduler:
+            run.scheduler.load_state_dict(self.scheduler)
+        _set_rng_state(self.rng)
+        log.info("resuming after epoch %d", self.epoch)
+        return self.progress
+
+
 # --- the loop ---------------------------------------------------------------------------------------
 def fit(
     model: CheXNet,
@@ -323,167 +451,129 @@ def fit(
 ) -> FitResult:
     """Train ``model`` in place; return the history and the best epoch's weights.
 
-    ``checkpoint``: written after every epoch (by rank 0) and resumed from when it exists with the
-    same ``run_fingerprint``. ``on_epoch`` is called with each finished epoch, also with the epochs
-    replayed from a checkpoint, so loggers see the whole history.
+    ``checkpoint``: the resume point, written after every epoch (by rank 0) and resumed from when it
+    exists with the same ``run_fingerprint``. ``on_epoch`` is called with each finished epoch, also with
+    the epochs replayed from a resume point, so loggers see the whole history.
     """
-    device = ctx.device
-    dtype = amp_dtype(options.amp, device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    channels_last = on_cpu_by_default(options.channels_last, device)
-    set_memory_efficient(model, on_cpu_by_default(options.memory_efficient, device))
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    net: nn.Module = LogitsView(model)
-    if ctx.distributed:
-        net = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
-    if options.compile:
-        net = compile_model(net, options.compile_mode)
+    run = build_run(model, train_set.labels, options, ctx)
+    loaders = dict(batch_size=options.batch_size, seed=options.seed, num_workers=options.num_workers,
+                   device=ctx.device, ctx=ctx)  # fmt: skip
+    train_loader = make_loader(train_set, shuffle=True, **loaders)
+    val_loader = make_loader(val_set, shuffle=False, **loaders)
 
-    optimizer = make_optimizer(model, options.lr, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    scheduler = (
-        torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=options.lr_plateau_factor, patience=options.lr_plateau_patience
-        )
-        if options.lr_plateau_patience > 0
-        else None
-    )
-    pos_weight = positive_weights(train_set.labels).to(device) if options.pos_weight else None
-    criterion = MaskedBCEWithLogitsLoss(pos_weight).to(device)
+    resumed = ResumeState.load(checkpoint, run_fingerprint) if checkpoint is not None else None
+    progress, start = (resumed.restore(run), resumed.epoch + 1) if resumed is not None else (Progress(), 1)
+    for record in progress.history if on_epoch else ():  # loggers see the epochs done before a restart
+        on_epoch(record)
 
-    loader_args = dict(
-        batch_size=options.batch_size,
-        seed=options.seed,
-        num_workers=options.num_workers,
-        device=device,
-        ctx=ctx,
-    )
-    train_loader = make_loader(train_set, shuffle=True, **loader_args)
-    val_loader = make_loader(val_set, shuffle=False, **loader_args)
-
-    result = FitResult()
-    best_score, stale_epochs, start = -np.inf, 0, 1
-    state = _read_resume_state(checkpoint) if checkpoint is not None else None
-    if state is not None:
-        if state.get("fingerprint") != run_fingerprint:
-            log.warning("ignoring %s: it was written for other settings or data", checkpoint)
-        else:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            if scheduler is not None and state["scheduler"]:
-                scheduler.load_state_dict(state["scheduler"])
-            _set_rng_state(state["rng"])
-            result.history = [EpochRecord(**record) for record in state["history"]]
-            result.best_state, result.best_epoch = state["best_state"], state["best_epoch"]
-            result.best_val_mean_auroc = state["best_val_mean_auroc"]
-            best_score, stale_epochs = state["best_score"], state["stale_epochs"]
-            start = result.resumed_from_epoch = state["epoch"] + 1
-            log.info("resuming from %s after epoch %d", checkpoint, state["epoch"])
-            for record in result.history:
-                if on_epoch:
-                    on_epoch(record)
-
+    stopped_early = False
     for epoch in range(start, options.epochs + 1):
-        if options.early_stopping_patience and stale_epochs >= options.early_stopping_patience:
-            result.stopped_early = True
-            log.info("early stopping: no improvement in %d epochs", stale_epochs)
+        if options.early_stopping_patience and progress.stale_epochs >= options.early_stopping_patience:
+            stopped_early = True
+            log.info("early stopping: no improvement in %d epochs", progress.stale_epochs)
             break
         started = time.perf_counter()
-        net.train()
-        train_loader.sampler.set_epoch(epoch)
-        total = torch.zeros((), device=device, dtype=torch.float64)
-        first_bad = torch.full((), -1, device=device, dtype=torch.long)
-        count = 0
-        check_every = _CHECK_EVERY_CUDA if device.type == "cuda" else 1  # a CPU loses nothing by syncing
-        bar = tqdm(
-            train_loader, desc=f"epoch {epoch}/{options.epochs}", unit="batch", disable=not ctx.is_main
+        train_loss, seen, train_seconds = train_one_epoch(
+            run, train_loader, epoch, options.epochs, hflip=options.hflip
         )
-        for batch, (images, labels) in enumerate(bar, start=1):
-            x = prepare_batch(images, device, hflip=options.hflip, channels_last=channels_last)
-            labels = labels.to(device, non_blocking=True)
-            detached = train_step(net, x, labels, criterion, optimizer, scaler, dtype)
-            total += detached * len(labels)
-            count += len(labels)
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(detached), batch, first_bad)
-            if batch % check_every == 0 or batch == len(train_loader):
-                _stop_if_non_finite(first_bad, epoch)  # one host sync every few batches, not every one
-                bar.set_postfix(loss=f"{detached.item():.4f}")
-        loss_sum, seen = sum_all(ctx, total.item(), float(count))
-        train_seconds = time.perf_counter() - started
-
-        scores, truth = _predict(net, val_loader, ctx, dtype, channels_last, "validate")
-        val_auroc = mean_auroc(per_class_auroc(truth, scores, [str(j) for j in range(truth.shape[1])]))
+        val_loss, val_auroc = validate(run, val_loader)
         record = EpochRecord(
             epoch=epoch,
-            train_loss=loss_sum / max(seen, 1),
-            val_loss=_bce(scores, truth),
+            train_loss=train_loss,
+            val_loss=val_loss,
             val_mean_auroc=val_auroc,
-            lr=optimizer.param_groups[0]["lr"],
+            lr=run.optimizer.param_groups[0]["lr"],
             seconds=time.perf_counter() - started,
             images_per_second=seen / max(train_seconds, 1e-9),
         )
-        result.history.append(record)
-        score = val_auroc if val_auroc is not None else -record.val_loss
-        if score > best_score:
-            best_score, stale_epochs = score, 0
-            result.best_epoch, result.best_val_mean_auroc = epoch, val_auroc
-            result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        else:
-            stale_epochs += 1
-        if scheduler is not None:
-            scheduler.step(score)
+        score = progress.record(record, model)
+        if run.scheduler is not None:
+            run.scheduler.step(score)
         if ctx.is_main:
-            shown = "n/a" if val_auroc is None else f"{val_auroc:.4f}"
-            log.info(
-                "epoch %d/%d: train loss %.4f, val loss %.4f, val mean AUROC %s, %.0f img/s (%.0f s)",
-                epoch,
-                options.epochs,
-                record.train_loss,
-                record.val_loss,
-                shown,
-                record.images_per_second,
-                record.seconds,
-            )
+            _log_epoch(record, options.epochs)
             if on_epoch:
                 on_epoch(record)
             if checkpoint is not None:
-                state = {
-                    "fingerprint": run_fingerprint,
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else {},
-                    "rng": _rng_state(),
-                    "history": [asdict(r) for r in result.history],
-                    "best_state": result.best_state,
-                    "best_epoch": result.best_epoch,
-                    "best_val_mean_auroc": result.best_val_mean_auroc,
-                    "best_score": float(best_score),
-                    "stale_epochs": stale_epochs,
-                }
-                io.write_torch(checkpoint, state)
+                ResumeState.of(run, progress, epoch, run_fingerprint).save(checkpoint)
         barrier(ctx)
-    return result
+    return FitResult(
+        history=progress.history,
+        best_state=progress.best_state,
+        best_epoch=progress.best_epoch,
+        best_val_mean_auroc=progress.best_val_mean_auroc,
+        resumed_from_epoch=start if resumed is not None else 0,
+        stopped_early=stopped_early,
+    )
 
 
-def _read_resume_state(checkpoint: Path) -> dict[str, Any] | None:
-    """The resume state, or ``None`` when there is none or it cannot be read (a kill during a write on a
-    file system without atomic rename, a foreign file): a broken checkpoint is skipped, never fatal."""
-    if not checkpoint.exists():
-        return None
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, foreign pickle: start again rather than fail every run
-        log.warning(
-            "ignoring %s: it cannot be read (%s); training starts from epoch 1",
-            checkpoint,
-            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
-        )
-        return None
-    return state if isinstance(state, dict) else None
+def _log_epoch(record: EpochRecord, epochs: int) -> None:
+    shown = "n/a" if record.val_mean_auroc is None else f"{record.val_mean_auroc:.4f}"
+    log.info(
+        "epoch %d/%d: train loss %.4f, val loss %.4f, val mean AUROC %s, %.0f img/s (%.0f s)",
+        record.epoch,
+        epochs,
+        record.train_loss,
+        record.val_loss,
+        shown,
+        record.images_per_second,
+        record.seconds,
+    )
+
+
+def describe(options: TrainOptions, ctx: Context, pretrained: bool, labels: LabelList) -> str:
+    """One log line: where and how this run trains."""
+    device = ctx.device
+    return (
+        f"training on {device} × {ctx.world_size} process(es), {'ImageNet' if pretrained else 'random'} "
+        f"weights, {amp_dtype(options.amp, device) or 'fp32'}, channels_last "
+        f"{on_cpu_by_default(options.channels_last, device)}, memory_efficient "
+        f"{on_cpu_by_default(options.memory_efficient, device)}, {len(labels)} findings ({labels.source})"
+    )
+
+
+def summary(result: FitResult, pretrained: bool, options: TrainOptions, ctx: Context) -> dict[str, Any]:
+    """``reports/train.json`` (its headline part: ``metrics/train.json``)."""
+    history, device = result.history, ctx.device
+    rates = [r.images_per_second for r in history if r.epoch > result.resumed_from_epoch]
+    precision = amp_dtype(options.amp, device) or torch.float32
+    best = result.best_val_mean_auroc
+    return {
+        "pretrained": pretrained,
+        "train_device": f"{device.type} x{ctx.world_size}",
+        "precision": str(precision).removeprefix("torch."),
+        "channels_last": on_cpu_by_default(options.channels_last, device),
+        "memory_efficient": on_cpu_by_default(options.memory_efficient, device),
+        "epochs_trained": len(history),
+        "best_epoch": result.best_epoch,
+        "best_val_mean_auroc": None if best is None else round(best, 6),
+        "final_train_loss": round(history[-1].train_loss, 6),
+        "final_val_loss": round(history[-1].val_loss, 6),
+        "stopped_early": result.stopped_early,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "train_images_per_second": round(sum(rates) / max(len(rates), 1), 2),
+        "epoch_seconds": [round(r.seconds, 1) for r in history],
+    }
+
+
+class EpochLogger:
+    """Per-epoch losses, validation mean AUROC and learning rate to dvclive (``dvclive/``), which
+    ``dvc plots`` draws. ``dvcyaml=False``: dvc.yaml declares dvclive's files itself, unedited."""
+
+    def __init__(self, directory: Path):
+        from dvclive import Live
+
+        self.live = Live(dir=str(directory), dvcyaml=False, save_dvc_exp=False)
+
+    def __call__(self, record: EpochRecord) -> None:
+        self.live.log_metric("train/loss", record.train_loss)
+        self.live.log_metric("val/loss", record.val_loss)
+        if record.val_mean_auroc is not None:
+            self.live.log_metric("val/mean_auroc", record.val_mean_auroc)
+        self.live.log_metric("train/lr", record.lr)
+        self.live.next_step()
+
+    def end(self) -> None:
+        self.live.end()
 
 
 def _stop_if_non_finite(first_bad: torch.Tensor, epoch: int) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from chexnet.labels import LabelList
+from chexnet import headlines, io
+from chexnet.labels import LABELS_FILE, LabelList
+from chexnet.params import DataParams, Params, params_to_dict
+from chexnet.paths import PREPARED_DIR
 
 # Rajpurkar et al. 2017 (CheXNet), Table 1: per-class test AUROC on NIH ChestX-ray14.
 CHEXNET_PAPER_AUROC = {
@@ -39,6 +42,8 @@ def _interval(entry: dict[str, Any]) -> str:
     return f"{entry['value']:.3f} ({entry['ci_low']:.3f}–{entry['ci_high']:.3f})"
 
 
+# Longer than our usual 60 lines, on purpose: a template, one line of code per line of the card, in
+# the card's order, so that the card and its code read alike.
 def model_card(
     *,
     evaluation: dict[str, Any],
@@ -184,3 +189,18 @@ def model_card(
     ]
     lines += [f"- {limit}" for limit in limits]
     return "\n".join(lines) + "\n"
+
+
+def model_card_for(params: Params, evaluation: dict[str, Any], labels: LabelList) -> str:
+    """This run's model card: the evaluate summary with the earlier stages' reports and label counts,
+    read from their files."""
+    return model_card(
+        evaluation=evaluation,
+        prepare=headlines.read("prepare"),
+        split=headlines.read("split"),
+        train=headlines.read("train", headline=True),  # the report's timings would rerun evaluate
+        params=params_to_dict(params),
+        demo_data=params.data.table == DataParams().table,
+        labels=labels,
+        label_counts=io.read_json(PREPARED_DIR / LABELS_FILE),
+    )

@@ -30,7 +30,7 @@ import re
 import struct
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
@@ -400,6 +400,202 @@ def _blank(values: pd.Series) -> pd.Series:
     return values.isna() | (values.astype(str).str.strip() == "")
 
 
+@dataclasses.dataclass
+class _Labelled:
+    """The label list chosen on the whole table, and every row's labels in its order (NaN: masked)."""
+
+    label_list: LabelList
+    labels: np.ndarray
+    positives: dict[str, int]
+    rare: list[str]
+    ignored: dict[str, int]
+    masked: dict[str, int]
+    uncertain: dict[str, int]
+
+
+def _usable_rows(
+    table: pd.DataFrame, columns: Columns, table_path: str | Path, views: Sequence[str], preset: str
+) -> tuple[pd.DataFrame, list[dict[str, object]], dict[str, object], int]:
+    """Rows with an image name, a patient and a label, of the wanted views, each image once; returns
+    them (with ``table_row`` and ``patient``), the rejects, the view filter's counts, and the number of
+    duplicate rows dropped."""
+    table = table.reset_index(drop=True)
+    table["table_row"] = np.arange(len(table))
+    empty_image = _blank(table[columns.image])
+    rejects = _reject_rows(
+        table, empty_image, columns.image, "empty_image_name", f"{columns.image!r} is empty"
+    )
+    table = table[~empty_image]
+    if columns.patient is None:
+        table["patient"] = patients_from_file_names(table[columns.image], table_path, columns.patient_pattern)
+    else:
+        no_patient = _blank(table[columns.patient])
+        detail = f"{columns.patient!r} is empty: a patient-level split cannot place it"
+        rejects += _reject_rows(table, no_patient, columns.image, "empty_patient", detail)
+        table = table[~no_patient].copy()
+        table["patient"] = table[columns.patient].astype(str).str.strip()
+    if columns.label is not None:
+        empty = _blank(table[columns.label])
+        rejects += _reject_rows(table, empty, columns.image, "empty_label", f"{columns.label!r} is empty")
+        table = table[~empty]
+    table, view_counts = _keep_views(table, columns, table_path, views, preset)
+    duplicated = table.duplicated(subset=[columns.image], keep="first")
+    return table[~duplicated].reset_index(drop=True), rejects, view_counts, int(duplicated.sum())
+
+
+def _keep_views(
+    table: pd.DataFrame, columns: Columns, table_path: str | Path, views: Sequence[str], preset: str
+) -> tuple[pd.DataFrame, dict[str, object]]:
+    """Only the rows of the wanted views (``data.views``; empty: all), with what was kept and dropped."""
+    if not views:
+        return table, {}
+    if columns.view is None or columns.view not in table.columns:
+        raise DataError(
+            f"params: data.views is set but table {table_path} has no view column for the "
+            f"{preset!r} preset; leave data.views empty"
+        )
+    view = table[columns.view].fillna("").astype(str)
+    view = view.where(view == "lateral", view.str.upper())
+    wanted = {v if v == "lateral" else v.upper() for v in views}
+    keep = view.isin(wanted)
+    counts = {
+        "kept": sorted(wanted),
+        "rows_kept": int(keep.sum()),
+        "rows_dropped": int((~keep).sum()),
+        "dropped_by_view": {str(k): int(v) for k, v in view[~keep].value_counts().items()},
+    }
+    return table[keep], counts
+
+
+def _label_rows(
+    table: pd.DataFrame, columns: Columns, options: LabelOptions, preset: str, table_path: str | Path
+) -> _Labelled:
+    """Choose the label list on the whole table (long: ``|``-separated cells; wide: one column per
+    finding) and binarise every row in its order."""
+    masked: dict[str, int] = {}
+    uncertain: dict[str, int] = {}
+    if columns.label is not None:
+        finding_rows, positives, ignored = long_findings(table[columns.label], options)
+        label_list, rare = choose(
+            positives, options, preset, where=f"column {columns.label!r} of {table_path}"
+        )
+        labels = binarize(finding_rows, label_list).astype(np.float64)
+    else:
+        vectors, positives, uncertain = wide_findings(table, columns, options, table_path)
+        ignored = {name: int((table[name] == 1.0).sum()) for name in options.ignore if name in table.columns}
+        label_list, rare = choose(positives, options, preset, where=f"table {table_path}")
+        labels = np.stack([vectors[name] for name in label_list.names], axis=1)
+        masked = {name: int(np.isnan(vectors[name]).sum()) for name in label_list.names}
+    if rare:
+        log.warning("dropped findings with fewer than %d positives: %s", options.min_positives, rare)
+    return _Labelled(label_list, labels, positives, rare, ignored, masked, uncertain)
+
+
+def _decode_tasks(
+    names: list[str], table_rows: list[int], image_root: str | Path, image_size: int
+) -> tuple[list[tuple[int, str, int]], list[dict[str, object]]]:
+    """Where each image file is (``(position, path, size)`` tasks), and the rows whose file is not found
+    or would leave the image folder."""
+    root = Path(image_root)
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist: set data.images in params.yaml")
+    # Bare file names are looked up in a recursive index (NIH's images_001/ ... folders); entries with
+    # folders (CheXpert, MIMIC) are joined to the root, so equal file names in other folders are no bother.
+    by_name = index_images(root) if any(len(Path(n).parts) == 1 for n in names) else {}
+    tasks, rejects = [], []
+    for position, name in enumerate(names):
+        path, reason = resolve(root, name, by_name)
+        if path is None:
+            where = (
+                "absolute or outside the image folder"
+                if reason == "unsafe_path"
+                else f"not found under {root}"
+            )
+            rejects.append(
+                {"image": name, "table_row": int(table_rows[position]), "reason": reason, "detail": where}
+            )
+        else:
+            tasks.append((position, str(path), image_size))
+    return tasks, rejects
+
+
+def _decode_into(
+    images_file: Path, tasks: list[tuple[int, str, int]], image_size: int, workers: int
+) -> tuple[list[int], list[tuple[int, int]], list[tuple[int, str, str]]]:
+    """Decode every task once into the uint8 stack at ``images_file`` (already a temporary path);
+    returns the positions written, their original sizes, and ``(position, reason, detail)`` failures."""
+    kept: list[int] = []
+    sizes: list[tuple[int, int]] = []
+    failed: list[tuple[int, str, str]] = []
+    n_workers = default_workers(workers)
+    log.info("decoding %d images with %d thread(s) into %s", len(tasks), n_workers, images_file)
+    writer = _Uint8StackWriter(images_file, len(tasks), image_size)
+    try:
+        for result in tqdm(decode_all(tasks, n_workers), total=len(tasks), desc="prepare", unit="img",
+                           smoothing=0.05):  # fmt: skip
+            if result.pixels is None:
+                failed.append((result.position, result.reason, result.detail))
+                continue
+            writer.append(result.pixels)
+            kept.append(result.position)
+            sizes.append(result.original_size)
+    finally:
+        writer.close()
+    return kept, sizes, failed
+
+
+def _check_reject_shares(
+    shares: dict[str, tuple[int, int]], limit: float, rejected: dict, where: Path
+) -> None:
+    """Stop when more than ``data.max_rejected_fraction`` of a group of rows was rejected."""
+    for what, (count, total) in shares.items():
+        if total and count / total > limit:
+            raise DataError(
+                f"{count} of {total} {what} ({count / total:.1%}) were rejected, more than "
+                f"data.max_rejected_fraction = {limit:g}: {rejected}. See {where} for each row and why"
+            )
+
+
+def _index_frame(
+    names: list[str], patients: np.ndarray, kept: list[int], sizes: list[tuple[int, int]],
+    labels: np.ndarray, label_list: LabelList,
+) -> pd.DataFrame:  # fmt: skip
+    """``index.parquet``: one row per cached image, then one column per finding (nullable where masked)."""
+    index = pd.DataFrame(
+        {
+            "row": np.arange(len(kept)),
+            "image": np.asarray(names, dtype=object)[kept],
+            "patient": patients[kept],
+            "width": np.array([w for w, _ in sizes], dtype=np.int32),
+            "height": np.array([h for _, h in sizes], dtype=np.int32),
+        }
+    )
+    any_masked = bool(np.isnan(labels).any())
+    for j, label in enumerate(label_list.names):
+        column = labels[:, j]
+        if any_masked:  # nullable: null where the label is masked
+            index[label] = pd.array(np.where(np.isnan(column), pd.NA, column), dtype="UInt8")
+        else:
+            index[label] = column.astype(np.uint8)
+    return index
+
+
+def _write_labels(path: Path, labelled: _Labelled, kept_labels: np.ndarray, no_finding: str) -> None:
+    """``labels.json``: the label list and what became of each finding, in the table and in the cache."""
+    names = labelled.label_list.names
+    write_labels_json(
+        path,
+        labelled.label_list,
+        no_finding=no_finding,
+        positives_in_table={name: int(labelled.positives.get(name, 0)) for name in names},
+        positives_in_cache={name: int(np.nansum(kept_labels[:, j])) for j, name in enumerate(names)},
+        masked_in_table=labelled.masked,
+        uncertain_in_table={name: labelled.uncertain[name] for name in names if name in labelled.uncertain},
+        dropped_rare=labelled.rare,
+        ignored=labelled.ignored,
+    )
+
+
 def prepare_cache(
     table: pd.DataFrame,
     *,
@@ -424,184 +620,51 @@ def prepare_cache(
     selected rows are rejected, the stage fails (after writing the rejects, so they can be inspected).
     """
     options = label_options or LabelOptions()
-    needed = {"image_column": columns.image}
-    if columns.label is not None:
-        needed["label_column"] = columns.label
-    if columns.patient is not None:
-        needed["patient_column"] = columns.patient
-    require_columns(table, needed, table_path)
+    needed = {"image_column": columns.image, "label_column": columns.label, "patient_column": columns.patient}
+    require_columns(table, {key: name for key, name in needed.items() if name is not None}, table_path)
     rows_in_table = len(table)
-    table = table.reset_index(drop=True)
-    table["table_row"] = np.arange(rows_in_table)
-    rejects: list[dict[str, object]] = []
-
-    empty_image = _blank(table[columns.image])
-    rejects += _reject_rows(
-        table, empty_image, columns.image, "empty_image_name", f"{columns.image!r} is empty"
-    )
-    table = table[~empty_image]
-    if columns.patient is None:
-        table["patient"] = patients_from_file_names(table[columns.image], table_path, columns.patient_pattern)
-    else:
-        no_patient = _blank(table[columns.patient])
-        detail = f"{columns.patient!r} is empty: a patient-level split cannot place it"
-        rejects += _reject_rows(table, no_patient, columns.image, "empty_patient", detail)
-        table = table[~no_patient].copy()
-        table["patient"] = table[columns.patient].astype(str).str.strip()
-    if columns.label is not None:
-        empty = _blank(table[columns.label])
-        rejects += _reject_rows(table, empty, columns.image, "empty_label", f"{columns.label!r} is empty")
-        table = table[~empty]
-
-    view_counts: dict[str, object] = {}
-    if views:
-        if columns.view is None or columns.view not in table.columns:
-            raise DataError(
-                f"params: data.views is set but table {table_path} has no view column for the "
-                f"{preset!r} preset; leave data.views empty"
-            )
-        view = table[columns.view].fillna("").astype(str)
-        view = view.where(view == "lateral", view.str.upper())
-        wanted = {v if v == "lateral" else v.upper() for v in views}
-        keep = view.isin(wanted)
-        view_counts = {
-            "kept": sorted(wanted),
-            "rows_kept": int(keep.sum()),
-            "rows_dropped": int((~keep).sum()),
-            "dropped_by_view": {str(k): int(v) for k, v in view[~keep].value_counts().items()},
-        }
-        table = table[keep]
-
-    duplicated = table.duplicated(subset=[columns.image], keep="first")
-    duplicates_dropped = int(duplicated.sum())
-    table = table[~duplicated].reset_index(drop=True)
-
-    masked: dict[str, int] = {}
-    uncertain: dict[str, int] = {}
-    if columns.label is not None:
-        finding_rows, positives, ignored = long_findings(table[columns.label], options)
-        label_list, rare = choose(
-            positives, options, preset, where=f"column {columns.label!r} of {table_path}"
-        )
-        labels = binarize(finding_rows, label_list).astype(np.float64)
-    else:
-        vectors, positives, uncertain = wide_findings(table, columns, options, table_path)
-        ignored = {name: int((table[name] == 1.0).sum()) for name in options.ignore if name in table.columns}
-        label_list, rare = choose(positives, options, preset, where=f"table {table_path}")
-        labels = np.stack([vectors[name] for name in label_list.names], axis=1)
-        masked = {name: int(np.isnan(vectors[name]).sum()) for name in label_list.names}
-    if rare:
-        log.warning("dropped findings with fewer than %d positives: %s", options.min_positives, rare)
+    table, rejects, view_counts, duplicates_dropped = _usable_rows(table, columns, table_path, views, preset)
+    labelled = _label_rows(table, columns, options, preset, table_path)
 
     rejected_in_table = len(rejects)  # rows unusable before the subset (empty name, patient or label)
     n_selected = min(subset, len(table))
     chosen = np.sort(np.random.default_rng(seed).choice(len(table), size=n_selected, replace=False))
-    table, labels = table.iloc[chosen].reset_index(drop=True), labels[chosen]
-
-    root = Path(image_root)
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist: set data.images in params.yaml")
-    names = table[columns.image].astype(str).tolist()
-    # Bare file names are looked up in a recursive index (NIH's images_001/ ... folders); entries with
-    # folders (CheXpert, MIMIC) are joined to the root, so equal file names in other folders are no bother.
-    by_name = index_images(root) if any(len(Path(n).parts) == 1 for n in names) else {}
-    table_rows = table["table_row"].tolist()
-    tasks = []
-    for position, name in enumerate(names):
-        path, reason = resolve(root, name, by_name)
-        if path is None:
-            detail = (
-                "absolute or outside the image folder"
-                if reason == "unsafe_path"
-                else f"not found under {root}"
-            )
-            rejects.append(
-                {"image": name, "table_row": int(table_rows[position]), "reason": reason, "detail": detail}
-            )
-        else:
-            tasks.append((position, str(path), image_size))
+    table, labels = table.iloc[chosen].reset_index(drop=True), labelled.labels[chosen]
+    names, table_rows = table[columns.image].astype(str).tolist(), table["table_row"].tolist()
+    tasks, missing = _decode_tasks(names, table_rows, image_root, image_size)
+    rejects += missing
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    kept: list[int] = []
-    sizes: list[tuple[int, int]] = []
-    n_workers = default_workers(workers)
-    log.info("decoding %d images with %d thread(s) into %s", len(tasks), n_workers, out_dir / IMAGES_FILE)
     with io.atomic_path(out_dir / IMAGES_FILE) as tmp:
-        writer = _Uint8StackWriter(tmp, len(tasks), image_size)
-        try:
-            results = decode_all(tasks, n_workers)
-            for result in tqdm(results, total=len(tasks), desc="prepare", unit="img", smoothing=0.05):
-                if result.pixels is None:
-                    rejects.append(
-                        {
-                            "image": names[result.position],
-                            "table_row": int(table_rows[result.position]),
-                            "reason": result.reason,
-                            "detail": result.detail,
-                        }
-                    )
-                    continue
-                writer.append(result.pixels)
-                kept.append(result.position)
-                sizes.append(result.original_size)
-        finally:
-            writer.close()
-
+        kept, sizes, failed = _decode_into(tmp, tasks, image_size, workers)
+        rejects += [{"image": names[position], "table_row": int(table_rows[position]), "reason": reason,
+                     "detail": detail} for position, reason, detail in failed]  # fmt: skip
         reject_frame = pd.DataFrame(rejects, columns=["image", "table_row", "reason", "detail"])
         io.write_csv(out_dir / REJECTS_FILE, reject_frame)
-        report = PrepareReport(
-            rows_in_table=rows_in_table,
-            rows_selected=n_selected,
-            images_written=len(kept),
-            duplicates_dropped=duplicates_dropped,
-            rejected={str(k): int(v) for k, v in reject_frame["reason"].value_counts().items()},
-        )
+        rejected = {str(k): int(v) for k, v in reject_frame["reason"].value_counts().items()}
         shares = {
             "selected images": (len(reject_frame) - rejected_in_table, n_selected),
             "table rows with an empty image name, patient or label": (rejected_in_table, rows_in_table),
         }
-        for what, (count, total) in shares.items():
-            if total and count / total > max_rejected_fraction:
-                raise DataError(
-                    f"{count} of {total} {what} ({count / total:.1%}) were rejected, more than "
-                    f"data.max_rejected_fraction = {max_rejected_fraction:g}: {report.rejected}. "
-                    f"See {out_dir / REJECTS_FILE} for each row and why"
-                )
+        _check_reject_shares(shares, max_rejected_fraction, rejected, out_dir / REJECTS_FILE)
 
-    index = pd.DataFrame(
-        {
-            "row": np.arange(len(kept)),
-            "image": np.asarray(names, dtype=object)[kept],
-            "patient": table["patient"].to_numpy()[kept],
-            "width": np.array([w for w, _ in sizes], dtype=np.int32),
-            "height": np.array([h for _, h in sizes], dtype=np.int32),
-        }
+    kept_labels, label_list = labels[kept], labelled.label_list
+    patients = table["patient"].to_numpy()
+    io.write_parquet(
+        out_dir / INDEX_FILE, _index_frame(names, patients, kept, sizes, kept_labels, label_list)
     )
-    kept_labels = labels[kept]
-    any_masked = bool(np.isnan(kept_labels).any())
-    for j, label in enumerate(label_list.names):
-        column = kept_labels[:, j]
-        if any_masked:  # nullable: null where the label is masked
-            index[label] = pd.array(np.where(np.isnan(column), pd.NA, column), dtype="UInt8")
-        else:
-            index[label] = column.astype(np.uint8)
-    io.write_parquet(out_dir / INDEX_FILE, index)
-    write_labels_json(
-        out_dir / LABELS_FILE,
-        label_list,
-        no_finding=options.no_finding,
-        positives_in_table={name: int(positives.get(name, 0)) for name in label_list.names},
-        positives_in_cache={
-            name: int(np.nansum(kept_labels[:, j])) for j, name in enumerate(label_list.names)
-        },
-        masked_in_table=masked,
-        uncertain_in_table={name: uncertain[name] for name in label_list.names if name in uncertain},
-        dropped_rare=rare,
-        ignored=ignored,
-    )
-    return dataclasses.replace(
-        report, labels=label_list, labels_dropped=rare, findings_ignored=ignored, views=view_counts
+    _write_labels(out_dir / LABELS_FILE, labelled, kept_labels, options.no_finding)
+    return PrepareReport(
+        rows_in_table=rows_in_table,
+        rows_selected=n_selected,
+        images_written=len(kept),
+        duplicates_dropped=duplicates_dropped,
+        rejected=rejected,
+        labels=label_list,
+        labels_dropped=labelled.rare,
+        findings_ignored=labelled.ignored,
+        views=view_counts,
     )
 
 

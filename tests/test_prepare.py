@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from chexnet import data, dataset, images
+from chexnet import dataset, images, prepare
 from chexnet.labels import LabelOptions, UnknownLabelError
 
-SEED = data.resolve_columns("seed", "", "", "")
+SEED = prepare.resolve_columns("seed", "", "", "")
 
 
 def _gradient(size=64):
@@ -84,34 +84,34 @@ def test_recursive_index_finds_nih_subfolders_and_rejects_twins(tmp_path: Path):
 
 # --- tables and columns -----------------------------------------------------------------------------
 def test_presets_and_overrides():
-    nih = data.resolve_columns("nih", "", "", "")
+    nih = prepare.resolve_columns("nih", "", "", "")
     assert (nih.image, nih.label, nih.patient) == ("Image Index", "Finding Labels", "Patient ID")
-    assert data.resolve_columns("seed", "", "", "").label == "patologia"
-    assert data.resolve_columns("seed", "file", "", "none") == data.Columns("file", "patologia", None)
-    with pytest.raises(data.DataError, match=r"data\.preset"):
-        data.resolve_columns("padchest", "", "", "")
-    assert data.resolve_columns("chexpert", "", "", "").label is None  # wide: one column per finding
+    assert prepare.resolve_columns("seed", "", "", "").label == "patologia"
+    assert prepare.resolve_columns("seed", "file", "", "none") == prepare.Columns("file", "patologia", None)
+    with pytest.raises(prepare.DataError, match=r"data\.preset"):
+        prepare.resolve_columns("padchest", "", "", "")
+    assert prepare.resolve_columns("chexpert", "", "", "").label is None  # wide: one column per finding
 
 
 def test_csv_with_empty_trailing_column_parses(tmp_path: Path):
     path = tmp_path / "Data_Entry_2017.csv"
     path.write_text("Image Index,Finding Labels,Patient ID,\n00000001_000.png,Cardiomegaly,1,\n")
-    table = data.read_table(path)
+    table = prepare.read_table(path)
     assert list(table.columns) == ["Image Index", "Finding Labels", "Patient ID"]
 
 
 def test_real_nih_v2020_table_parses_and_binarises(nih_dir: Path):
-    table = data.read_table(nih_dir / "Data_Entry_2017_v2020.csv.gz")
+    table = prepare.read_table(nih_dir / "Data_Entry_2017_v2020.csv.gz")
     assert len(table) == 112_120 and table["Patient ID"].nunique() == 30_805
-    _, counts, _ = data.long_findings(table["Finding Labels"], LabelOptions())
+    _, counts, _ = prepare.long_findings(table["Finding Labels"], LabelOptions())
     assert counts["Infiltration"] == 19_894 and counts["Hernia"] == 227 and len(counts) == 14
 
 
 def test_patient_ids_from_nih_file_names():
     names = pd.Series(["00000001_000.png", "00030805_012.png"])
-    assert list(data.patients_from_file_names(names, "t")) == ["1", "30805"]
-    with pytest.raises(data.DataError, match="patient column"):
-        data.patients_from_file_names(pd.Series(["scan-7.png"]), "t")
+    assert list(prepare.patients_from_file_names(names, "t")) == ["1", "30805"]
+    with pytest.raises(prepare.DataError, match="patient column"):
+        prepare.patients_from_file_names(pd.Series(["scan-7.png"]), "t")
 
 
 # --- prepare: the cache and bad input ---------------------------------------------------------------
@@ -130,7 +130,7 @@ def _good_table(tmp_path: Path, n: int = 6) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _prepare(tmp_path: Path, table: pd.DataFrame, **overrides) -> data.PrepareReport:
+def _prepare(tmp_path: Path, table: pd.DataFrame, **overrides) -> prepare.PrepareReport:
     kwargs = dict(
         table_path="t.parquet",
         image_root=tmp_path / "images",
@@ -144,15 +144,15 @@ def _prepare(tmp_path: Path, table: pd.DataFrame, **overrides) -> data.PrepareRe
         label_options=LabelOptions(min_positives=1),
     )
     kwargs.update(overrides)
-    return data.prepare_cache(table, **kwargs)
+    return prepare.prepare_cache(table, **kwargs)
 
 
 def test_prepare_cache_writes_the_contract(tmp_path: Path):
     report = _prepare(tmp_path, _good_table(tmp_path))
     assert report.images_written == 6 and report.rejected == {}
-    cache = np.load(tmp_path / "prepared" / data.IMAGES_FILE, mmap_mode="r")
+    cache = np.load(tmp_path / "prepared" / prepare.IMAGES_FILE, mmap_mode="r")
     assert cache.shape == (6, 32, 32) and cache.dtype == np.uint8
-    index = data.load_index(tmp_path / "prepared")
+    index = prepare.load_index(tmp_path / "prepared")
     assert list(index.columns) == ["row", "image", "patient", "width", "height", "Mass"]  # from the data
     assert (index["width"] == 40).all() and (index["height"] == 40).all()  # the originals, before resizing
     assert index["Mass"].sum() == 3
@@ -187,7 +187,7 @@ def test_bad_image_files_are_counted_skips(tmp_path: Path, reason: str, make):
     )
     report = _prepare(tmp_path, table)
     assert report.rejected == {reason: 1} and report.images_written == 6
-    rejects = pd.read_csv(tmp_path / "prepared" / data.REJECTS_FILE)
+    rejects = pd.read_csv(tmp_path / "prepared" / prepare.REJECTS_FILE)
     assert list(rejects["image"]) == ["bad.png"] and list(rejects["table_row"]) == [6]
 
 
@@ -225,16 +225,18 @@ def test_unknown_label_stops_prepare(tmp_path: Path):
 
 def test_missing_column_lists_the_columns_present(tmp_path: Path):
     table = _good_table(tmp_path).rename(columns={"patologia": "Finding Labels"})
-    with pytest.raises(data.DataError, match=r"no column 'patologia'.*data.label_column.*'Finding Labels'"):
+    with pytest.raises(
+        prepare.DataError, match=r"no column 'patologia'.*data.label_column.*'Finding Labels'"
+    ):
         _prepare(tmp_path, table)
 
 
 def test_too_many_rejects_fail_with_a_clear_message(tmp_path: Path):
     table = _good_table(tmp_path)
     table.loc[0, "imagem"] = "gone.png"
-    with pytest.raises(data.DataError, match=r"1 of 6 selected images \(16.7%\).*max_rejected_fraction"):
+    with pytest.raises(prepare.DataError, match=r"1 of 6 selected images \(16.7%\).*max_rejected_fraction"):
         _prepare(tmp_path, table, max_rejected_fraction=0.1)
-    assert (tmp_path / "prepared" / data.REJECTS_FILE).exists()  # written before failing, for inspection
+    assert (tmp_path / "prepared" / prepare.REJECTS_FILE).exists()  # written before failing, for inspection
     assert _prepare(tmp_path, table, max_rejected_fraction=0.2).rejected == {"missing_file": 1}
 
 
@@ -243,7 +245,7 @@ def test_subset_is_seeded(tmp_path: Path):
     picks = []
     for out, seed in [("a", 1), ("b", 1), ("c", 2)]:
         _prepare(tmp_path, table, out_dir=tmp_path / out, seed=seed, subset=3)
-        picks.append(list(data.load_index(tmp_path / out)["image"]))
+        picks.append(list(prepare.load_index(tmp_path / out)["image"]))
     assert picks[0] == picks[1] and len(picks[0]) == 3 and picks[0] != picks[2]
 
 
@@ -252,16 +254,16 @@ def test_parallel_decoding_writes_the_same_cache(tmp_path: Path):
     (tmp_path / "images" / "00000003_000.png").write_bytes(b"")  # a reject in the middle keeps rows aligned
     _prepare(tmp_path, table, out_dir=tmp_path / "serial", workers=1)
     _prepare(tmp_path, table, out_dir=tmp_path / "parallel", workers=2)
-    serial = np.load(tmp_path / "serial" / data.IMAGES_FILE)
-    parallel = np.load(tmp_path / "parallel" / data.IMAGES_FILE)
+    serial = np.load(tmp_path / "serial" / prepare.IMAGES_FILE)
+    parallel = np.load(tmp_path / "parallel" / prepare.IMAGES_FILE)
     assert serial.shape == (39, 32, 32) and np.array_equal(serial, parallel)
-    assert data.load_index(tmp_path / "serial").equals(data.load_index(tmp_path / "parallel"))
+    assert prepare.load_index(tmp_path / "serial").equals(prepare.load_index(tmp_path / "parallel"))
 
 
 def test_patient_ids_from_file_names_when_no_patient_column(tmp_path: Path):
     table = _good_table(tmp_path).drop(columns=["paciente_id"])
-    _prepare(tmp_path, table, columns=data.resolve_columns("seed", "", "", "none"))
-    assert list(data.load_index(tmp_path / "prepared")["patient"]) == [str(i) for i in range(6)]
+    _prepare(tmp_path, table, columns=prepare.resolve_columns("seed", "", "", "none"))
+    assert list(prepare.load_index(tmp_path / "prepared")["patient"]) == [str(i) for i in range(6)]
 
 
 def test_normalize_batch_matches_the_seeds_transform():
