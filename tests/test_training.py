@@ -235,3 +235,9 @@ def test_evaluate_and_explain_run_the_model_as_trained(monkeypatch):
     assert inference.Precision.of("off", False, CPU) == inference.FP32
     monkeypatch.setattr(inference, "cpu_has_native_bf16", lambda: False)
     assert inference.Precision.of("auto", "auto", CPU) == inference.Precision(None, True)
+
+
+def test_lr_auto_is_the_seeds_with_pretrained_weights_and_chexnets_from_scratch():
+    assert training.learning_rate("auto", pretrained=True) == 1e-4  # the seed's Adam lr
+    assert training.learning_rate("auto", pretrained=False) == 3e-4
+    assert training.learning_rate(3e-4, pretrained=False) == 3e-4  # a number is used as it is

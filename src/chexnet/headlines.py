@@ -34,7 +34,7 @@ def split(full: dict[str, Any]) -> dict[str, Any]:
 
 
 def train(full: dict[str, Any]) -> dict[str, Any]:
-    keys = ("pretrained", "train_device", "epochs_trained", "best_epoch", "best_val_mean_auroc",
+    keys = ("pretrained", "lr", "train_device", "epochs_trained", "best_epoch", "best_val_mean_auroc",
             "final_train_loss", "final_val_loss", "stopped_early")  # fmt: skip
     return _pick(full, keys)
 
