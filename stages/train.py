@@ -42,7 +42,7 @@ def train(params, ctx: distributed.Context) -> None:
     image_size = int(np.load(paths.PREPARED_DIR / prepare.IMAGES_FILE, mmap_mode="r").shape[-1])
     with distributed.main_first(ctx):  # one download of the ImageNet weights into the hub cache
         model, pretrained = build_model(params.weights, labels)
-    options = training.TrainOptions.from_params(params)
+    options = training.TrainOptions.from_params(params, pretrained)
     fingerprint = training.run_fingerprint(
         options, params.weights, ctx.world_size, labels, [paths.SPLIT_FILE, *PREPARED]
     )
