@@ -11,7 +11,7 @@ from chexnet.stage_runner import run_stage
 log = logging.getLogger("chexnet.demo")
 
 
-def main(params, _args) -> None:
+def main(params) -> None:
     if not reads_demo(params.data.table, params.data.images, paths.DEMO_DIR):
         io.write_text(
             paths.DEMO_DIR / "NOT_GENERATED.txt", "data.table and data.images point at your own data.\n"

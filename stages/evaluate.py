@@ -17,7 +17,7 @@ from chexnet.stage_runner import run_stage
 log = logging.getLogger("chexnet.evaluate")
 
 
-def main(params, _args) -> None:
+def main(params) -> None:
     cfg, device = params.evaluate, inference.resolve_device(params.device)
     io.require(paths.SPLIT_FILE, made_by="split")
     io.require(paths.MODEL_FILE, made_by="train")

@@ -16,7 +16,7 @@ from chexnet.stage_runner import run_stage
 log = logging.getLogger("chexnet.explain")
 
 
-def main(params, _args) -> None:
+def main(params) -> None:
     cfg, device = params.explain, inference.resolve_device(params.device)
     io.require(paths.PREDICTIONS_FILE, made_by="evaluate")
     predictions = pd.read_parquet(paths.PREDICTIONS_FILE)

@@ -9,7 +9,7 @@ from chexnet.stage_runner import run_stage
 log = logging.getLogger("chexnet.prepare")
 
 
-def main(params, _args) -> None:
+def main(params) -> None:
     cfg = params.data
     report = prepare.prepare_cache(
         prepare.read_source(cfg.preset, cfg.table, cfg.metadata_table),

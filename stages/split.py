@@ -8,7 +8,7 @@ from chexnet.stage_runner import run_stage
 log = logging.getLogger("chexnet.split")
 
 
-def main(params, _args) -> None:
+def main(params) -> None:
     io.require(
         paths.PREPARED_DIR / prepare.INDEX_FILE, paths.PREPARED_DIR / prepare.LABELS_FILE, made_by="prepare"
     )

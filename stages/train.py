@@ -24,7 +24,7 @@ PREPARED = [
 ]
 
 
-def main(params, _args) -> None:
+def main(params) -> None:
     if params.train.processes > 1 and not distributed.launched():
         sys.exit(distributed.launch(params.train.processes, __file__, sys.argv[1:]))
     ctx = distributed.setup(inference.resolve_device(params.device))

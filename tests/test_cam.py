@@ -14,9 +14,10 @@ def test_grad_cam_pp_map_and_probability():
     torch.manual_seed(0)
     model = CheXNet()
     image = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
-    heat, probability = cam.grad_cam_pp(
-        model, image, 3, target_layer="features[-1]", device=torch.device("cpu")
+    heats, probabilities = cam.grad_cam_pp_batch(
+        model, image[None], [3], target_layer="features[-1]", device=torch.device("cpu")
     )
+    heat, probability = heats[0], float(probabilities[0])
     assert heat.shape == (64, 64) and heat.dtype == np.float32
     assert heat.min() >= 0 and heat.max() <= 1
     with torch.no_grad():
@@ -31,7 +32,9 @@ def test_hooks_are_removed_after_an_exception():
     model = CheXNet()
     image = np.zeros((32, 32), np.uint8)
     with pytest.raises((IndexError, RuntimeError)):  # raised inside torchcam, after the hooks were registered
-        cam.grad_cam_pp(model, image, 99, target_layer="features[-1]", device=torch.device("cpu"))
+        cam.grad_cam_pp_batch(
+            model, image[None], [99], target_layer="features[-1]", device=torch.device("cpu")
+        )
     assert _hook_count(model) == 0
 
 

@@ -210,3 +210,40 @@ def test_thresholds_never_look_at_test_labels(evaluated: Path):
     assert auroc_after["value"] == pytest.approx(
         1 - auroc_before["value"]
     )  # the test labels were used, to measure
+
+
+def test_the_test_summary_is_built_by_the_library():
+    """reports/evaluate.json's layout, from truth and scores: the stage only writes it."""
+    from chexnet.params import EvaluateParams
+
+    rng = np.random.default_rng(0)
+    truth = (rng.random((60, 2)) < 0.4).astype(float)
+    truth[0, 1] = np.nan  # a masked label
+    scores = np.clip(np.nan_to_num(truth, nan=0.5) * 0.6 + rng.random((60, 2)) * 0.4, 0, 1)
+    patients = np.repeat(np.arange(30), 2)
+    cfg = EvaluateParams(bootstrap_resamples=50, calibration_bins=5)
+    result = evaluation.evaluate_test(
+        truth, scores, patients, ["A", "B"], {"A": 0.5, "B": 0.6}, {}, cfg, seed=1
+    )
+    summary = result.summary
+    assert (summary["split"], summary["findings"], summary["images"], summary["patients"]) == (
+        "test",
+        2,
+        60,
+        30,
+    )
+    assert summary["bootstrap"] == {"resamples": 50, "unit": "patient", "seed": 1, "level": 0.95}
+    assert set(summary["auroc"]) == {"A", "B", "macro", "micro"}
+    macro = summary["auroc"]["macro"]
+    assert macro["ci_low"] <= macro["value"] <= macro["ci_high"]
+    at_chosen = summary["at_thresholds"]
+    assert (
+        at_chosen["per_class"]["B"]["threshold"] == 0.6 and sum(at_chosen["micro_confusion"].values()) == 119
+    )
+    assert summary["at_0.5"]["threshold"] == 0.5 and summary["calibration"]["bins"] == 5
+    assert result.at_thresholds.shape == (60, 2) and result.labels == ["A", "B"]
+    assert (
+        "thresholds chosen on validation (youden)" in result.report_text
+        and "(the seed's)" in result.report_text
+    )
+    assert set(result.classification_reports) == {"validation_thresholds", "threshold_0.5"}

@@ -57,3 +57,16 @@ def test_the_stand_in_files_read_as_no_file_and_imagenet():
     assert params_from_dict({"weights": "models/ft.pth"}).weights == "models/ft.pth"
     with pytest.raises(ParamsError, match=r"split\.test_list"):
         params_from_dict({"split": {"method": "official", "test_list": "inputs/none"}})
+
+
+def test_an_unquoted_off_reads_as_off():
+    """YAML reads `amp: off` (and `dvc exp run -S train.amp=off`) as false."""
+    assert load_params_text("train: {amp: off}").train.amp == "off"
+    with pytest.raises(ParamsError, match=r"train\.amp"):
+        load_params_text("train: {amp: on}")
+
+
+def load_params_text(text: str):
+    import yaml
+
+    return params_from_dict(yaml.safe_load(text))

@@ -205,7 +205,7 @@ def test_outputs_get_the_users_permissions_not_0600(tmp_path: Path):
 def test_a_read_only_output_file_system_is_one_line(tmp_path: Path, monkeypatch):
     """Root ignores permission bits, so the failure a read-only folder gives is simulated at the
     file-system call: the stage must turn it into one line naming the path."""
-    from chexnet import cli, io
+    from chexnet import io, stage_runner
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "metrics"))
@@ -214,7 +214,7 @@ def test_a_read_only_output_file_system_is_one_line(tmp_path: Path, monkeypatch)
     monkeypatch.setattr(sys, "argv", ["prepare.py"])
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stopped:
-        cli.run_stage("test", lambda params, args: io.write_text(tmp_path / "metrics" / "x.json", "{}"))
+        stage_runner.run_stage("test", lambda params: io.write_text(tmp_path / "metrics" / "x.json", "{}"))
     assert stopped.value.code == 1
 
 

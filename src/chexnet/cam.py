@@ -18,16 +18,6 @@ from chexnet.inference import FP32, Precision
 from chexnet.model import CheXNet, LogitsView, resolve_layer
 
 
-def grad_cam_pp(
-    model: CheXNet, image: np.ndarray, class_index: int, *, target_layer: str, device: torch.device
-) -> tuple[np.ndarray, float]:
-    """Heat map (float32 in 0..1, the image's size) for one uint8 ``S×S`` image, and the probability."""
-    heats, probabilities = grad_cam_pp_batch(
-        model, image[None], [class_index], target_layer=target_layer, device=device
-    )
-    return heats[0], float(probabilities[0])
-
-
 def grad_cam_pp_batch(
     model: CheXNet,
     images: np.ndarray,

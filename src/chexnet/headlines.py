@@ -34,8 +34,8 @@ def split(full: dict[str, Any]) -> dict[str, Any]:
 
 
 def train(full: dict[str, Any]) -> dict[str, Any]:
-    keys = ("pretrained", "lr", "train_device", "epochs_trained", "best_epoch", "best_val_mean_auroc",
-            "final_train_loss", "final_val_loss", "stopped_early")  # fmt: skip
+    keys = ("pretrained", "learning_rate", "train_device", "epochs_trained", "best_epoch",
+            "best_val_mean_auroc", "final_train_loss", "final_val_loss", "stopped_early")  # fmt: skip
     return _pick(full, keys)
 
 

@@ -228,17 +228,6 @@ def parse_labels_argument(value: str) -> LabelList:
     return LabelList(tuple(n.strip() for n in value.split(",") if n.strip()), "given")
 
 
-def require_same(
-    expected: LabelList | Sequence[str], found: Sequence[str], *, what: str, against: str
-) -> None:
-    """Refuse two label lists that differ (names or order), showing both: never guess a mapping."""
-    expected_names = list(expected.names if isinstance(expected, LabelList) else expected)
-    if list(found) != expected_names:
-        raise LabelMismatchError(
-            f"{what} does not fit {against}: its findings are {list(found)}, {against} has {expected_names}"
-        )
-
-
 def file_safe(name: str) -> str:
     """A finding name as a file name: letters (any script), digits, ``_ - .`` kept, anything else → ``_``."""
     return re.sub(r"[^\w.\-]", "_", name).strip(".") or "_"

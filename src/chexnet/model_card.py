@@ -80,7 +80,7 @@ def model_card(
         f"- Initial weights: {'ImageNet (torchvision DEFAULT)' if train.get('pretrained') else 'random initialisation (ImageNet weights were not available or not asked for)'}.",
         f"- Trained on {train.get('train_device', '?')}, {train.get('epochs_trained', '?')} epochs; kept: epoch "
         f"{train.get('best_epoch', '?')} (best validation mean AUROC {_num(train.get('best_val_mean_auroc'))}).",
-        f"- Params: epochs {params['epochs']}, batch size {params['batch_size']}, Adam lr {train.get('lr', params['lr'])}, image size "
+        f"- Params: epochs {params['epochs']}, batch size {params['batch_size']}, Adam lr {train.get('learning_rate', params['lr'])}, image size "
         f"{params['image_size']} px, seed {params['seed']}, weights `{params['weights']}`, amp `{params['train']['amp']}`, "
         f"pos_weight {params['train']['pos_weight']}, test-time augmentation `{params['evaluate']['tta']}`.",
         "",

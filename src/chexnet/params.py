@@ -342,9 +342,14 @@ def _build(cls: Any, raw: Any, prefix: str = "") -> Any:
             f"at {where}; known keys: {', '.join(sorted(names))}"
         )
     files = {f.name for f in dataclasses.fields(cls) if f.metadata.get("file")}
+    # YAML 1.1 reads an unquoted `off` as false, and `dvc exp run -S train.amp=off` writes it so: a text
+    # param that allows "off" takes false as "off".
+    offs = {f.name for f in dataclasses.fields(cls) if "off" in (f.metadata.get("choices") or ())}
     values = {}
     for name, value in raw.items():
         annotation = hints[name]
+        if name in offs and value is False:
+            value = "off"
         values[name] = _coerce(value, annotation, f"{prefix}.{name}" if prefix else name)
         if name in files:
             values[name] = _from_stand_in(values[name], name)

@@ -33,13 +33,13 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
-def run_stage(description: str, body: Callable[[Params, argparse.Namespace], None]) -> None:
+def run_stage(description: str, body: Callable[[Params], None]) -> None:
     """Parse arguments, load params, run ``body``; turn user errors into one line and exit 1."""
     parser = stage_parser(description)
     args = parser.parse_args()
     setup_logging(args.verbose)
     try:
-        body(load_params(args.params), args)
+        body(load_params(args.params))
     except ChexnetError as error:
         if args.verbose:
             raise

@@ -553,7 +553,7 @@ def summary(result: FitResult, pretrained: bool, options: TrainOptions, ctx: Con
     return {
         "pretrained": pretrained,
         "train_device": f"{device.type} x{ctx.world_size}",
-        "lr": options.lr,
+        "learning_rate": options.lr,
         "precision": str(precision).removeprefix("torch."),
         "channels_last": on_cpu_by_default(options.channels_last, device),
         "memory_efficient": on_cpu_by_default(options.memory_efficient, device),
