@@ -103,7 +103,7 @@ class DataParams:
     bbox_table: str = param("data/demo/BBox_List.csv", file=True)  # inputs/none: no boxes
     workers: int = param(0, low=0)  # decoder threads for prepare; 0 = every core
     max_rejected_fraction: float = param(0.01, low=0, high=1)  # prepare fails above this share
-    # How findings are read (the label list itself is the top-level ``labels``; README "Findings").
+    # How findings are read (the label list itself is the top-level ``labels``; docs/data.md).
     no_finding: str = param("No Finding", pattern=r".*\S.*")  # the "nothing found" token (not a class)
     aliases: dict[str, str] = param(factory=dict)  # exact names mapped, e.g. Pleural Effusion: Effusion
     ignore_findings: list[str] = param(factory=list)  # findings removed before anything (counted)
