@@ -1,9 +1,9 @@
 """The robustness suite: what a hostile new user can throw at the pipeline, and what they get back.
 
-For every case the promise is the same (docs/pipeline.md, "What we promise"): a clean one-line error naming what
-to fix, or a counted, explained skip; never a traceback, and never an output that DVC would record as
-good when it is not. Tables and images are generated here; params out of range are derived from the
-params schema itself, so a param added tomorrow is covered without touching this file.
+For every case the promise is the same (docs/pipeline.md, "What we promise"): a clean one-line error
+naming what to fix, or a counted, explained skip; never a traceback, and never an output that DVC would
+record as good when it is not. Tables and images are generated here; params out of range are derived
+from the params schema itself, so a param added tomorrow is covered without touching this file.
 """
 
 from __future__ import annotations
