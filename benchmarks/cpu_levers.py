@@ -30,36 +30,36 @@ def measure(setup: str, size: int, batch: int, steps: int, threads: int) -> dict
     import torch
 
     from chexnet import training
-    from chexnet.model import CheXNet, LogitsView, set_memory_efficient
+    from chexnet.inference import SINGLE  # one process on the CPU
+    from chexnet.model import CheXNet
 
     flags = set(setup.split("+"))
     torch.manual_seed(0)
     if threads:
         torch.set_num_threads(threads)
-    model = CheXNet(14)
-    set_memory_efficient(model, "memeff" in flags)
-    net: torch.nn.Module = LogitsView(model)
-    x = torch.randn(batch, 3, size, size)
-    if "cl" in flags:
-        net = net.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+    options = training.TrainOptions(
+        amp="bf16" if "bf16" in flags else "off",
+        channels_last="cl" in flags,
+        memory_efficient="memeff" in flags,
+        compile="compile" in flags,
+    )
     labels = (torch.rand(batch, 14) < 0.2).float()
-    dtype = torch.bfloat16 if "bf16" in flags else None
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    criterion = training.MaskedBCEWithLogitsLoss()
+    run = training.build_run(CheXNet(14), labels, options, SINGLE)
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=run.precision.memory_format)
+
+    def step() -> torch.Tensor:
+        return training.train_step(run.net, x, labels, run.criterion, run.optimizer, run.scaler, run.dtype)
+
     result: dict = {"setup": setup}
     if "compile" in flags:
-        net = torch.compile(net)
         started = time.perf_counter()
-        training.train_step(net, x, labels, criterion, optimizer, scaler, dtype)
+        step()
         result["compile_seconds"] = round(time.perf_counter() - started, 1)
-    training.train_step(net, x, labels, criterion, optimizer, scaler, dtype)  # warm-up
+    step()  # warm-up
     times = []
     for _ in range(steps):
         started = time.perf_counter()
-        loss = training.train_step(net, x, labels, criterion, optimizer, scaler, dtype)
-        float(loss)
+        float(step())
         times.append(time.perf_counter() - started)
     result["images_per_second"] = round(batch / statistics.median(times), 2)
     result["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)

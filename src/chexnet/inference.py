@@ -166,8 +166,7 @@ def predict_loader(
     loader: DataLoader,
     ctx: Context,
     *,
-    dtype: torch.dtype | None = None,
-    channels_last: bool = False,
+    precision: Precision = FP32,
     desc: str = "predict",
     tta: str = "none",
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -176,8 +175,8 @@ def predict_loader(
     net.eval()
     scores, truth = [], []
     for images, labels in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not ctx.is_main):
-        x = prepare_batch(images, ctx.device, hflip=False, channels_last=channels_last)
-        with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
+        x = prepare_batch(images, ctx.device, hflip=False, channels_last=precision.channels_last)
+        with precision.autocast(ctx.device):
             views = [torch.sigmoid(net(view).float()) for view in tta_views(x, tta)]
         scores.append(torch.stack(views).mean(dim=0).cpu())
         truth.append(labels)
@@ -202,9 +201,7 @@ def predict(
     """
     ctx = Context(rank=0, world_size=1, local_rank=0, device=device)
     net = LogitsView(model.to(device, memory_format=precision.memory_format))
-    return predict_loader(
-        net, loader, ctx, dtype=precision.dtype, channels_last=precision.channels_last, desc=desc, tta=tta
-    )
+    return predict_loader(net, loader, ctx, precision=precision, desc=desc, tta=tta)
 
 
 def predict_split(

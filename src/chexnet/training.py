@@ -43,7 +43,7 @@ from chexnet.classification import mean_auroc, per_class_auroc
 from chexnet.dataset import CachedImages
 from chexnet.distributed import Context, barrier, sum_all
 from chexnet.errors import ChexnetError
-from chexnet.inference import SINGLE, amp_dtype, make_loader, on_cpu_by_default, predict_loader, prepare_batch
+from chexnet.inference import SINGLE, Precision, make_loader, on_cpu_by_default, predict_loader, prepare_batch
 from chexnet.labels import LabelList
 from chexnet.model import CheXNet, LogitsView, set_memory_efficient
 from chexnet.params import Params, TrainParams
@@ -178,21 +178,27 @@ class Run:
     scaler: torch.amp.GradScaler
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | None
     criterion: nn.Module
-    dtype: torch.dtype | None  # autocast dtype; None = fp32
-    channels_last: bool
+    precision: Precision  # autocast dtype and memory layout that train.amp and train.channels_last chose
     ctx: Context
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return self.precision.dtype
+
+    @property
+    def channels_last(self) -> bool:
+        return self.precision.channels_last
 
 
 def build_run(model: CheXNet, train_labels: torch.Tensor, options: TrainOptions, ctx: Context) -> Run:
     """The network on its device in its memory layout, wrapped for DDP and compilation, and the
     optimiser, gradient scaler (fp16 only), LR scheduler (when asked) and loss."""
     device = ctx.device
-    dtype = amp_dtype(options.amp, device)
+    precision = Precision.of(options.amp, options.channels_last, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    channels_last = on_cpu_by_default(options.channels_last, device)
     set_memory_efficient(model, on_cpu_by_default(options.memory_efficient, device))
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    model.to(device, memory_format=precision.memory_format)
     net: nn.Module = LogitsView(model)
     if ctx.distributed:
         net = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
@@ -209,11 +215,10 @@ def build_run(model: CheXNet, train_labels: torch.Tensor, options: TrainOptions,
         model=model,
         net=net,
         optimizer=optimizer,
-        scaler=torch.amp.GradScaler(device.type, enabled=dtype == torch.float16),
+        scaler=torch.amp.GradScaler(device.type, enabled=precision.dtype == torch.float16),
         scheduler=scheduler,
         criterion=MaskedBCEWithLogitsLoss(pos_weight).to(device),
-        dtype=dtype,
-        channels_last=channels_last,
+        precision=precision,
         ctx=ctx,
     )
 
@@ -270,9 +275,7 @@ def train_one_epoch(
 
 def validate(run: Run, loader: DataLoader) -> tuple[float, float | None]:
     """Validation loss over the known labels and mean AUROC (``None`` when no finding has both classes)."""
-    scores, truth = predict_loader(
-        run.net, loader, run.ctx, dtype=run.dtype, channels_last=run.channels_last, desc="validate"
-    )
+    scores, truth = predict_loader(run.net, loader, run.ctx, precision=run.precision, desc="validate")
     val_auroc = mean_auroc(per_class_auroc(truth, scores, [str(j) for j in range(truth.shape[1])]))
     return _bce(scores, truth), val_auroc
 
@@ -535,11 +538,10 @@ def _log_epoch(record: EpochRecord, epochs: int) -> None:
 
 def describe(options: TrainOptions, ctx: Context, pretrained: bool, labels: LabelList) -> str:
     """One log line: where and how this run trains."""
-    device = ctx.device
+    device, precision = ctx.device, Precision.of(options.amp, options.channels_last, ctx.device)
     return (
         f"training on {device} × {ctx.world_size} process(es), {'ImageNet' if pretrained else 'random'} "
-        f"weights, {amp_dtype(options.amp, device) or 'fp32'}, channels_last "
-        f"{on_cpu_by_default(options.channels_last, device)}, memory_efficient "
+        f"weights, {precision.dtype or 'fp32'}, channels_last {precision.channels_last}, memory_efficient "
         f"{on_cpu_by_default(options.memory_efficient, device)}, {len(labels)} findings ({labels.source})"
     )
 
@@ -548,14 +550,14 @@ def summary(result: FitResult, pretrained: bool, options: TrainOptions, ctx: Con
     """``reports/train.json`` (its headline part: ``metrics/train.json``)."""
     history, device = result.history, ctx.device
     rates = [r.images_per_second for r in history if r.epoch > result.resumed_from_epoch]
-    precision = amp_dtype(options.amp, device) or torch.float32
+    precision = Precision.of(options.amp, options.channels_last, device)
     best = result.best_val_mean_auroc
     return {
         "pretrained": pretrained,
         "train_device": f"{device.type} x{ctx.world_size}",
         "learning_rate": options.lr,
-        "precision": str(precision).removeprefix("torch."),
-        "channels_last": on_cpu_by_default(options.channels_last, device),
+        "precision": str(precision.dtype or torch.float32).removeprefix("torch."),
+        "channels_last": precision.channels_last,
         "memory_efficient": on_cpu_by_default(options.memory_efficient, device),
         "epochs_trained": len(history),
         "best_epoch": result.best_epoch,
