@@ -26,7 +26,10 @@ PREPARED = [
 
 def main(params) -> None:
     if params.train.processes > 1 and not distributed.launched():
-        sys.exit(distributed.launch(params.train.processes, __file__, sys.argv[1:]))
+        status = distributed.launch(params.train.processes, __file__, sys.argv[1:])
+        if status:
+            sys.exit(status)
+        return
     ctx = distributed.setup(inference.resolve_device(params.device))
     try:
         train(params, ctx)

@@ -136,7 +136,7 @@ def evaluated(tmp_path: Path) -> Path:
         "rows_in_table": 48,
         "rows_selected": 48,
         "images_written": 48,
-        "duplicates_dropped": 0,
+        "duplicate_rows_merged": 0,
         "rejected": {},
         "rejected_total": 0,
     }

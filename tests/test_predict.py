@@ -129,17 +129,15 @@ def test_predict_without_thresholds_warns_and_uses_half(tmp_path: Path):
     torch.manual_seed(0)
     torch.save(CheXNet().state_dict(), tmp_path / "m.pth")
     Image.fromarray(np.full((64, 64), 30, np.uint8)).save(tmp_path / "x.png")
-    result = _cli(
-        str(tmp_path / "x.png"),
-        "--model",
-        str(tmp_path / "m.pth"),
-        "--thresholds",
-        str(tmp_path / "absent.json"),
-        "--csv",
-    )
-    assert result.returncode == 0 and "no thresholds file" in result.stderr
+    # no thresholds.json beside the model: a warning and 0.5 (not the current folder's models/thresholds.json)
+    result = _cli(str(tmp_path / "x.png"), "--model", str(tmp_path / "m.pth"), "--csv")
+    assert result.returncode == 0 and "no thresholds file beside the model" in result.stderr
     header, row = result.stdout.strip().splitlines()
     assert header.split(",")[:3] == ["file", "error", "findings"] and len(row.split(",")) == 17
+    # a thresholds file the user names must exist: a typo is refused, never a silent 0.5
+    typo = _cli(str(tmp_path / "x.png"), "--model", str(tmp_path / "m.pth"), "--thresholds", "absent.json")
+    assert typo.returncode == 1 and "--thresholds absent.json does not exist" in typo.stderr
+    assert "Traceback" not in typo.stderr
 
 
 def _firing_seed_checkpoint(path: Path, unit: int) -> None:
@@ -157,7 +155,7 @@ def test_a_seed_checkpoint_reports_its_units_under_their_sorted_names(tmp_path: 
     # The seed's MultiLabelBinarizer sorts NIH's findings: unit 2 is Consolidation (CheXNet order: Effusion)
     _firing_seed_checkpoint(tmp_path / "seed.pth", unit=2)
     Image.fromarray(np.full((64, 64), 90, np.uint8)).save(tmp_path / "x.png")
-    common = ["--model", str(tmp_path / "seed.pth"), "--thresholds", str(tmp_path / "none.json"), "--json"]
+    common = ["--model", str(tmp_path / "seed.pth"), "--json"]
     result = _cli(str(tmp_path / "x.png"), *common)
     assert result.returncode == 0, result.stderr
     entry = json.loads(result.stdout)["images"][0]
@@ -198,7 +196,7 @@ def test_the_model_carries_its_image_size_and_twin_names_keep_their_heat_maps(tm
     for folder in ("a", "b"):
         (tmp_path / "in" / folder).mkdir(parents=True)
         Image.fromarray(np.full((64, 64), 90, np.uint8)).save(tmp_path / "in" / folder / "x.png")
-    thresholds = {"labels": ["Derrame", "Nódulo"], "thresholds": {"Derrame": 0.0, "Nódulo": 1.1}}
+    thresholds = {"labels": ["Derrame", "Nódulo"], "thresholds": {"Derrame": 0.0, "Nódulo": 1.0}}
     (tmp_path / "t.json").write_text(json.dumps(thresholds))
     common = ["--model", str(tmp_path / "m.pth"), "--thresholds", str(tmp_path / "t.json")]
     result = _cli(str(tmp_path / "in"), *common, "--json", "--heatmaps", str(tmp_path / "maps"))

@@ -213,7 +213,7 @@ def test_duplicate_rows_are_kept_once_and_counted(tmp_path: Path):
     table = _good_table(tmp_path)
     table = pd.concat([table, table.iloc[[0, 3]]])
     report = _prepare(tmp_path, table)
-    assert report.duplicates_dropped == 2 and report.images_written == 6
+    assert report.duplicate_rows_merged == 2 and report.images_written == 6
 
 
 def test_unknown_label_stops_prepare(tmp_path: Path):

@@ -359,7 +359,7 @@ def _evaluable(root: Path) -> Path:
     (work / "reports").mkdir()
     (work / "metrics").mkdir()
     (work / "reports" / "prepare.json").write_text(json.dumps({"rows_in_table": 48, "rows_selected": 48,
-        "images_written": 48, "duplicates_dropped": 0, "rejected": {}, "rejected_total": 0}))  # fmt: skip
+        "images_written": 48, "duplicate_rows_merged": 0, "rejected": {}, "rejected_total": 0}))  # fmt: skip
     (work / "metrics" / "train.json").write_text(json.dumps({"pretrained": False, "epochs_trained": 1}))
     for stage in ("split", "evaluate"):
         assert _stage(work, str(REPO / "stages" / f"{stage}.py")).returncode == 0

@@ -2,6 +2,7 @@
 
 chexnet predict IMAGE|FOLDER ... [--json | --csv] [--heatmaps DIR] [--model PATH] [--labels LIST|FILE]
 chexnet explain IMAGE ... [--finding Mass] [--out DIR] [--model PATH] [--labels LIST|FILE]
+chexnet check [--params params.yaml]     params checked as the stages read them, before dvc repro
 
 A model trained here carries its findings and input size in the JSON file beside it
 (models/chexnet_model.json). A checkpoint with no such file is read as the seed's: its outputs in
@@ -28,26 +29,53 @@ log = logging.getLogger("chexnet")
 SEED_IMAGE_SIZE = 224  # the seed trains at 224 px; a seed checkpoint carries no size of its own
 
 
-def _thresholds(args: argparse.Namespace, labels: list[str]) -> tuple[dict[str, float], str]:
-    """The evaluate stage's thresholds, refused unless they name exactly the model's findings."""
-    if not args.thresholds.is_file():
-        log.warning(
-            "no thresholds file %s (run the evaluate stage): findings are called at probability ≥ 0.5",
-            args.thresholds,
-        )
-        return dict.fromkeys(labels, 0.5), "default 0.5"
-    document = io.read_json(args.thresholds)
+def thresholds_path(args: argparse.Namespace) -> tuple[Path, bool]:
+    """The thresholds file to use and whether the user named it: ``--thresholds``, else the one beside
+    the model (``<model folder>/thresholds.json``, where evaluate writes it), never the current
+    folder's ``models/thresholds.json`` for some other model."""
+    if args.thresholds is not None:
+        return args.thresholds, True
+    return Path(args.model).parent / paths.THRESHOLDS_FILE.name, False
+
+
+def read_thresholds(path: Path, labels: list[str], model: Path) -> dict[str, float]:
+    """Evaluate's thresholds for exactly the model's findings, each a probability in [0, 1]."""
+    document = io.read_json(path)
     values = document.get("thresholds") if isinstance(document, dict) else None
     if not isinstance(values, dict):
-        raise LabelMismatchError(f"{args.thresholds} has no 'thresholds' mapping: is it evaluate's output?")
+        raise LabelMismatchError(f"{path} has no 'thresholds' mapping: is it evaluate's output?")
     named = document.get("labels")  # files from before the label list travelled: their keys must fit
     if (named is not None and list(named) != labels) or set(values) != set(labels):
         raise LabelMismatchError(
-            f"thresholds {args.thresholds} are for {named or sorted(values)} (values for {sorted(values)}), "
-            f"but the model "
-            f"{args.model} predicts {labels}; use the thresholds file evaluated with this model"
+            f"thresholds {path} are for {named or sorted(values)} (values for {sorted(values)}), "
+            f"but the model {model} predicts {labels}; use the thresholds file evaluated with this model"
         )
-    return {label: float(values[label]) for label in labels}, str(args.thresholds)
+    bad = {
+        label: value
+        for label, value in values.items()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0
+    }
+    if bad:
+        raise ChexnetError(
+            f"thresholds {path}: {bad} are not probabilities in [0, 1]; the file is damaged or not "
+            "evaluate's output: rerun the evaluate stage"
+        )
+    return {label: float(values[label]) for label in labels}
+
+
+def _thresholds(args: argparse.Namespace, labels: list[str]) -> tuple[dict[str, float], str]:
+    """The model's own thresholds; a file the user named must exist, the implicit one may not."""
+    path, named = thresholds_path(args)
+    if not path.is_file():
+        if named:
+            raise ChexnetError(f"--thresholds {path} does not exist; check the path (or leave it out)")
+        log.warning(
+            "no thresholds file beside the model (%s; the evaluate stage writes it): findings are called at "
+            "probability ≥ 0.5",
+            path,
+        )
+        return dict.fromkeys(labels, 0.5), "default 0.5"
+    return read_thresholds(path, labels, args.model), str(path)
 
 
 def _load(args: argparse.Namespace):
@@ -76,6 +104,12 @@ def _load(args: argparse.Namespace):
             image_size,
         )
     thresholds, source = _thresholds(args, labels)
+    if getattr(args, "heatmaps", None) is not None or args.command == "explain":
+        from chexnet.model import check_target_layer
+
+        check_target_layer(model, args.layer)
+        folder = args.heatmaps if args.command == "predict" else args.out
+        io.require_writable_dir(folder, "--heatmaps" if args.command == "predict" else "--out")
     return model.to(device).eval(), device, labels, image_size, thresholds, source
 
 
@@ -166,7 +200,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--model", type=Path, default=paths.MODEL_FILE, help="state_dict (ours or the seed's)"
     )
     parser.add_argument(
-        "--thresholds", type=Path, default=paths.THRESHOLDS_FILE, help="from the evaluate stage"
+        "--thresholds",
+        type=Path,
+        help="from the evaluate stage (default: thresholds.json beside --model)",
     )
     parser.add_argument(
         "--layer", default="features[-1]", help="Grad-CAM++ target layer (default: the seed's)"
@@ -205,13 +241,33 @@ def main(argv: list[str] | None = None) -> int:
     )
     explain.add_argument("--out", type=Path, default=Path("heatmaps"), help="folder for the overlay PNGs")
     _common(explain)
+    checking = commands.add_parser(
+        "check", help="check params.yaml before dvc repro (empty or missing files, layer, device)"
+    )
+    checking.add_argument("--params", type=Path, default=Path("params.yaml"))
+    checking.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
-        return _predict(args) if args.command == "predict" else _explain(args)
+        commands_by_name = {"predict": _predict, "explain": _explain, "check": _check}
+        return commands_by_name[args.command](args)
     except ChexnetError as error:
         log.error("%s", error)
         return 1
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+
+
+def _check(args: argparse.Namespace) -> int:
+    from chexnet.check import check
+
+    problems = check(args.params)
+    for problem in problems:
+        log.error("%s", problem)
+    if not problems:
+        print(f"{args.params}: OK")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

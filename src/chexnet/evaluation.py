@@ -16,6 +16,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from chexnet import bootstrap, classification
 from chexnet.classification import known, undefined_reason
+from chexnet.errors import ChexnetError
 from chexnet.params import THRESHOLD_METHODS, EvaluateParams
 
 
@@ -29,7 +30,7 @@ def choose_thresholds(
     (the seed's) and the reason is returned in the second dict. Masked entries take no part.
     """
     if method not in THRESHOLD_METHODS:
-        raise ValueError(f"evaluate.threshold_method must be one of {THRESHOLD_METHODS}, got {method!r}")
+        raise ChexnetError(f"evaluate.threshold_method must be one of {THRESHOLD_METHODS}, got {method!r}")
     thresholds: dict[str, float] = {}
     fallbacks: dict[str, str] = {}
     for j, label in enumerate(labels):
@@ -91,7 +92,7 @@ def reliability(
     ECE = Σ_b (n_b / n) · |observed frequency_b − mean predicted probability_b|, over unmasked entries.
     """
     if bins < 1:
-        raise ValueError(f"evaluate.calibration_bins must be 1 or more, got {bins}")
+        raise ChexnetError(f"evaluate.calibration_bins must be 1 or more, got {bins}")
     truth, scores = np.asarray(truth, float).ravel(), np.asarray(scores, float).ravel()
     ok = known(truth)
     truth, scores = truth[ok], scores[ok]

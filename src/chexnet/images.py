@@ -82,6 +82,9 @@ def resolve(
 
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
+# Projection radiography (DICOM PS3.3 C.7.3.1.1.1): computed, digital and plain X-ray. Anything else (CT,
+# MR, ultrasound, RT dose, secondary captures, ...) would get chest findings it was never meant for.
+RADIOGRAPH_MODALITIES = ("CR", "DX", "RG")
 
 
 def scale_to_uint8(values: np.ndarray) -> np.ndarray:
@@ -93,11 +96,60 @@ def scale_to_uint8(values: np.ndarray) -> np.ndarray:
     return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
+class ImageReadError(ValueError):
+    """One file that cannot be used, with a short reason code (``reason``) for the rejects table."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def is_dicom(path: str | Path) -> bool:
+    """By suffix, or by the ``DICM`` magic at byte 128 (PACS exports often have no suffix: SE0001/IM0001)."""
+    path = Path(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def decoder_hint(error: Exception) -> str:
+    """pydicom's "no plugin" message lists every plugin on several lines: one line instead."""
+    first = " ".join(str(error).split())
+    return first[:300] + ("…" if len(first) > 300 else "")
+
+
+def _check_radiograph(dataset) -> None:
+    modality = str(dataset.get("Modality", "") or "").upper()
+    if modality not in RADIOGRAPH_MODALITIES:
+        raise ImageReadError(
+            "not_radiograph",
+            f"DICOM Modality {modality or '(none)'} is not a projection radiograph "
+            f"({', '.join(RADIOGRAPH_MODALITIES)}); the model reads chest X-rays only",
+        )
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric == "PALETTE COLOR":
+        raise ImageReadError(
+            "not_grayscale", "DICOM PhotometricInterpretation PALETTE COLOR: a radiograph is grayscale"
+        )
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise ImageReadError(
+            "multi_frame", f"DICOM holds {frames} frames; a radiograph has one: export each frame on its own"
+        )
+
+
 def read_dicom(path: str | Path) -> np.ndarray:
     """A DICOM radiograph as 8-bit grayscale, displayed as a radiologist would see it.
 
-    Rescale slope/intercept (modality LUT), then the VOI LUT or window centre/width when the file has
-    one, then MONOCHROME1 (white = low values) inverted, then the real range scaled to 0..255.
+    Only projection radiographs (Modality CR, DX, RG) with one frame, not palette colour, are read; any
+    other file raises :class:`ImageReadError` with its reason. Rescale slope/intercept (modality LUT),
+    then the VOI LUT or window centre/width when the file has one, then MONOCHROME1 (white = low values)
+    inverted, then the real range scaled to 0..255.
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -105,12 +157,22 @@ def read_dicom(path: str | Path) -> np.ndarray:
 
     try:
         dataset = pydicom.dcmread(path)
+    except (InvalidDicomError, AttributeError, KeyError, EOFError) as error:
+        raise ImageReadError("unreadable", f"not a readable DICOM file: {error}") from error
+    if "PixelData" not in dataset:
+        raise ImageReadError("unreadable", "DICOM file has no pixel data")
+    _check_radiograph(dataset)
+    try:
         pixels = dataset.pixel_array
-    except (InvalidDicomError, AttributeError, KeyError) as error:  # not DICOM, or no pixel data
-        raise ValueError(f"not a readable DICOM image: {error}") from error
-    if pixels.ndim == 3 and dataset.get("SamplesPerPixel", 1) == 1:
-        pixels = pixels[0]  # a multi-frame file: its first frame
-    if dataset.get("SamplesPerPixel", 1) != 1:
+    except (RuntimeError, NotImplementedError, TypeError, ValueError, AttributeError, KeyError) as error:
+        # compressed pixel data without a decoder plugin (JPEG-LS, JPEG 2000, 12-bit JPEG), or a
+        # malformed one: a per-file reason, never a stop
+        transfer = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(transfer, "name", transfer) or "unknown transfer syntax"
+        raise ImageReadError(
+            "undecodable", f"DICOM pixel data ({name}) cannot be decoded: {decoder_hint(error)}"
+        ) from error
+    if dataset.get("SamplesPerPixel", 1) != 1:  # a colour capture of a radiograph: its luminance
         return np.asarray(Image.fromarray(scale_to_uint8(pixels)).convert("L"))
     values = apply_modality_lut(pixels, dataset)
     if "VOILUTSequence" in dataset or "WindowCenter" in dataset:
@@ -144,7 +206,7 @@ def load_gray(path: str | Path, size: int) -> np.ndarray:
 
 def load_gray_sized(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
     """:func:`load_gray`, and the original ``(width, height)``."""
-    if Path(path).suffix.lower() in DICOM_SUFFIXES:
+    if is_dicom(path):
         gray = read_dicom(path)
     else:
         with Image.open(path) as image:
@@ -183,7 +245,9 @@ def decode_one(task: tuple[int, str, int]) -> Decoded:
         return Decoded(position, None, "missing_file", path)
     except Image.DecompressionBombError as error:  # a header declaring e.g. 30000 × 30000 pixels
         return Decoded(position, None, "too_large", f"{path}: {error}")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except ImageReadError as error:  # DICOM that is not a radiograph, or has no decoder here
+        return Decoded(position, None, error.reason, f"{path}: {error}")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, RuntimeError, TypeError) as error:
         message = f"{type(error).__name__}: {error}"
         reason = "truncated" if "truncated" in str(error).lower() else "unreadable"
         return Decoded(position, None, reason, message)

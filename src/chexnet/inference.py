@@ -33,10 +33,23 @@ SINGLE = Context(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
 # --- device and precision ---------------------------------------------------------------------------
 def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` is CUDA when present (the seed's choice), else CPU."""
+    """``auto`` is CUDA when present (the seed's choice), else CPU. A device this machine does not have
+    is refused before any work, saying what it has (``device`` param, ``--device``)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ChexnetError(f"device {name!r} is not a device name: use auto, cpu, cuda or cuda:N") from error
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    has = f"this machine has {count} CUDA device(s)" if count else "this machine has no CUDA device"
+    if device.type == "cuda" and (count == 0 or (device.index or 0) >= count):
+        raise ChexnetError(f"device {name!r} is not available: {has}; use device: auto or cpu")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ChexnetError(f"device {name!r} (Apple GPU) is not available here: {has}; use auto or cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ChexnetError(f"device {name!r} is not supported: use auto, cpu, cuda or cuda:N")
+    return device
 
 
 def cpu_has_native_bf16() -> bool:
@@ -149,7 +162,7 @@ def tta_views(batch: torch.Tensor, mode: str) -> list[torch.Tensor]:
     if mode == "hflip":
         return [batch, batch.flip(-1)]
     if mode != "tencrop":
-        raise ValueError(f"evaluate.tta must be one of {TTA_MODES}, got {mode!r}")
+        raise ChexnetError(f"evaluate.tta must be one of {TTA_MODES}, got {mode!r}")
     size = batch.shape[-1]
     big = round(size * 256 / 224)
     enlarged = F.interpolate(batch, size=(big, big), mode="bilinear", align_corners=False, antialias=False)

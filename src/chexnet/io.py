@@ -37,6 +37,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, target)
+    except OSError as error:
+        if error.errno is not None and error.filename in (None, str(tmp), tmp):
+            # numpy, torch and pandas writes lose the path, or name the temporary: name the output
+            raise OSError(error.errno, error.strerror or str(error), str(target)) from error
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -83,7 +88,35 @@ def require(*files: str | os.PathLike[str], made_by: str) -> None:
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A JSON file another stage (or a person) wrote; a corrupt or cut-short one is the user's to fix,
+    said in one line with its path, never a ``JSONDecodeError`` traceback."""
+    from chexnet.errors import ChexnetError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ChexnetError(
+            f"{path} is not valid JSON ({error}); it is damaged or incomplete: rerun the stage that "
+            "writes it, or restore the file"
+        ) from error
+
+
+def require_writable_dir(path: str | os.PathLike[str], what: str) -> Path:
+    """Make ``path`` and prove a file can be written there, before any long work whose result would
+    otherwise be lost (e.g. heat maps after all inference)."""
+    from chexnet.errors import ChexnetError
+
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise ChexnetError(
+            f"{what} {folder} cannot be written ({error.strerror or error}); choose a writable folder"
+        ) from error
+    return folder
 
 
 def write_parquet(path: str | os.PathLike[str], frame: Any) -> Path:

@@ -157,7 +157,9 @@ def choose(
     """
     mode = options.mode(preset)
     if mode == "from_data":
-        names, source = binarizer_order(n for n, c in positives.items() if c > 0), "from_data"
+        # every finding the table names, positive or not: a wide table's all-blank or all-uncertain
+        # column is a finding with 0 positives (too rare, said below), never a silent disappearance
+        names, source = binarizer_order(positives), "from_data"
     else:
         names, source = (NIH14, "nih14") if mode == "nih14" else (tuple(mode), "explicit")
         unknown = {n: c for n, c in positives.items() if n not in names and c > 0}

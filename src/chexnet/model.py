@@ -153,8 +153,14 @@ def read_model_info(path: str | Path, n_outputs: int, labels: LabelList | None =
     image_size = None
     if info_file.is_file():
         document = io.read_json(info_file)
-        image_size = document.get("image_size")
-        found = LabelList(tuple(document["labels"]), str(document.get("label_source", "given")))
+        names = document.get("labels") if isinstance(document, dict) else None
+        image_size = document.get("image_size") if isinstance(document, dict) else None
+        if not isinstance(names, list) or not (image_size is None or type(image_size) is int):
+            raise CheckpointError(
+                f"{info_file} is not a model record (no 'labels' list, or a bad 'image_size'); it is "
+                "damaged or belongs to something else: restore it from the run that trained the model"
+            )
+        found = LabelList(tuple(names), str(document.get("label_source", "given")))
         if labels is not None and labels.names != found.names:
             raise LabelMismatchError(
                 f"--labels {list(labels.names)} differ from {info_file}: {list(found.names)}; "
@@ -315,19 +321,49 @@ def require_labels(info: ModelInfo, expected: LabelList, model_path: str | Path,
         )
 
 
+class LayerError(ChexnetError, ValueError):
+    """A Grad-CAM target layer (``explain.target_layer``, ``--layer``) that names no usable layer."""
+
+
 def resolve_layer(model: nn.Module, spec: str) -> nn.Module:
     """Find a submodule from a name like ``features[-1]`` or ``features.denseblock4``."""
     module: Any = model
+    hint = "e.g. features[-1] (the seed's), final_relu or features.denseblock4"
     for part in spec.split("."):
         match = re.fullmatch(r"(\w+)((?:\[-?\d+\])*)", part)
         if not match:
-            raise ValueError(f"target layer {spec!r}: cannot parse {part!r}")
+            raise LayerError(f"target layer {spec!r}: cannot parse {part!r}; {hint}")
         try:
             module = getattr(module, match.group(1))
             for index in re.findall(r"\[(-?\d+)\]", match.group(2)):
                 module = module[int(index)]
-        except (AttributeError, IndexError, TypeError) as error:
-            raise ValueError(f"target layer {spec!r} does not exist in the model ({error})") from error
+        except (AttributeError, IndexError, TypeError, KeyError) as error:
+            raise LayerError(
+                f"target layer {spec!r} does not exist in the model ({error}); {hint}"
+            ) from error
     if not isinstance(module, nn.Module):
-        raise ValueError(f"target layer {spec!r} is not a module")
+        raise LayerError(f"target layer {spec!r} is not a layer of the model; {hint}")
     return module
+
+
+def check_target_layer(model: nn.Module, spec: str, image_size: int = 64) -> None:
+    """Refuse, before any work, a layer that does not exist or whose output is no spatial map
+    (``classifier``, a Linear, gives Grad-CAM++ nothing to localise): one tiny forward pass on CPU."""
+    layer = resolve_layer(model, spec)
+    shapes: list[tuple[int, ...]] = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(getattr(out, "shape", ()))))
+    was_training = model.training
+    try:
+        model.eval()
+        parameter = next(model.parameters())
+        with torch.no_grad():
+            model(torch.zeros(1, 3, image_size, image_size, device=parameter.device, dtype=parameter.dtype))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if not shapes or len(shapes[-1]) != 4:
+        what = f"gives an output of shape {list(shapes[-1])}" if shapes else "is never run by the model"
+        raise LayerError(
+            f"target layer {spec!r} {what}, not a spatial feature map (batch × channels × height × width); "
+            "Grad-CAM++ needs a convolutional layer, e.g. features[-1] (the seed's) or final_relu"
+        )

@@ -90,7 +90,7 @@ def model_card(
         + (" (the built-in **synthetic** demo set)." if demo_data else "."),
         f"- {prepare['rows_in_table']:,} rows in the table; {prepare['rows_selected']:,} selected (subset "
         f"{params['subset']:,}); {prepare['images_written']:,} images used; {prepare['rejected_total']:,} rejected"
-        f"{' ' + str(prepare['rejected']) if prepare['rejected'] else ''}; {prepare['duplicates_dropped']:,} duplicate rows dropped.",
+        f"{' ' + str(prepare['rejected']) if prepare['rejected'] else ''}; {prepare.get('duplicate_rows_merged', 0):,} duplicate rows merged into their image's row.",
         f"- No-finding token `{label_counts.get('no_finding', 'No Finding')}` (not a class)."
         + (
             f" Dropped as too rare: {label_counts['dropped_rare']}."

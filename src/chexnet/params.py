@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from chexnet.errors import ChexnetError
 from chexnet.labels import BLANK_POLICIES, LABEL_MODES, UNCERTAIN_POLICIES, LabelOptions, check_names
 
@@ -269,9 +267,23 @@ def _check_value(value: Any, meta: dict[str, Any], key: str) -> None:
     if isinstance(value, str):
         choices, pattern = meta.get("choices"), meta.get("pattern")
         if choices is not None and value not in choices:
+            numeric = low is not None or high is not None
+            if numeric and _looks_like_number(value):
+                raise ParamsError(
+                    f"params: {key}: {value!r} is text, not a number; write it without quotes "
+                    f"(e.g. {key.rsplit('.', 1)[-1]}: {value.strip()}) or use one of {', '.join(choices)}"
+                )
             raise ParamsError(f"params: {key} must be one of {', '.join(choices)}, got {value!r}")
         if pattern is not None and not re.fullmatch(pattern, value):
             raise ParamsError(f"params: {key}: {value!r} is not a valid value (expected {pattern})")
+
+
+def _looks_like_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def check_ranges(obj: Any, prefix: str = "") -> None:
@@ -352,6 +364,12 @@ def _build(cls: Any, raw: Any, prefix: str = "") -> Any:
             value = "off"
         values[name] = _coerce(value, annotation, f"{prefix}.{name}" if prefix else name)
         if name in files:
+            if isinstance(values[name], str) and not values[name].strip():
+                key = f"{prefix}.{name}" if prefix else name
+                raise ParamsError(
+                    f"params: {key} is empty; dvc.yaml lists it as a dependency and DVC cannot track an "
+                    f"empty path (dvc repro stops with 'unexpected error'): write {NO_FILE} for no file"
+                )
             values[name] = _from_stand_in(values[name], name)
     return cls(**values)
 
@@ -372,16 +390,28 @@ def params_from_dict(raw: dict[str, Any] | None) -> Params:
     return _build(Params, raw)
 
 
+def read_yaml(text: str, where: str | Path) -> Any:
+    """YAML as DVC reads it: ruamel.yaml's safe loader, YAML 1.2 (``dvc.utils.serialize.parse_yaml``).
+
+    PyYAML reads YAML 1.1, where ``1e-4`` (no dot) is a string and ``off``/``yes`` are booleans; DVC
+    resolves ``${...}``, records ``dvc.lock`` and writes ``dvc exp run -S`` values under YAML 1.2. One
+    reading for both, so a stage sees the value DVC recorded.
+    """
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        return YAML(typ="safe").load(text)
+    except YAMLError as error:
+        raise ParamsError(f"params: {where} is not valid YAML: {' '.join(str(error).split())}") from error
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read ``params.yaml`` (missing file: all defaults) and validate it against the schema."""
     path = Path(path)
     if not path.exists():
         return Params()
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ParamsError(f"params: {path} is not valid YAML: {error}") from error
-    return params_from_dict(raw)
+    return params_from_dict(read_yaml(path.read_text(encoding="utf-8"), path))
 
 
 def params_to_dict(params: Params) -> dict[str, Any]:

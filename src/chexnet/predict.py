@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from chexnet import inference
 from chexnet.explain import write_overlays
-from chexnet.images import load_gray
+from chexnet.images import is_dicom, load_gray
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
@@ -34,11 +34,16 @@ class Prediction:
 
 
 def collect_inputs(inputs: list[Path]) -> list[Path]:
-    """Files as given; folders searched recursively for PNG, JPEG and DICOM files (sorted)."""
+    """Files as given; folders searched recursively for PNG, JPEG and DICOM files (sorted), DICOM also
+    without a suffix (PACS exports: ``SE0001/IM0001``, found by the ``DICM`` magic)."""
     files: list[Path] = []
     for item in inputs:
         if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files += sorted(
+                p
+                for p in item.rglob("*")
+                if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or (not p.suffix and is_dicom(p)))
+            )
         else:
             files.append(item)
     return files

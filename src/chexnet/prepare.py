@@ -28,11 +28,11 @@ import logging
 import os
 import re
 import struct
-import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing.pool import ThreadPool
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,7 @@ from chexnet.errors import ChexnetError
 from chexnet.images import Decoded, decode_one, index_images, resolve
 from chexnet.labels import (
     LABELS_FILE,
+    SEPARATOR,
     LabelList,
     LabelOptions,
     binarize,
@@ -181,8 +182,7 @@ def read_source(preset: str, table_path: str | Path, metadata_table: str | Path 
             {"metadata_table": "dicom_id", "subject_id": "subject_id", "study_id": "study_id"},
             metadata_table,
         )
-        keep = [c for c in ("dicom_id", *MIMIC_KEYS, "ViewPosition") if c in metadata.columns]
-        table = metadata[keep].merge(table, on=list(MIMIC_KEYS), how="inner", validate="many_to_one")
+        table = _join_mimic(table, metadata, table_path, metadata_table)
         subject = table["subject_id"].astype("int64").astype(str)
         table[MIMIC_PATH_COLUMN] = (
             "files/p"
@@ -198,6 +198,55 @@ def read_source(preset: str, table_path: str | Path, metadata_table: str | Path 
         position = table.get("ViewPosition", pd.Series("", index=table.index)).fillna("").astype(str)
         table["view"] = np.where(position.str.upper().isin(["LATERAL", "LL", "RL"]), "lateral", position)
     return table
+
+
+SOURCE_REJECTS = "source_rejects"  # table.attrs key: rows read_source could not use, counted by prepare
+
+
+def _join_mimic(
+    labels: pd.DataFrame, metadata: pd.DataFrame, table_path: str | Path, metadata_path: str | Path
+) -> pd.DataFrame:
+    """One row per image: MIMIC's metadata joined to the per-study labels on (subject_id, study_id).
+
+    A metadata row with a blank key is a counted reject (``blank_key``); a study labelled twice is
+    refused with its rows (which label row is right is the user's call); metadata rows whose study has
+    no label row are counted in the report (a -negbio or test-only label table covers fewer studies).
+    """
+    keys = list(MIMIC_KEYS)
+    keep = [c for c in ("dicom_id", *MIMIC_KEYS, "ViewPosition") if c in metadata.columns]
+    metadata = metadata[keep].reset_index(drop=True)
+    blank = metadata[keys].isna().any(axis=1) | (
+        metadata[keys].astype(str).apply(lambda c: c.str.strip()) == ""
+    ).any(axis=1)
+    rejects = [
+        {"image": str(row.dicom_id), "table_row": int(i), "reason": "blank_key",
+         "detail": f"{metadata_path}: subject_id or study_id is blank"}
+        for i, row in metadata[blank].iterrows()
+    ]  # fmt: skip
+    labelled_twice = labels.duplicated(subset=keys, keep=False)
+    if labelled_twice.any():
+        at = labels.index[labelled_twice][0]
+        subject, study = labels.at[at, "subject_id"], labels.at[at, "study_id"]
+        rows = labels.index[(labels["subject_id"] == subject) & (labels["study_id"] == study)].tolist()
+        raise DataError(
+            f"table {table_path}: study subject_id {subject}, study_id {study} is "
+            f"labelled on rows {rows[:10]} ({int(labelled_twice.sum())} rows of studies labelled more than "
+            "once); a study has one label row: remove the duplicates"
+        )
+    metadata = metadata[~blank]
+    for key in keys:  # float (a NaN once there) or text ids against ints: join on the same type
+        metadata[key] = pd.to_numeric(metadata[key], errors="coerce").astype("Int64")
+        labels = labels.assign(**{key: pd.to_numeric(labels[key], errors="coerce").astype("Int64")})
+    joined = metadata.merge(labels, on=keys, how="inner", validate="many_to_one")
+    if joined.empty:
+        raise DataError(
+            f"no row of {metadata_path} ({len(metadata)} rows) matches a study of {table_path} "
+            f"({len(labels)} rows) on subject_id and study_id: are they the same release?"
+        )
+    joined.attrs[SOURCE_REJECTS] = rejects
+    joined.attrs["join"] = {"metadata_rows": len(metadata) + len(rejects),
+                            "metadata_rows_without_labels": int(len(metadata) - len(joined))}  # fmt: skip
+    return joined
 
 
 def require_columns(table: pd.DataFrame, columns: dict[str, str], path: str | Path) -> None:
@@ -236,9 +285,10 @@ def long_findings(
     ignored = set(options.ignore)
     rows, dropped = [], Counter()
     for cell in cells:
-        findings = split_findings(cell, no_finding=options.no_finding, aliases=options.aliases)
-        dropped.update(f for f in findings if f in ignored)
-        rows.append(sorted({f for f in findings if f not in ignored}))
+        tokens = [token.strip() for token in str(cell).split(SEPARATOR)]
+        dropped.update(token for token in tokens if token in ignored)  # before anything else, aliases too
+        kept = SEPARATOR.join(token for token in tokens if token not in ignored)
+        rows.append(sorted(set(split_findings(kept, no_finding=options.no_finding, aliases=options.aliases))))
     return rows, dict(Counter(f for row in rows for f in row)), dict(dropped)
 
 
@@ -250,14 +300,16 @@ def wide_findings(
 
     Returns the vectors, positives per finding and uncertain entries per finding (before the policy).
     """
-    internal = {"table_row", "patient", "view", columns.image, *(columns.metadata)}
-    observed = [c for c in table.columns if c not in internal]
+    observed = _finding_columns(table, columns)
+    _check_uncertain_keys(options, [options.aliases.get(str(c), str(c)) for c in observed], table_path)
     vectors: dict[str, np.ndarray] = {}
     uncertain_counts: dict[str, int] = {}
     source_of: dict[str, str] = {}
     for column in observed:
+        if str(column) in options.ignore:  # the table's own name, before aliases (docs/data.md)
+            continue
         name = options.aliases.get(str(column), str(column))
-        if name == options.no_finding or name in options.ignore:
+        if name == options.no_finding:
             continue
         if name in source_of:
             raise DataError(
@@ -286,18 +338,41 @@ def wide_findings(
     return vectors, positives, uncertain_counts
 
 
+def _check_uncertain_keys(options: LabelOptions, findings: list[str], table_path: str | Path) -> None:
+    """A per-finding ``data.uncertain`` key that names no finding of the table is a typo, never a no-op."""
+    if isinstance(options.uncertain, str):
+        return
+    unknown = sorted(set(options.uncertain) - set(findings) - {"default"})
+    if unknown:
+        raise DataError(
+            f"params: data.uncertain names {unknown}, which table {table_path} does not hold (after "
+            f"data.aliases); its findings: {', '.join(sorted(findings))}. Fix the spelling or use 'default'"
+        )
+
+
+def _check_ignored_exist(options: LabelOptions, seen: set[str], table_path: str | Path) -> None:
+    """Every name in ``data.ignore_findings`` must be one the table holds (spelt as in the table)."""
+    unknown = sorted(set(options.ignore) - seen)
+    if unknown:
+        raise DataError(
+            f"params: data.ignore_findings names {unknown}, which table {table_path} does not hold; it "
+            "matches the table's own spelling (before data.aliases): fix the spelling or remove the entry"
+        )
+
+
 # --- the prepared cache ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PrepareReport:
     rows_in_table: int
     rows_selected: int
     images_written: int
-    duplicates_dropped: int
+    duplicate_rows_merged: int  # rows naming an image already seen, merged into its row
     rejected: dict[str, int]
     labels: LabelList | None = None
     labels_dropped: dict[str, int] = dataclasses.field(default_factory=dict)  # too rare: positives
     findings_ignored: dict[str, int] = dataclasses.field(default_factory=dict)  # data.ignore_findings
     views: dict[str, object] = dataclasses.field(default_factory=dict)
+    join: dict[str, int] = dataclasses.field(default_factory=dict)  # mimic: metadata rows and unmatched
 
     @property
     def rejected_total(self) -> int:
@@ -310,7 +385,7 @@ class PrepareReport:
             "rows_in_table": self.rows_in_table,
             "rows_selected": self.rows_selected,
             "images_written": self.images_written,
-            "duplicates_dropped": self.duplicates_dropped,
+            "duplicate_rows_merged": self.duplicate_rows_merged,
             "rejected": dict(self.rejected),
             "rejected_total": self.rejected_total,
         }
@@ -323,6 +398,8 @@ class PrepareReport:
             }
         if self.views:
             out["views"] = self.views
+        if self.join:
+            out["join"] = self.join
         return out
 
 
@@ -356,30 +433,49 @@ class _Uint8StackWriter:
         self.file.close()
 
 
-def _bounded(tasks: Iterator[object], slots: threading.BoundedSemaphore) -> Iterator[object]:
-    """Hand tasks to a pool no faster than results are taken (the pool would read them all at once)."""
-    for task in tasks:
-        slots.acquire()
-        yield task
-
-
 def decode_all(tasks: list[tuple[int, str, int]], workers: int) -> Iterator[Decoded]:
     """Decode with ``workers`` threads (1: in this one), yielding results in task order.
 
     Threads, not processes: Pillow releases the GIL while it inflates PNG data and resizes, so threads
     scale with cores (measured: 0.94 of the ideal on 2 cores, benchmarks/prepare_throughput.py)
-    without process start-up, pickling or a second copy of the interpreter. At most a few hundred
-    decoded images are in flight, so memory stays bounded whatever N is.
+    without process start-up, pickling or a second copy of the interpreter. A window of at most a few
+    hundred tasks is submitted ahead of the one being taken, so memory stays bounded whatever N is.
+    On Ctrl-C or SIGTERM (or any error) the queued tasks are cancelled and only the images being decoded
+    finish: no worker waits on a consumer that has gone (a ``multiprocessing.pool`` fed through a
+    semaphore deadlocked there).
     """
     if workers <= 1 or len(tasks) < 2:
         yield from map(decode_one, tasks)
         return
-    chunk = 4
-    slots = threading.BoundedSemaphore(workers * chunk * 8)
-    with ThreadPool(workers) as pool:
-        for result in pool.imap(decode_one, _bounded(iter(tasks), slots), chunksize=chunk):
-            slots.release()
+    window = workers * 32
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="decode")
+    try:
+        remaining = iter(tasks)
+        pending = deque(pool.submit(decode_one, task) for task in islice(remaining, window))
+        while pending:
+            result = pending.popleft().result()
+            following = next(remaining, None)
+            if following is not None:
+                pending.append(pool.submit(decode_one, following))
             yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _check_cache_fits(out_dir: Path, images: int, image_size: int) -> None:
+    """Refuse, before decoding, a cache that cannot fit on the disk (``image_size: 4096`` makes 16 MB an
+    image: 335 GB at the default subset), and say the size of a large one."""
+    import shutil
+
+    need = images * image_size * image_size
+    free = shutil.disk_usage(out_dir).free
+    if need > free:
+        raise DataError(
+            f"the image cache for {images:,} images at image_size {image_size} needs {need / 1e9:,.1f} GB in "
+            f"{out_dir}, which has {free / 1e9:,.1f} GB free; lower image_size or subset, or free space"
+        )
+    if need > 20e9:
+        log.warning("the image cache will take %.1f GB (%d images at %d px)", need / 1e9, images, image_size)
 
 
 def default_workers(requested: int) -> int:
@@ -439,8 +535,56 @@ def _usable_rows(
         rejects += _reject_rows(table, empty, columns.image, "empty_label", f"{columns.label!r} is empty")
         table = table[~empty]
     table, view_counts = _keep_views(table, columns, table_path, views, preset)
-    duplicated = table.duplicated(subset=[columns.image], keep="first")
-    return table[~duplicated].reset_index(drop=True), rejects, view_counts, int(duplicated.sum())
+    if table.empty:
+        reasons = Counter(r["reason"] for r in rejects)
+        raise DataError(
+            f"table {table_path} has no usable row: {len(rejects)} rejected ({dict(reasons) or 'none'})"
+            f"{', and the view filter kept none' if view_counts else ''}; see the table's columns and "
+            "data.image_column / data.patient_column / data.label_column"
+        )
+    merged_table, merged = _merge_duplicates(table, columns, table_path)
+    return merged_table.reset_index(drop=True), rejects, view_counts, merged
+
+
+def _finding_columns(table: pd.DataFrame, columns: Columns) -> list[str]:
+    """A wide table's finding columns: every column that is not the image, patient, view or metadata."""
+    internal = {"table_row", "patient", "view", columns.image, *(columns.metadata)}
+    return [c for c in table.columns if c not in internal]
+
+
+def _merge_duplicates(
+    table: pd.DataFrame, columns: Columns, table_path: str | Path
+) -> tuple[pd.DataFrame, int]:
+    """Rows naming the same image become one: a long table's findings are united (an export with one
+    row per image and finding is common), a wide table's rows must agree cell for cell. Rows of one
+    image that disagree on the patient or the view, or a wide table's labels, are refused with the rows
+    named: which one is right is the user's call. Returns the table and how many rows were merged away."""
+    repeated = table.duplicated(subset=[columns.image], keep=False)
+    if not repeated.any():
+        return table, 0
+    rows = table[repeated]
+    must_agree = ["patient", *([columns.view] if columns.view in table.columns else [])]
+    if columns.label is None:
+        must_agree += _finding_columns(table, columns)
+    spread = rows.groupby(columns.image, sort=False)[must_agree].nunique(dropna=False)
+    disagree = spread[(spread > 1).any(axis=1)]
+    if len(disagree):
+        image = disagree.index[0]
+        differ = [c for c in must_agree if disagree.loc[image, c] > 1]
+        at = rows.loc[rows[columns.image] == image, "table_row"].tolist()
+        raise DataError(
+            f"table {table_path}: image {image!r} is on rows {at[:10]} (table rows, from 0) with "
+            f"different {', '.join(map(repr, differ))} ({len(disagree)} image(s) like this); one image has "
+            "one patient, view and label set: fix or remove the conflicting rows"
+        )
+    first = rows.drop_duplicates(subset=[columns.image], keep="first").copy()
+    if columns.label is not None:
+        united = rows.groupby(columns.image, sort=False)[columns.label].agg(
+            lambda cells: SEPARATOR.join(map(str, cells))
+        )
+        first[columns.label] = first[columns.image].map(united)
+    merged = pd.concat([table[~repeated], first]).sort_values("table_row", kind="stable")
+    return merged, int(repeated.sum() - len(first))
 
 
 def _keep_views(
@@ -458,6 +602,12 @@ def _keep_views(
     view = view.where(view == "lateral", view.str.upper())
     wanted = {v if v == "lateral" else v.upper() for v in views}
     keep = view.isin(wanted)
+    if not keep.any():
+        present = {str(k): int(v) for k, v in view.value_counts().items()}
+        raise DataError(
+            f"params: data.views {sorted(wanted)} matches no row of {table_path}; its rows have the views "
+            f"{present or 'none'}: choose among those, or leave data.views empty"
+        )
     counts = {
         "kept": sorted(wanted),
         "rows_kept": int(keep.sum()),
@@ -476,12 +626,14 @@ def _label_rows(
     uncertain: dict[str, int] = {}
     if columns.label is not None:
         finding_rows, positives, ignored = long_findings(table[columns.label], options)
+        _check_ignored_exist(options, set(ignored), table_path)
         label_list, rare = choose(
             positives, options, preset, where=f"column {columns.label!r} of {table_path}"
         )
         labels = binarize(finding_rows, label_list).astype(np.float64)
     else:
         vectors, positives, uncertain = wide_findings(table, columns, options, table_path)
+        _check_ignored_exist(options, {str(c) for c in table.columns}, table_path)
         ignored = {name: int((table[name] == 1.0).sum()) for name in options.ignore if name in table.columns}
         label_list, rare = choose(positives, options, preset, where=f"table {table_path}")
         labels = np.stack([vectors[name] for name in label_list.names], axis=1)
@@ -622,8 +774,13 @@ def prepare_cache(
     options = label_options or LabelOptions()
     needed = {"image_column": columns.image, "label_column": columns.label, "patient_column": columns.patient}
     require_columns(table, {key: name for key, name in needed.items() if name is not None}, table_path)
-    rows_in_table = len(table)
-    table, rejects, view_counts, duplicates_dropped = _usable_rows(table, columns, table_path, views, preset)
+    source_rejects, join = (
+        list(table.attrs.get(SOURCE_REJECTS, [])),
+        dict(table.attrs.get("join", {})),
+    )  # e.g. MIMIC metadata rows with blank keys
+    rows_in_table = len(table) + len(source_rejects)
+    table, rejects, view_counts, merged = _usable_rows(table, columns, table_path, views, preset)
+    rejects = source_rejects + rejects
     labelled = _label_rows(table, columns, options, preset, table_path)
 
     rejected_in_table = len(rejects)  # rows unusable before the subset (empty name, patient or label)
@@ -636,6 +793,7 @@ def prepare_cache(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _check_cache_fits(out_dir, len(tasks), image_size)
     with io.atomic_path(out_dir / IMAGES_FILE) as tmp:
         kept, sizes, failed = _decode_into(tmp, tasks, image_size, workers)
         rejects += [{"image": names[position], "table_row": int(table_rows[position]), "reason": reason,
@@ -659,12 +817,13 @@ def prepare_cache(
         rows_in_table=rows_in_table,
         rows_selected=n_selected,
         images_written=len(kept),
-        duplicates_dropped=duplicates_dropped,
+        duplicate_rows_merged=merged,
         rejected=rejected,
         labels=label_list,
         labels_dropped=labelled.rare,
         findings_ignored=labelled.ignored,
         views=view_counts,
+        join=join,
     )
 
 

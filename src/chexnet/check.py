@@ -1,0 +1,76 @@
+"""``chexnet check``: what DVC cannot say clearly, said before ``dvc repro`` starts.
+
+DVC interpolates ``${...}`` params into ``dvc.yaml`` and checks every dependency before any stage runs,
+so an empty file param ends ``dvc repro`` with a bare "ERROR: unexpected error", and a missing file with
+a message that names no param. A layer or device that does not exist would only fail in the stage that
+uses it, after the stages before it ran. This reads ``params.yaml`` as the stages do (the schema, YAML
+1.2 as DVC reads it) and checks each of these up front, one line each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from chexnet.errors import ChexnetError
+from chexnet.params import IMAGENET_FILE, NO_FILE, Params, load_params, read_yaml
+
+
+def file_params(params: Params) -> dict[str, str]:
+    """Every ``file=True`` param (those ``dvc.yaml`` lists as ``${key}`` dependencies) by its dotted key."""
+    found: dict[str, str] = {}
+
+    def walk(obj: object, prefix: str) -> None:
+        for spec in dataclasses.fields(obj):
+            value = getattr(obj, spec.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{spec.name}.")
+            elif spec.metadata.get("file"):
+                found[f"{prefix}{spec.name}"] = value
+
+    walk(params, "")
+    return found
+
+
+def pipeline_outputs(dvc_yaml: Path) -> list[Path]:
+    """Paths some stage writes (its ``outs``, ``metrics``, ``plots``): they need not exist before a run."""
+    if not dvc_yaml.is_file():
+        return []
+    stages = (read_yaml(dvc_yaml.read_text(encoding="utf-8"), dvc_yaml) or {}).get("stages", {})
+    outputs = []
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []) or []:
+                outputs.extend(Path(k) for k in (entry if isinstance(entry, dict) else {entry: None}))
+    return outputs
+
+
+def check(params_file: str | Path = "params.yaml", dvc_yaml: str | Path = "dvc.yaml") -> list[str]:
+    """The problems found, one line each (empty: ``dvc repro`` will get past its checks)."""
+    from chexnet.inference import resolve_device
+    from chexnet.model import CheXNet, check_target_layer
+
+    try:
+        params = load_params(params_file)
+    except ChexnetError as error:
+        return [str(error)]
+    problems = []
+    made = pipeline_outputs(Path(dvc_yaml))
+    keywords = {"", "none", "imagenet", NO_FILE, IMAGENET_FILE}
+    for key, value in file_params(params).items():
+        path = Path(value)
+        if value in keywords or path.exists() or any(path == out or out in path.parents for out in made):
+            continue
+        problems.append(
+            f"params: {key}: {value} does not exist (dvc repro would stop on this dependency); "
+            f"fix the path, or write {NO_FILE} for no file"
+        )
+    for what, run in (
+        ("explain.target_layer", lambda: check_target_layer(CheXNet(2), params.explain.target_layer)),
+        ("device", lambda: resolve_device(params.device)),
+    ):
+        try:
+            run()
+        except ChexnetError as error:
+            problems.append(f"params: {what}: {error}")
+    return problems
