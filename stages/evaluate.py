@@ -41,7 +41,10 @@ def main(params) -> None:
     io.write_json(paths.THRESHOLDS_FILE, record)
     test, scores, truth = predicted["test"]
     patients = test["patient"].to_numpy()
-    result = evaluation.evaluate_test(truth, scores, patients, names, thresholds, fallbacks, cfg, params.seed)
+    split_report = headlines.read("split")
+    split_positives = {name: split_report[name]["positives"] for name in ("train", "val")}
+    result = evaluation.evaluate_test(truth, scores, patients, names, thresholds, fallbacks, cfg, params.seed,
+                                      split_positives)  # fmt: skip
     headlines.write("evaluate", result.summary)
     io.write_json(paths.REPORT_JSON, result.classification_reports)
     io.write_text(paths.REPORT_TEXT, result.report_text)

@@ -10,7 +10,7 @@ import pandas as pd
 from chexnet import headlines, inference, io, paths, prepare
 from chexnet.boxes import read_boxes
 from chexnet.explain import OVERLAY_COLUMNS, localisation, top_k_overlays
-from chexnet.model import load_model, require_labels
+from chexnet.model import check_target_layer, load_model, require_labels
 from chexnet.stage_runner import run_stage
 
 log = logging.getLogger("chexnet.explain")
@@ -19,10 +19,11 @@ log = logging.getLogger("chexnet.explain")
 def main(params) -> None:
     cfg, device = params.explain, inference.resolve_device(params.device)
     io.require(paths.PREDICTIONS_FILE, made_by="evaluate")
+    model, info = load_model(paths.MODEL_FILE)
+    check_target_layer(model, cfg.target_layer)  # a layer that names nothing: one line, before any work
     predictions = pd.read_parquet(paths.PREDICTIONS_FILE)
     images = np.load(paths.PREPARED_DIR / prepare.IMAGES_FILE, mmap_mode="r")
     labels = prepare.load_labels(paths.PREPARED_DIR)
-    model, info = load_model(paths.MODEL_FILE)
     require_labels(info, labels, paths.MODEL_FILE, "the prepared data (data/prepared/labels.json)")
     precision = inference.Precision.of(params.train.amp, params.train.channels_last, device)  # as trained
     model, names = model.to(device, memory_format=precision.memory_format), list(labels.names)

@@ -29,6 +29,7 @@ def main(params) -> None:
             index, labels, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=params.seed
         )
     splits.check_no_patient_overlap(index)
+    splits.check_usable(index, labels)
     io.write_parquet(paths.SPLIT_FILE, index)
     summary = splits.split_summary(index, labels)
     summary["method"] = cfg.method

@@ -94,7 +94,7 @@ def test_same_seed_same_data_set_in_any_process(tmp_path: Path):
 
 
 def test_the_demo_stage_generates_nothing_when_the_data_params_point_at_your_own_data(tmp_path: Path):
-    from chexnet.demo import reads_demo
+    from chexnet.paths import reads_demo
     from tests.conftest import REPO
 
     assert reads_demo("data/demo/table.parquet", "data/demo/images", "data/demo")

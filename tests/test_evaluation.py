@@ -165,11 +165,14 @@ def test_evaluate_stage_writes_metrics_with_intervals_thresholds_plots_and_model
     headline = json.loads((evaluated / "metrics" / "evaluate.json").read_text())
     assert set(headline) == {"auroc"}  # dvc exp show: AUROC with intervals, nothing else
     summary = json.loads((evaluated / "reports" / "evaluate.json").read_text())
+    plain = {
+        key: {k: v for k, v in entry.items() if k != "caution"} for key, entry in headline["auroc"].items()
+    }
     assert (
-        summary["auroc"] == headline["auroc"]
-        and summary["split"] == "test"
-        and summary["bootstrap"]["unit"] == "patient"
+        summary["auroc"] == plain and summary["split"] == "test" and summary["bootstrap"]["unit"] == "patient"
     )
+    # 6 test patients: below the 10 any interval needs, so every headline figure carries its caution
+    assert summary["caution"]["overall"] and all(entry.get("caution") for entry in headline["auroc"].values())
     for key in ("macro", "micro", *LABELS):
         entry = summary["auroc"][key]
         assert entry["value"] is None or entry["ci_low"] <= entry["value"] <= entry["ci_high"], key
@@ -193,6 +196,8 @@ def test_evaluate_stage_writes_metrics_with_intervals_thresholds_plots_and_model
     for heading in [*headings, "## Calibration", "## Limits of these numbers"]:
         assert heading in card
     assert "0.8094" in card and "Random initialisation" in card
+    assert "**Cannot be trusted**: only 6 test patient(s)" in card
+    assert "at random by patient" in card and "official test set" not in card
     report = (evaluated / "reports" / "classification_report.txt").read_text()
     assert "chosen on validation" in report and "threshold 0.5" in report
 

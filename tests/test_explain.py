@@ -154,8 +154,6 @@ def test_explain_cli_on_image_files(tmp_path: Path):
         str(tmp_path / "model.pth"),
         "--finding",
         "Mass",
-        "--thresholds",
-        str(tmp_path / "none.json"),
         "--out",
         str(tmp_path / "out"),
     ]

@@ -391,8 +391,7 @@ def test_explain_goes_on_after_a_decompression_bomb(tmp_path: Path):
     _bomb(tmp_path / "bomb.png")
     Image.fromarray(np.full((64, 64), 80, np.uint8)).save(tmp_path / "good.png")
     files = [str(tmp_path / "bomb.png"), str(tmp_path / "good.png")]
-    options = ["--model", str(tmp_path / "m.pth"), "--finding", "Mass", "--out", str(tmp_path / "out"),
-               "--thresholds", str(tmp_path / "none.json")]  # fmt: skip
+    options = ["--model", str(tmp_path / "m.pth"), "--finding", "Mass", "--out", str(tmp_path / "out")]
     command = [sys.executable, "-m", "chexnet", "explain", *files, *options]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr

@@ -533,12 +533,6 @@ def _write_tables(out_dir: Path, layout: str, drawn: list[_Drawn], seed: int) ->
     return table
 
 
-def reads_demo(table: str | Path, images: str | Path, demo_dir: str | Path) -> bool:
-    """Whether the data params read the demo set (its table or its images live under ``demo_dir``)."""
-    root = Path(demo_dir).resolve()
-    return any(Path(path).resolve().is_relative_to(root) for path in (table, images))
-
-
 def generate_demo(out_dir: str | Path, demo: DemoParams) -> pd.DataFrame:
     """Write the demo set under ``out_dir`` in ``demo.layout`` and return its main table.
 

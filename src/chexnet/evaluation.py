@@ -122,6 +122,57 @@ def thresholds_record(
     }
 
 
+# Below these, an interval is noise, not evidence: the bootstrap resamples patients, so with a handful
+# of them (or of patients with the finding) every replicate looks alike and the "95% CI" is narrow or
+# even zero-width. The thresholds follow common reporting practice for diagnostic-accuracy studies
+# (at least ~10 units to resample; a handful of positive cases gives no stable sensitivity).
+MIN_CI_PATIENTS = 10  # test patients for any interval
+MIN_CI_POSITIVE_PATIENTS = 5  # test patients with the finding, for its interval
+
+
+def trust_flags(
+    truth: np.ndarray,
+    patients: np.ndarray,
+    labels: Sequence[str],
+    split_positives: dict[str, dict[str, int]] | None = None,
+) -> dict[str, Any]:
+    """Which figures cannot be trusted, and why: said in metrics, reports and the card, never silent.
+
+    Per finding: fewer than :data:`MIN_CI_POSITIVE_PATIENTS` test patients with it (its interval is
+    noise), or no positives in the training split (the model never saw it) or the validation split (its
+    threshold is a fallback and its kept epoch ignored it). Overall: fewer than :data:`MIN_CI_PATIENTS`
+    test patients (no interval can be trusted).
+    """
+    names = list(labels)
+    test_patients = len(np.unique(patients))
+    overall = []
+    if test_patients < MIN_CI_PATIENTS:
+        overall.append(
+            f"only {test_patients} test patient(s): fewer than {MIN_CI_PATIENTS}, so no bootstrap interval "
+            "can be trusted (a patient resample of so few is nearly always alike)"
+        )
+    per_finding: dict[str, list[str]] = {}
+    for j, label in enumerate(names):
+        reasons = []
+        positive = truth[:, j] == 1
+        with_finding = len(np.unique(patients[positive])) if positive.any() else 0
+        if with_finding < MIN_CI_POSITIVE_PATIENTS:
+            reasons.append(
+                f"{with_finding} test patient(s) with it (< {MIN_CI_POSITIVE_PATIENTS}): interval unreliable"
+            )
+        for split in ("train", "val"):
+            if split_positives is not None and split_positives.get(split, {}).get(label, 1) == 0:
+                reasons.append(f"no positives in the {split} split")
+        if reasons:
+            per_finding[label] = reasons
+    return {
+        "min_patients": MIN_CI_PATIENTS,
+        "min_positive_patients": MIN_CI_POSITIVE_PATIENTS,
+        "overall": overall,
+        "findings": per_finding,
+    }
+
+
 @dataclass
 class TestEvaluation:
     """Everything the evaluate stage measures on the test split, ready to be written."""
@@ -147,9 +198,11 @@ def evaluate_test(
     fallbacks: dict[str, str],
     cfg: EvaluateParams,
     seed: int,
+    split_positives: dict[str, dict[str, int]] | None = None,
 ) -> TestEvaluation:
     """The test split measured like a clinical study: AUROC and AP with patient-bootstrap intervals,
-    the validation thresholds and the seed's 0.5 applied, and calibration."""
+    the validation thresholds and the seed's 0.5 applied, and calibration; with what cannot be trusted
+    flagged (``split_positives``: positives per finding of each split, from the split stage's report)."""
     names = list(labels)
     intervals = bootstrap.bootstrap_metrics(
         truth, scores, patients, names, resamples=cfg.bootstrap_resamples, seed=seed, level=cfg.ci_level
@@ -195,6 +248,7 @@ def evaluate_test(
             "ece_per_class": {label: v[0] for label, v in per_class.items()},
         },
         "tta": cfg.tta,
+        "caution": trust_flags(truth, patients, names, split_positives),
     }
     return TestEvaluation(
         labels=names,

@@ -40,8 +40,16 @@ def train(full: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate(full: dict[str, Any]) -> dict[str, Any]:
-    """AUROC per finding and macro/micro, each ``{value, ci_low, ci_high}`` (``undefined`` when none)."""
-    return {"auroc": full["auroc"]}
+    """AUROC per finding and macro/micro, each ``{value, ci_low, ci_high}`` (``undefined`` when none);
+    a figure that cannot be trusted carries ``caution: true`` (the reasons are in the report)."""
+    caution = full.get("caution", {})
+    flagged = set(caution.get("findings", {}))
+    everything = bool(caution.get("overall"))
+    auroc = {
+        key: value | ({"caution": True} if everything or key in flagged else {})
+        for key, value in full["auroc"].items()
+    }
+    return {"auroc": auroc}
 
 
 def explain(full: dict[str, Any]) -> dict[str, Any]:

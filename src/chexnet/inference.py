@@ -9,6 +9,7 @@ order (gathered across processes when several share the work).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,19 +119,33 @@ def make_loader(
     num_workers: int,
     device: torch.device,
     ctx: Context = SINGLE,
+    drop_single: bool = False,
 ) -> DataLoader:
     """A loader whose order depends only on (seed, epoch): what makes resumed runs identical.
 
     A DistributedSampler serves one process (whole dataset) or many (a shard each) alike; call
-    ``loader.sampler.set_epoch(epoch)`` before each epoch.
+    ``loader.sampler.set_epoch(epoch)`` before each epoch. ``drop_single`` (training): when the last
+    batch would hold one image, it is left out of the epoch, because BatchNorm cannot train on a batch
+    of one ("Expected more than 1 value per channel"); the seed's loader stops there after a full epoch.
+    Any other batch size is kept whole, as the seed's.
     """
     sampler = DistributedSampler(
         dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, seed=seed, drop_last=False
     )
+    per_process = len(sampler)
+    drop_last = drop_single and per_process % batch_size == 1 and per_process > 1
+    if drop_last:
+        logging.getLogger(__name__).info(
+            "training: %d images a process at batch %d leave a last batch of one image, which BatchNorm "
+            "cannot train on: it is left out of each epoch (a different image each epoch, as shuffled)",
+            per_process,
+            batch_size,
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
+        drop_last=drop_last,
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=num_workers > 0,

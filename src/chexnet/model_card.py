@@ -6,8 +6,8 @@ from typing import Any
 
 from chexnet import headlines, io
 from chexnet.labels import LABELS_FILE, LabelList
-from chexnet.params import DataParams, Params, params_to_dict
-from chexnet.paths import PREPARED_DIR
+from chexnet.params import Params, params_to_dict
+from chexnet.paths import DEMO_DIR, PREPARED_DIR, reads_demo
 
 # Rajpurkar et al. 2017 (CheXNet), Table 1: per-class test AUROC on NIH ChestX-ray14.
 CHEXNET_PAPER_AUROC = {
@@ -124,7 +124,9 @@ def model_card(
         "",
         f"AUROC and average precision with {int(boot['level'] * 100)}% bootstrap intervals ({boot['resamples']:,} "
         f"resamples of **patients**, seed {boot['seed']}), beside the CheXNet paper's per-class AUROC "
-        "(Rajpurkar et al. 2017, NIH ChestX-ray14 official test set: a different test set, for orientation only).",
+        "(Rajpurkar et al. 2017, arXiv:1711.05225v3, §4: ChestX-ray14 split at random by patient into training "
+        "70%, validation 10% and test 20%, with no patient overlap; not NIH's official test list, and not this test "
+        "set: for orientation only).",
         "",
         "| finding | test positives | AUROC (95% CI) | AP (95% CI) | CheXNet paper AUROC |",
         "|---|---|---|---|---|",
@@ -175,6 +177,11 @@ def model_card(
         limits.append(
             f"Fewer than {FEW_POSITIVES} test positives for: {', '.join(few)}; their intervals are wide."
         )
+    caution = evaluation.get("caution", {})
+    limits += [f"**Cannot be trusted**: {reason}." for reason in caution.get("overall", [])]
+    limits += [
+        f"**{label}**: {'; '.join(reasons)}." for label, reasons in caution.get("findings", {}).items()
+    ]
     undefined = [label for label in names if auroc[label].get("value") is None]
     if undefined:
         limits.append(
@@ -200,7 +207,7 @@ def model_card_for(params: Params, evaluation: dict[str, Any], labels: LabelList
         split=headlines.read("split"),
         train=headlines.read("train", headline=True),  # the report's timings would rerun evaluate
         params=params_to_dict(params),
-        demo_data=params.data.table == DataParams().table,
+        demo_data=reads_demo(params.data.table, params.data.images, DEMO_DIR),  # the demo stage's own rule
         labels=labels,
         label_counts=io.read_json(PREPARED_DIR / LABELS_FILE),
     )

@@ -28,3 +28,10 @@ REPORT_TEXT = REPORTS_DIR / "classification_report.txt"
 REPORT_JSON = REPORTS_DIR / "classification_report.json"
 EXPLAIN_TABLE = REPORTS_DIR / "explain.csv"
 MODEL_CARD = REPORTS_DIR / "model_card.md"
+
+
+def reads_demo(table: str | Path, images: str | Path, demo_dir: str | Path = DEMO_DIR) -> bool:
+    """Whether the data params read the demo set (its table or its images live under ``demo_dir``): the
+    one rule for "this is the synthetic demo" (the demo stage generates it; the model card says so)."""
+    root = Path(demo_dir).resolve()
+    return any(Path(path).resolve().is_relative_to(root) for path in (table, images))

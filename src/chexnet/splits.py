@@ -125,7 +125,14 @@ def official_split(
     ``train_val_list``, every image must be in exactly one of the two lists.
     """
     names = index["image"].map(lambda name: Path(name).name)
-    in_test = names.isin(read_image_list(test_list))
+    listed = read_image_list(test_list)
+    in_test = names.isin(listed)
+    if not in_test.any():
+        raise SplitError(
+            f"official split: none of the {len(index):,} prepared images is in split.test_list {test_list} "
+            f"({len(listed):,} names, e.g. {sorted(listed)[:2]}; the table's are e.g. {list(names[:2])}): "
+            "is it the list for this table? The test split would be empty"
+        )
     if train_val_list:
         in_train_val = names.isin(read_image_list(train_val_list))
         nowhere, both = index["image"][~in_test & ~in_train_val], index["image"][in_test & in_train_val]
@@ -141,6 +148,29 @@ def official_split(
         carved = patient_split(rest, labels, val_fraction=share_of_rest, test_fraction=0.0, seed=seed)
         split[rest.index] = carved
     return split
+
+
+def check_usable(frame: pd.DataFrame, labels: LabelList) -> None:
+    """Refuse a split that later stages cannot use, with every split's counts: an empty split, and a
+    validation or test split where no finding has both a positive and a negative (no threshold can be
+    chosen there, no AUROC measured). A training split of one image cannot train (BatchNorm)."""
+    counts = {name: int((frame["split"] == name).sum()) for name in SPLITS}
+    said = ", ".join(f"{name} {count}" for name, count in counts.items())
+    if counts["train"] < 2 or not counts["val"] or not counts["test"]:
+        raise SplitError(
+            f"split: images per split are {said}: every split needs images (train at least 2); use more "
+            "data, or other split fractions or lists"
+        )
+    for name in ("val", "test"):
+        part = _positives(frame[frame["split"] == name], labels)
+        known = frame.loc[frame["split"] == name, list(labels.names)].notna()
+        both = [label for label in labels.names if 0 < part[label].sum() < known[label].sum()]
+        if not both:
+            raise SplitError(
+                f"split: in the {name} split ({counts[name]} images) no finding has both a positive and a "
+                f"negative image, so nothing can be {'chosen' if name == 'val' else 'measured'} there "
+                f"(images per split: {said}); use more data or larger split fractions"
+            )
 
 
 def check_no_patient_overlap(frame: pd.DataFrame) -> None:

@@ -474,7 +474,7 @@ def fit(
     run = build_run(model, train_set.labels, options, ctx)
     loaders = dict(batch_size=options.batch_size, seed=options.seed, num_workers=options.num_workers,
                    device=ctx.device, ctx=ctx)  # fmt: skip
-    train_loader = make_loader(train_set, shuffle=True, **loaders)
+    train_loader = make_loader(train_set, shuffle=True, drop_single=True, **loaders)
     val_loader = make_loader(val_set, shuffle=False, **loaders)
 
     resumed = ResumeState.load(checkpoint, run_fingerprint) if checkpoint is not None else None
