@@ -5,6 +5,7 @@ Tiny means 60 demo images of 96 px, 64 px training, 1 epoch, random init: about 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -316,6 +317,81 @@ def test_plots_show_draws_every_chart_in_a_browser_with_no_network(repo: Path):
         line for line in log.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)
     ]
     assert not errors, errors
+
+
+# Injected into the rendered page (the real specs, the real inlined libraries): each chart drawn as SVG,
+# and every line mark of its scenegraph written out as JSON, in the order Vega draws its points.
+SCENEGRAPH_PROBE = """
+<script>
+window.__drawn = {};
+function __lines(view) {
+  const found = [];
+  (function walk(node) {
+    if (!node) return;
+    if (node.marktype === 'line' && node.items && node.items.length) {
+      const d = node.items[0].datum || {};
+      found.push({finding: d.finding, rev: d.rev, points: node.items.map(i => [i.x, i.y])});
+    }
+    for (const item of node.items || []) for (const child of item.items || []) walk(child);
+  })(view.scenegraph().root);
+  return {width: view.width(), height: view.height(), lines: found};
+}
+function __record(id, result) {
+  const pre = document.createElement('pre');
+  pre.id = 'scenegraph-' + id;
+  pre.textContent = JSON.stringify(__lines(result.view));
+  document.body.appendChild(pre);
+}
+</script>
+"""
+
+
+def drawn_lines(page: Path, charts: list[str]) -> dict[str, dict]:
+    """What Vega drew for each chart of a ``dvc plots show`` page: its line marks' pixel points."""
+    html = page.read_text()
+    for chart in charts:
+        embed = f"vegaEmbed('#{chart}', spec"
+        html = html.replace(f"{embed});", f"{embed}, {{renderer: 'svg'}}).then(r => __record('{chart}', r));")
+    head, end, body = html.rpartition("</head>")  # the last one: the inlined libraries hold the string too
+    probe = page.with_name("scenegraph.html")
+    probe.write_text(head + SCENEGRAPH_PROBE + end + body)
+    dom, _ = _offline_dom(probe)
+    drawn = {}
+    for chart in charts:
+        match = re.search(rf'<pre id="scenegraph-{chart}">(.*?)</pre>', dom, re.S)
+        assert match, f"{chart}: Vega drew nothing"
+        drawn[chart] = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    return drawn
+
+
+def check_curves_run_across(drawn: dict, *, y_rises: bool) -> int:
+    """Each line runs left to right (x never goes back), from the left edge to the right edge; ROC's y
+    rises with x from the bottom (0, 0) to the top (1, 1). Pixel y grows downwards. Returns the count."""
+    width, height = drawn["width"], drawn["height"]
+    for line in drawn["lines"]:
+        xs = [x for x, _ in line["points"]]
+        ys = [y for _, y in line["points"]]
+        name = line["finding"]
+        assert all(b >= a - 1e-6 for a, b in itertools.pairwise(xs)), (
+            f"{name}: the curve runs back ({xs[:12]})"
+        )
+        assert abs(xs[0]) < 0.5 and abs(xs[-1] - width) < 0.5, f"{name}: from {xs[0]} to {xs[-1]} of {width}"
+        if y_rises:
+            assert all(b <= a + 1e-6 for a, b in itertools.pairwise(ys)), f"{name}: the ROC curve falls"
+            assert abs(ys[0] - height) < 0.5 and abs(ys[-1]) < 0.5, f"{name}: not from (0, 0) to (1, 1)"
+    return len(drawn["lines"])
+
+
+@pytest.mark.skipif(_browser() is None, reason="no Chromium: apt-get install chromium (README, Test)")
+def test_roc_and_pr_curves_are_drawn_left_to_right_for_every_finding(repo: Path):
+    out = repo / "rendered_scenegraph"
+    run(repo, "dvc", "plots", "show", "-o", str(out))
+    drawn = drawn_lines(out / "index.html", ["roc", "pr"])
+    findings = set(pd.read_csv(repo / "plots" / "roc.csv")["finding"])
+    assert {line["finding"] for line in drawn["roc"]["lines"]} == findings
+    assert check_curves_run_across(drawn["roc"], y_rises=True) == len(findings)
+    # PR: recall on x, drawn left to right; sklearn's first point has recall 1, its last recall 0
+    assert check_curves_run_across(drawn["pr"], y_rises=False) == len(findings)
 
 
 def test_the_offline_page_is_what_the_pinned_package_gives():

@@ -99,7 +99,7 @@ TABLE_CASES = {
         "not UTF-8",
     ),
     "csv-empty-file": ("table.csv", lambda t, p: p.write_bytes(b""), "is empty"),
-    "parquet-header-only": ("table.parquet", lambda t, p: t.iloc[:0].to_parquet(p), "no finding has"),
+    "parquet-header-only": ("table.parquet", lambda t, p: t.iloc[:0].to_parquet(p), "has no rows"),
     "csv-only-no-finding": (
         "table.csv",
         lambda t, p: t.assign(patologia="No Finding").to_csv(p, index=False),

@@ -76,7 +76,9 @@ def roc_points(
 def pr_points(
     truth: np.ndarray, scores: np.ndarray, labels: Sequence[str]
 ) -> dict[str, dict[str, list[float]]]:
-    """Precision-recall curve points per defined class: ``{label: {"recall", "precision", "threshold"}}``."""
+    """Precision-recall curve points per defined class: ``{label: {"recall", "precision", "threshold"}}``,
+    in rising recall (0 → 1, thresholds falling), so a chart drawn in point order runs left to right as
+    the ROC curve does (sklearn lists them the other way round)."""
     curves = {}
     for j, label in enumerate(labels):
         if undefined_reason(truth[:, j]):
@@ -85,9 +87,9 @@ def pr_points(
         precision, recall, thresholds = precision_recall_curve(truth[ok, j], scores[ok, j])
         # sklearn gives one threshold fewer than points (the last point, recall 0, has none)
         curves[label] = {
-            "recall": recall.tolist(),
-            "precision": precision.tolist(),
-            "threshold": [*thresholds.tolist(), 1.0],
+            "recall": recall[::-1].tolist(),
+            "precision": precision[::-1].tolist(),
+            "threshold": [1.0, *thresholds[::-1].tolist()],
         }
     return curves
 

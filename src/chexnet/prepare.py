@@ -515,6 +515,8 @@ def _usable_rows(
     """Rows with an image name, a patient and a label, of the wanted views, each image once; returns
     them (with ``table_row`` and ``patient``), the rejects, the view filter's counts, and the number of
     duplicate rows dropped."""
+    if table.empty:
+        raise DataError(f"table {table_path} has no rows (a header only): export it again with its rows")
     table = table.reset_index(drop=True)
     table["table_row"] = np.arange(len(table))
     empty_image = _blank(table[columns.image])
