@@ -9,6 +9,7 @@ import pandas as pd
 
 from chexnet import headlines, inference, io, paths, prepare
 from chexnet.boxes import read_boxes
+from chexnet.errors import ChexnetError
 from chexnet.explain import OVERLAY_COLUMNS, localisation, top_k_overlays
 from chexnet.model import check_target_layer, load_model, require_labels
 from chexnet.stage_runner import run_stage
@@ -34,7 +35,9 @@ def main(params) -> None:
     findings = len({row["finding"] for row in rows})
     summary: dict = {"target_layer": cfg.target_layer, "top_k": cfg.top_k, "findings_explained": findings}
     box_table = Path(params.data.bbox_table) if params.data.bbox_table else None
-    if box_table is not None and box_table.is_file():
+    if box_table is not None and not box_table.is_file():
+        raise ChexnetError(f"data.bbox_table {box_table} does not exist; fix the path, or write inputs/none")
+    if box_table is not None:
         boxes = read_boxes(box_table, names, params.data.aliases)
         scores = localisation(
             model, images, predictions, boxes, names, fraction=cfg.cam_threshold, **explaining

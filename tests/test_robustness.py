@@ -421,3 +421,97 @@ def test_the_demo_stage_killed_at_a_random_moment_then_rerun_writes_the_same_set
             str(p.relative_to(demo)): p.read_bytes() for p in files if not p.name.startswith(".")
         }
     assert outputs["killed"] == outputs["reference"]
+
+
+# --- params that pass the type check but name nothing -------------------------------------------------
+NOTHING = "nothing_named_this"
+PLAUSIBLE = {  # values for text params beyond the schema's file/free marks: what people mistype
+    "data.no_finding": ["Nothing Here"],
+    "explain.target_layer": ["features[99]", "classifier", "nope"],
+    "device": ["cuda", "cuda:7", "mps"],
+    "train.checkpoint_dir": [f"{NOTHING}/deeper"],
+    "labels": [["Nothing"]],
+    "data.ignore_findings": [["Nothing"]],
+    "data.views": [["AP"]],
+    "split.method": ["official"],
+}
+
+
+MAY_NAME_NOTHING = {"data.metadata_table", "split.test_list", "split.train_val_list", "train.checkpoint_dir"}
+
+
+def _names_nothing() -> list[tuple[str, object]]:
+    """Every file and free-text param with a value that names nothing, derived from the schema, plus
+    the layer, device, list and token params above."""
+    cases = []
+    for key, _hint, meta in LEAVES:
+        if meta.get("file"):
+            cases.append((key, f"{NOTHING}/file.csv"))
+        elif meta.get("free"):
+            cases.append((key, NOTHING))
+    cases += [(key, value) for key, values in PLAUSIBLE.items() for value in values]
+    return cases
+
+
+def _readers(key: str) -> list[str]:
+    """The stages whose dvc.yaml ``params:`` cover ``key`` (what DVC reruns when it changes)."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+    def reads(stage: dict) -> bool:
+        return any(key == entry or key.startswith(f"{entry}.") for entry in stage.get("params", []))
+
+    return [name for name, stage in stages.items() if reads(stage)]
+
+
+@pytest.fixture(scope="module")
+def every_stage_work(tmp_path_factory) -> Path:
+    """A work dir where every stage can run: a table and images for prepare, and what each later stage
+    reads (tests.conftest.make_workdir, a model, evaluate's outputs)."""
+    work = _evaluable(tmp_path_factory.mktemp("every-stage"))
+    names = _images(work / "images", 20)
+    findings = ["Mass|Effusion" if i % 2 else "No Finding" for i in range(20)]
+    table = pd.DataFrame({"imagem": names, "patologia": findings, "paciente_id": [str(i) for i in range(20)]})
+    table.to_parquet(work / "table.parquet")
+    (work / "inputs").mkdir()
+    (work / "inputs" / "none").write_text("")
+    return work
+
+
+def _with(work: Path, key: str, value) -> dict:
+    params = {"weights": "inputs/none", "device": "cpu", "epochs": 1, "batch_size": 8,
+              "evaluate": {"bootstrap_resamples": 20}, "explain": {"top_k": 1},
+              "data": {"table": "table.parquet", "images": "images", "min_positives": 1, "workers": 1,
+                       "bbox_table": "inputs/none"}}  # fmt: skip
+    node = params
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    if key == "split.method":
+        params["split"]["test_list"] = f"{NOTHING}.txt"
+    return params
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(("key", "value"), _names_nothing(), ids=lambda v: str(v))
+def test_a_param_that_names_nothing_gives_one_line_in_every_stage_that_reads_it(
+    every_stage_work: Path, tmp_path: Path, key: str, value
+):
+    import shutil
+
+    readers = _readers(key)
+    assert readers, f"{key}: no stage lists it in dvc.yaml"
+    refused = []
+    for stage in readers:
+        work = tmp_path / stage
+        shutil.copytree(every_stage_work, work)
+        (work / "params.yaml").write_text(yaml.safe_dump(_with(work, key, value)))
+        result = _stage(work, str(REPO / "stages" / f"{stage}.py"))
+        assert "Traceback" not in result.stderr, f"{stage} with {key}={value!r}:\n{result.stderr[-3000:]}"
+        if result.returncode != 0:
+            _one_clean_line(result)
+            refused.append(stage)
+    # a name that names nothing is refused by a stage that reads it, unless the setting does not apply
+    # here (MIMIC's metadata table, official split lists under a random split) or makes what it names
+    if key not in MAY_NAME_NOTHING:
+        assert refused, f"{key}={value!r} was taken silently by {readers}"

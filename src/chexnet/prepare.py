@@ -350,6 +350,21 @@ def _check_uncertain_keys(options: LabelOptions, findings: list[str], table_path
         )
 
 
+def _check_no_finding_token(options: LabelOptions, positives: dict[str, int], table_path: str | Path) -> None:
+    """A ``data.no_finding`` token the table never uses, while a finding spelt like "no finding" is in
+    it, would make healthy images a class of their own: refused."""
+    lookalikes = [
+        name for name in positives if name.lower().replace("_", " ").strip() in ("no finding", "normal")
+    ]
+    lookalikes = [name for name in lookalikes if name != options.no_finding]
+    if lookalikes:
+        raise DataError(
+            f"table {table_path} holds {lookalikes} as findings, while data.no_finding is "
+            f"{options.no_finding!r}: set data.no_finding to the table's token (e.g. {lookalikes[0]!r}), "
+            "or it becomes a class"
+        )
+
+
 def _check_ignored_exist(options: LabelOptions, seen: set[str], table_path: str | Path) -> None:
     """Every name in ``data.ignore_findings`` must be one the table holds (spelt as in the table)."""
     unknown = sorted(set(options.ignore) - seen)
@@ -640,6 +655,7 @@ def _label_rows(
         label_list, rare = choose(positives, options, preset, where=f"table {table_path}")
         labels = np.stack([vectors[name] for name in label_list.names], axis=1)
         masked = {name: int(np.isnan(vectors[name]).sum()) for name in label_list.names}
+    _check_no_finding_token(options, positives, table_path)
     if rare:
         log.warning("dropped findings with fewer than %d positives: %s", options.min_positives, rare)
     return _Labelled(label_list, labels, positives, rare, ignored, masked, uncertain)
