@@ -400,3 +400,31 @@ def test_a_failed_write_names_the_output_not_the_temporary(tmp_path: Path, monke
     with pytest.raises(OSError) as caught:
         io.write_text(tmp_path / "out.json", "{}")
     assert caught.value.filename == str(tmp_path / "out.json") and caught.value.errno == errno.ENOSPC
+
+
+CLI_NAMES_NOTHING = [
+    ("predict", ["--model", "nothing/model.pth"]),
+    ("predict", ["--labels", "Nothing"]),
+    ("predict", ["--device", "cuda:7"]),
+    ("predict", ["--image-size", "48"]),  # the model says 32
+    ("predict", ["--batch-size", "0"]),
+    ("predict", ["--thresholds", "nothing.json"]),
+    ("predict", ["--heatmaps", "maps", "--layer", "features[99]"]),
+    ("explain", ["--finding", "Nothing"]),
+    ("explain", ["--layer", "classifier"]),
+    ("explain", ["--device", "mps"]),
+    ("check", ["--params", "nothing.yaml"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("command", "options"), CLI_NAMES_NOTHING, ids=lambda v: " ".join(v) if isinstance(v, list) else v
+)
+def test_every_cli_option_that_names_nothing_gives_one_line(
+    tmp_path: Path, other_model: Path, command, options
+):
+    inputs = [] if command == "check" else ["x.png", "--model", str(other_model)]
+    result = _cli(command, *inputs, *options, cwd=tmp_path)
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert len(errors) == 1, result.stderr[-2000:]

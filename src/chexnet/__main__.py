@@ -89,6 +89,8 @@ def _load(args: argparse.Namespace):
     labels = list(info.labels.names)
     image_size = info.image_size
     if args.image_size is not None:
+        if args.image_size < 32:
+            raise ChexnetError(f"--image-size must be 32 or more (DenseNet121), got {args.image_size}")
         if image_size is not None and args.image_size != image_size:
             raise ChexnetError(
                 f"--image-size {args.image_size}: model {args.model} was trained at {image_size} px "
@@ -116,6 +118,8 @@ def _load(args: argparse.Namespace):
 def _predict(args: argparse.Namespace) -> int:
     from chexnet.predict import collect_inputs, predict_files
 
+    if args.batch_size < 1:
+        raise ChexnetError(f"--batch-size must be 1 or more, got {args.batch_size}")
     model, device, labels, image_size, thresholds, source = _load(args)
     files = collect_inputs(args.inputs)
     if not files:
