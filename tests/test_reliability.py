@@ -428,3 +428,58 @@ def test_every_cli_option_that_names_nothing_gives_one_line(
     errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert len(errors) == 1, result.stderr[-2000:]
+
+
+# --- training on what is left, and the end of a stage --------------------------------------------------
+@pytest.mark.parametrize(
+    ("images", "batch", "dropped"), [(17, 8, True), (16, 8, False), (18, 8, False), (1, 8, False)]
+)
+def test_a_last_training_batch_of_one_image_is_left_out(images: int, batch: int, dropped: bool):
+    from torch.utils.data import TensorDataset
+
+    from chexnet.inference import make_loader
+
+    data = TensorDataset(torch.arange(images))
+    loader = make_loader(data, batch_size=batch, shuffle=True, seed=0, num_workers=0,
+                         device=torch.device("cpu"), drop_single=True)  # fmt: skip
+    sizes = [len(b[0]) for b in loader]
+    assert (1 not in sizes or images == 1) and (sum(sizes) == images - 1) == dropped
+    plain = make_loader(
+        data, batch_size=batch, shuffle=False, seed=0, num_workers=0, device=torch.device("cpu")
+    )
+    assert sum(len(b[0]) for b in plain) == images  # evaluation loaders keep every image
+
+
+def test_training_at_32_px_with_a_last_batch_of_one_runs(tmp_path: Path):
+    from tests.conftest import make_workdir
+
+    work = make_workdir(tmp_path, epochs=1, n=48)
+    split = pd.read_parquet(work / "data" / "split.parquet")
+    while (split["split"] == "train").sum() % 8 != 1:  # a last batch of one training image
+        split.loc[split.index[split["split"] == "train"][0], "split"] = "val"
+    split.to_parquet(work / "data" / "split.parquet", index=False)
+    stage = [sys.executable, str(REPO / "stages" / "train.py")]
+    result = subprocess.run(stage, cwd=work, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "last batch of one image" in result.stderr
+
+
+def test_out_of_memory_in_a_stage_is_one_line(tmp_path: Path, monkeypatch):
+    from chexnet import stage_runner
+
+    def body(_params):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    with pytest.raises(SystemExit) as stopped:
+        stage_runner.run_stage("test", body)
+    assert stopped.value.code == 1
+
+
+def test_the_card_calls_every_demo_layout_synthetic():
+    from chexnet.paths import reads_demo
+
+    assert reads_demo("data/demo/CheXpert-v1.0-small/train.csv", "data/demo")
+    assert reads_demo("data/demo/mimic-cxr-2.0.0-chexpert.csv", "data/demo")
+    assert not reads_demo("/data/chexpert/train.csv", "/data/chexpert")

@@ -22,7 +22,8 @@ def _pick(full: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 
 
 def prepare(full: dict[str, Any]) -> dict[str, Any]:
-    headline = _pick(full, ("rows_in_table", "rows_selected", "images_written", "rejected_total"))
+    keys = ("rows_in_table", "rows_selected", "images_written", "rejected_total", "duplicate_rows_merged")
+    headline = _pick(full, keys)
     if "labels" in full:
         headline["findings"] = full["labels"]["count"]
     return headline
