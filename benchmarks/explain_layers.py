@@ -21,12 +21,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from chexnet import paths, prepare
+from chexnet import cache, paths
 from chexnet.boxes import pointing_hit, read_boxes
+from chexnet.cache import IMAGES_FILE
 from chexnet.explain import box_cases, localisation
 from chexnet.model import CheXNet, load_model
 from chexnet.params import load_params
-from chexnet.prepare import IMAGES_FILE
 
 
 def grid_ceiling(
@@ -56,7 +56,7 @@ def main() -> None:
     params = load_params()
     predictions = pd.read_parquet(paths.PREDICTIONS_FILE)
     images = np.load(paths.PREPARED_DIR / IMAGES_FILE, mmap_mode="r")
-    labels = list(prepare.load_labels(paths.PREPARED_DIR).names)
+    labels = list(cache.load_labels(paths.PREPARED_DIR).names)
     box_table = read_boxes(params.data.bbox_table, labels, params.data.aliases)
     torch.manual_seed(params.seed)
     models = {"untrained": CheXNet(len(labels)), "trained": load_model(paths.MODEL_FILE)[0]}

@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from benchmarks.common import peak_rss_mb, timed
-from chexnet import prepare, splits
+from chexnet import cache, prepare, splits
 
 NIH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nih"
 
@@ -73,12 +73,12 @@ def main() -> None:
                 preset="nih",
             )
         with timed(results, "split_s"):
-            index = prepare.load_index(work / "prepared")
+            index = cache.load_index(work / "prepared")
             index["split"] = splits.patient_split(
-                index, prepare.load_labels(work / "prepared"), val_fraction=0.1, test_fraction=0.2, seed=42
+                index, cache.load_labels(work / "prepared"), val_fraction=0.1, test_fraction=0.2, seed=42
             )
             splits.check_no_patient_overlap(index)
-        cache_gb = (work / "prepared" / prepare.IMAGES_FILE).stat().st_size / 1e9
+        cache_gb = (work / "prepared" / cache.IMAGES_FILE).stat().st_size / 1e9
         print(
             json.dumps(
                 {

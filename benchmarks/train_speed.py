@@ -39,7 +39,7 @@ from torchvision import transforms
 from torchvision.models import densenet121
 
 from benchmarks.prepare_throughput import write_images
-from chexnet import prepare, training
+from chexnet import cache, prepare, training
 from chexnet.dataset import IMAGENET_MEAN, IMAGENET_STD, CachedImages, normalize_batch
 from chexnet.distributed import Context
 from chexnet.labels import NIH14, LabelOptions
@@ -168,9 +168,9 @@ def model_alone_rate(device: torch.device, size: int, config: Config, steps: int
 def our_train_rate(prepared: Path, steps: int, device: torch.device, config: Config, workers: int) -> float:
     """``training.fit`` as the train stage runs it, ``steps`` full batches per epoch; epoch 2's images/s
     (epoch 1 pays for worker start-up, cuDNN autotuning and compilation)."""
-    cache = np.load(prepared / prepare.IMAGES_FILE, mmap_mode="r")
+    stack = cache.load_images(prepared)
     rows = steps * config.batch
-    tiled = np.resize(np.arange(len(cache)), rows)  # repeat the prepared images up to `rows`
+    tiled = np.resize(np.arange(len(stack)), rows)  # repeat the prepared images up to `rows`
     labels = (np.random.default_rng(0).random((rows, 14)) < 0.2).astype(np.float32)
     train_set = CachedImages(prepared, tiled, labels)
     val_set = CachedImages(prepared, tiled[: config.batch], labels[: config.batch])

@@ -7,10 +7,9 @@ calibration, confusion figures, ROC / PR / reliability curves, the picture grid 
 
 import logging
 
-import numpy as np
 import pandas as pd
 
-from chexnet import classification, evaluation, figures, headlines, inference, io, model_card, paths, prepare
+from chexnet import cache, classification, evaluation, figures, headlines, inference, io, model_card, paths
 from chexnet.model import load_model, require_labels
 from chexnet.stage_runner import run_stage
 
@@ -21,7 +20,7 @@ def main(params) -> None:
     cfg, device = params.evaluate, inference.resolve_device(params.device)
     io.require(paths.SPLIT_FILE, made_by="split")
     io.require(paths.MODEL_FILE, made_by="train")
-    split, labels = pd.read_parquet(paths.SPLIT_FILE), prepare.load_labels(paths.PREPARED_DIR)
+    split, labels = pd.read_parquet(paths.SPLIT_FILE), cache.load_labels(paths.PREPARED_DIR)
     model, info = load_model(paths.MODEL_FILE)
     require_labels(info, labels, paths.MODEL_FILE, "the prepared data (data/prepared/labels.json)")
     precision = inference.Precision.of(params.train.amp, params.train.channels_last, device)  # as trained
@@ -56,7 +55,7 @@ def main(params) -> None:
     io.write_csv(paths.PR_CSV, figures.curves_frame(pr, ["recall", "precision", "threshold"]))
     calibration = pd.DataFrame(result.calibration_bins, columns=["bin", "predicted", "observed", "count"])
     io.write_csv(paths.CALIBRATION_CSV, calibration)
-    images = np.load(paths.PREPARED_DIR / prepare.IMAGES_FILE, mmap_mode="r")
+    images = cache.load_images(paths.PREPARED_DIR)
     figures.evaluation_figures(result, test, truth, images, cfg.grid_images)
     io.write_text(paths.MODEL_CARD, model_card.model_card_for(params, result.summary, labels))
     macro = result.summary["auroc"]["macro"]

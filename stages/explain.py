@@ -4,10 +4,9 @@ point at the expert boxes (pointing game, IoBB > 0.5) when a box table is given.
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from chexnet import headlines, inference, io, paths, prepare
+from chexnet import cache, headlines, inference, io, paths
 from chexnet.boxes import read_boxes
 from chexnet.errors import ChexnetError
 from chexnet.explain import OVERLAY_COLUMNS, localisation, top_k_overlays
@@ -23,8 +22,8 @@ def main(params) -> None:
     model, info = load_model(paths.MODEL_FILE)
     check_target_layer(model, cfg.target_layer)  # a layer that names nothing: one line, before any work
     predictions = pd.read_parquet(paths.PREDICTIONS_FILE)
-    images = np.load(paths.PREPARED_DIR / prepare.IMAGES_FILE, mmap_mode="r")
-    labels = prepare.load_labels(paths.PREPARED_DIR)
+    images = cache.load_images(paths.PREPARED_DIR)
+    labels = cache.load_labels(paths.PREPARED_DIR)
     require_labels(info, labels, paths.MODEL_FILE, "the prepared data (data/prepared/labels.json)")
     precision = inference.Precision.of(params.train.amp, params.train.channels_last, device)  # as trained
     model, names = model.to(device, memory_format=precision.memory_format), list(labels.names)

@@ -2,7 +2,7 @@
 
 import logging
 
-from chexnet import headlines, io, paths, prepare, splits
+from chexnet import cache, headlines, io, paths, splits
 from chexnet.stage_runner import run_stage
 
 log = logging.getLogger("chexnet.split")
@@ -10,10 +10,10 @@ log = logging.getLogger("chexnet.split")
 
 def main(params) -> None:
     io.require(
-        paths.PREPARED_DIR / prepare.INDEX_FILE, paths.PREPARED_DIR / prepare.LABELS_FILE, made_by="prepare"
+        paths.PREPARED_DIR / cache.INDEX_FILE, paths.PREPARED_DIR / cache.LABELS_FILE, made_by="prepare"
     )
-    index = prepare.load_index(paths.PREPARED_DIR)
-    labels = prepare.load_labels(paths.PREPARED_DIR)
+    index = cache.load_index(paths.PREPARED_DIR)
+    labels = cache.load_labels(paths.PREPARED_DIR)
     cfg = params.split
     if cfg.method == "official":
         index["split"] = splits.official_split(

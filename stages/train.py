@@ -10,18 +10,15 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from chexnet import distributed, headlines, inference, io, paths, prepare, training
+from chexnet import cache, distributed, headlines, inference, io, paths, training
 from chexnet.dataset import split_dataset
 from chexnet.model import ModelInfo, build_model, save_model
 from chexnet.stage_runner import run_stage
 
 log = logging.getLogger("chexnet.train")
-PREPARED = [
-    paths.PREPARED_DIR / name for name in (prepare.INDEX_FILE, prepare.LABELS_FILE, prepare.IMAGES_FILE)
-]
+PREPARED = [paths.PREPARED_DIR / name for name in (cache.INDEX_FILE, cache.LABELS_FILE, cache.IMAGES_FILE)]
 
 
 def main(params) -> None:
@@ -41,8 +38,8 @@ def train(params, ctx: distributed.Context) -> None:
     training.seed_everything(params.seed)
     io.require(*PREPARED[1:], made_by="prepare")
     io.require(paths.SPLIT_FILE, made_by="split")
-    split, labels = pd.read_parquet(paths.SPLIT_FILE), prepare.load_labels(paths.PREPARED_DIR)
-    image_size = int(np.load(paths.PREPARED_DIR / prepare.IMAGES_FILE, mmap_mode="r").shape[-1])
+    split, labels = pd.read_parquet(paths.SPLIT_FILE), cache.load_labels(paths.PREPARED_DIR)
+    image_size = cache.image_size(paths.PREPARED_DIR)
     with distributed.main_first(ctx):  # one download of the ImageNet weights into the hub cache
         model, pretrained = build_model(params.weights, labels)
     options = training.TrainOptions.from_params(params, pretrained)

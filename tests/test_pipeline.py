@@ -186,6 +186,24 @@ def test_a_rerun_that_changes_nothing_changes_no_metric(repo: Path):
     assert "up to date" in run(repo, "dvc", "status")  # the same model bytes: nothing downstream to rerun
 
 
+@pytest.mark.parametrize(
+    ("module", "stages"),
+    [("prepare.py", {"prepare"}), ("images.py", {"prepare"}), ("demo.py", {"demo"})],
+)
+def test_editing_table_reading_decoding_or_the_demo_painter_does_not_retrain(repo: Path, module, stages):
+    """train, evaluate and explain read the cache through chexnet.cache alone: a new preset, DICOM
+    windowing or a demo painter reruns what makes the cache, never training on an upgrade."""
+    source = repo / "src" / "chexnet" / module
+    original = source.read_bytes()
+    try:
+        source.write_bytes(original + b"\n# an edit\n")
+        changed = set(json.loads(run(repo, "dvc", "status", "--json").strip().splitlines()[-1]))
+        assert changed == stages, changed
+    finally:
+        source.write_bytes(original)
+    assert "up to date" in run(repo, "dvc", "status")
+
+
 def test_editing_a_file_a_param_names_reruns_the_stage_that_reads_it(repo: Path):
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "before editing param-named files", "--allow-empty")

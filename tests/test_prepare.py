@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from chexnet import dataset, images, prepare
+from chexnet import cache, dataset, images, prepare
 from chexnet.labels import LabelOptions, UnknownLabelError
 
 SEED = prepare.resolve_columns("seed", "", "", "")
@@ -150,14 +150,14 @@ def _prepare(tmp_path: Path, table: pd.DataFrame, **overrides) -> prepare.Prepar
 def test_prepare_cache_writes_the_contract(tmp_path: Path):
     report = _prepare(tmp_path, _good_table(tmp_path))
     assert report.images_written == 6 and report.rejected == {}
-    cache = np.load(tmp_path / "prepared" / prepare.IMAGES_FILE, mmap_mode="r")
-    assert cache.shape == (6, 32, 32) and cache.dtype == np.uint8
-    index = prepare.load_index(tmp_path / "prepared")
+    stack = cache.load_images(tmp_path / "prepared")
+    assert stack.shape == (6, 32, 32) and stack.dtype == np.uint8
+    index = cache.load_index(tmp_path / "prepared")
     assert list(index.columns) == ["row", "image", "patient", "width", "height", "Mass"]  # from the data
     assert (index["width"] == 40).all() and (index["height"] == 40).all()  # the originals, before resizing
     assert index["Mass"].sum() == 3
     for row in index.itertuples():  # every cache row holds the image the index names
-        assert abs(int(cache[row.row].mean()) - 20 * int(row.image[:8])) <= 1
+        assert abs(int(stack[row.row].mean()) - 20 * int(row.image[:8])) <= 1
     assert not list((tmp_path / "prepared").glob(".*tmp"))  # no temporary files left behind
 
 
@@ -187,7 +187,7 @@ def test_bad_image_files_are_counted_skips(tmp_path: Path, reason: str, make):
     )
     report = _prepare(tmp_path, table)
     assert report.rejected == {reason: 1} and report.images_written == 6
-    rejects = pd.read_csv(tmp_path / "prepared" / prepare.REJECTS_FILE)
+    rejects = pd.read_csv(tmp_path / "prepared" / cache.REJECTS_FILE)
     assert list(rejects["image"]) == ["bad.png"] and list(rejects["table_row"]) == [6]
 
 
@@ -236,7 +236,7 @@ def test_too_many_rejects_fail_with_a_clear_message(tmp_path: Path):
     table.loc[0, "imagem"] = "gone.png"
     with pytest.raises(prepare.DataError, match=r"1 of 6 selected images \(16.7%\).*max_rejected_fraction"):
         _prepare(tmp_path, table, max_rejected_fraction=0.1)
-    assert (tmp_path / "prepared" / prepare.REJECTS_FILE).exists()  # written before failing, for inspection
+    assert (tmp_path / "prepared" / cache.REJECTS_FILE).exists()  # written before failing, for inspection
     assert _prepare(tmp_path, table, max_rejected_fraction=0.2).rejected == {"missing_file": 1}
 
 
@@ -245,7 +245,7 @@ def test_subset_is_seeded(tmp_path: Path):
     picks = []
     for out, seed in [("a", 1), ("b", 1), ("c", 2)]:
         _prepare(tmp_path, table, out_dir=tmp_path / out, seed=seed, subset=3)
-        picks.append(list(prepare.load_index(tmp_path / out)["image"]))
+        picks.append(list(cache.load_index(tmp_path / out)["image"]))
     assert picks[0] == picks[1] and len(picks[0]) == 3 and picks[0] != picks[2]
 
 
@@ -254,16 +254,16 @@ def test_parallel_decoding_writes_the_same_cache(tmp_path: Path):
     (tmp_path / "images" / "00000003_000.png").write_bytes(b"")  # a reject in the middle keeps rows aligned
     _prepare(tmp_path, table, out_dir=tmp_path / "serial", workers=1)
     _prepare(tmp_path, table, out_dir=tmp_path / "parallel", workers=2)
-    serial = np.load(tmp_path / "serial" / prepare.IMAGES_FILE)
-    parallel = np.load(tmp_path / "parallel" / prepare.IMAGES_FILE)
+    serial = np.load(tmp_path / "serial" / cache.IMAGES_FILE)
+    parallel = np.load(tmp_path / "parallel" / cache.IMAGES_FILE)
     assert serial.shape == (39, 32, 32) and np.array_equal(serial, parallel)
-    assert prepare.load_index(tmp_path / "serial").equals(prepare.load_index(tmp_path / "parallel"))
+    assert cache.load_index(tmp_path / "serial").equals(cache.load_index(tmp_path / "parallel"))
 
 
 def test_patient_ids_from_file_names_when_no_patient_column(tmp_path: Path):
     table = _good_table(tmp_path).drop(columns=["paciente_id"])
     _prepare(tmp_path, table, columns=prepare.resolve_columns("seed", "", "", "none"))
-    assert list(prepare.load_index(tmp_path / "prepared")["patient"]) == [str(i) for i in range(6)]
+    assert list(cache.load_index(tmp_path / "prepared")["patient"]) == [str(i) for i in range(6)]
 
 
 def test_normalize_batch_matches_the_seeds_transform():

@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from chexnet import images, io, prepare
+from chexnet import cache, images, io, prepare
 from chexnet.errors import ChexnetError
 from chexnet.inference import resolve_device
 from chexnet.labels import LabelOptions, RareLabelError
@@ -106,7 +106,7 @@ def test_one_row_per_image_and_finding_is_merged_with_findings_united(tmp_path: 
     report = _prepare(tmp_path, table)
     assert report.images_written == 4 and report.duplicate_rows_merged == 3
     assert report.as_dict()["duplicate_rows_merged"] == 3
-    index = prepare.load_index(tmp_path / "prepared")
+    index = cache.load_index(tmp_path / "prepared")
     by_image = index.set_index("image")
     assert list(report.labels.names) == ["Effusion", "Mass", "Nodule"]
     assert by_image.loc[names[0], ["Effusion", "Mass", "Nodule"]].tolist() == [1, 1, 1]

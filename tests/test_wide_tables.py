@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from chexnet import prepare
+from chexnet import cache, prepare
 from chexnet.demo import LAYOUT_TABLES, MIMIC_METADATA, generate_demo
 from chexnet.labels import NIH14, LabelOptions
 from chexnet.params import DemoParams
@@ -60,10 +60,10 @@ def test_chexpert_policies_cell_by_cell(chexpert: Path, tmp_path: Path, uncertai
     table = prepare.read_source("chexpert", chexpert / LAYOUT_TABLES["chexpert"])
     assert (table[list(NIH14)] == -1.0).any().any() and table[list(NIH14)].isna().any().any()
     _prepare(table, chexpert, tmp_path, "chexpert", uncertain=uncertain, blank=blank)
-    index = prepare.load_index(tmp_path)
-    labels = prepare.load_labels(tmp_path)
+    index = cache.load_index(tmp_path)
+    labels = cache.load_labels(tmp_path)
     assert "No Finding" not in labels.names and labels.names == tuple(sorted(labels.names))
-    truth = prepare.label_matrix(index, labels)
+    truth = cache.label_matrix(index, labels)
     rows = table.set_index("Path").loc[index["image"]]
     for j, name in enumerate(labels.names):
         np.testing.assert_array_equal(truth[:, j], _expected(rows[name], uncertain, blank), err_msg=name)
@@ -76,8 +76,8 @@ def test_per_finding_policy_and_the_masked_loss_by_hand(chexpert: Path, tmp_path
     table = prepare.read_source("chexpert", chexpert / LAYOUT_TABLES["chexpert"])
     policy = {"default": "ignore", "Edema": "ones", "Atelectasis": "zeros"}
     _prepare(table, chexpert, tmp_path, "chexpert", uncertain=policy)
-    index, labels = prepare.load_index(tmp_path), prepare.load_labels(tmp_path)
-    truth = prepare.label_matrix(index, labels)
+    index, labels = cache.load_index(tmp_path), cache.load_labels(tmp_path)
+    truth = cache.label_matrix(index, labels)
     rows = table.set_index("Path").loc[index["image"]]
     for name, rule in (("Edema", "ones"), ("Atelectasis", "zeros"), ("Mass", "ignore")):
         expected = _expected(rows[name], rule, "negative")
@@ -122,14 +122,14 @@ def test_a_cell_that_is_not_a_label_names_column_and_row(chexpert: Path, tmp_pat
         _prepare(table, chexpert, tmp_path, "chexpert")
     table = table.drop(columns=["Mass"]).assign(Notes="free text")
     report = _prepare(table, chexpert, tmp_path, "chexpert", ignore=("Notes",))
-    assert "Notes" not in prepare.load_labels(tmp_path).names and report.images_written == len(table)
+    assert "Notes" not in cache.load_labels(tmp_path).names and report.images_written == len(table)
 
 
 def test_aliases_map_chexpert_names_onto_nih_names_exactly(chexpert: Path, tmp_path: Path):
     table = prepare.read_source("chexpert", chexpert / LAYOUT_TABLES["chexpert"])
     table = table.rename(columns={"Effusion": "Pleural Effusion"})
     _prepare(table, chexpert, tmp_path, "chexpert", spec="nih14", aliases={"Pleural Effusion": "Effusion"})
-    assert prepare.load_labels(tmp_path).names == NIH14
+    assert cache.load_labels(tmp_path).names == NIH14
 
 
 def test_mimic_join_paths_patients_and_study_labels(tmp_path: Path):
@@ -164,10 +164,10 @@ def test_mimic_join_paths_patients_and_study_labels(tmp_path: Path):
     )
     report = _prepare(table, tmp_path, tmp_path / "out", "mimic")
     assert report.images_written == 4 and report.rejected == {}
-    index = prepare.load_index(tmp_path / "out")
+    index = cache.load_index(tmp_path / "out")
     assert index["image"][0] == "files/p10/p10000032/s50000001/d1.jpg"
     assert list(index["patient"]) == ["10000032"] * 3 + ["10000764"]
-    found = prepare.label_matrix(index, prepare.load_labels(tmp_path / "out"))  # Cardiomegaly, Edema
+    found = cache.label_matrix(index, cache.load_labels(tmp_path / "out"))  # Cardiomegaly, Edema
     np.testing.assert_array_equal(found, [[0, 1], [0, 1], [0, 0], [1, np.nan]])
     lateral = _prepare(table, tmp_path, tmp_path / "lat", "mimic", views=["lateral"])
     assert lateral.images_written == 1
@@ -184,4 +184,4 @@ def test_every_demo_layout_prepares_with_its_preset(tmp_path: Path, layout: str)
     report = _prepare(table, root, tmp_path / "out", layout)
     assert report.images_written == 40 and report.rejected == {}
     boxes = pd.read_csv(tmp_path / "BBox_List.csv")
-    assert set(boxes["Image Index"]) <= set(prepare.load_index(tmp_path / "out")["image"])
+    assert set(boxes["Image Index"]) <= set(cache.load_index(tmp_path / "out")["image"])

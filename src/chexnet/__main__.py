@@ -170,7 +170,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from chexnet.explain import explain_file
+    from chexnet.predict import explain_file
 
     model, device, labels, image_size, thresholds, _ = _load(args)
     unknown = [name for name in args.finding or [] if name not in labels]

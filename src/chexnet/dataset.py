@@ -10,8 +10,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from chexnet.cache import IMAGES_FILE, CacheError, label_matrix
 from chexnet.labels import LabelList
-from chexnet.prepare import IMAGES_FILE, DataError, label_matrix
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -81,5 +81,5 @@ def split_dataset(
     """The rows of one split (``train``/``val``/``test``) of ``split.parquet`` as a dataset."""
     part = split[split["split"] == name]
     if part.empty:
-        raise DataError(f"split {name!r} is empty: use more images or change split fractions in params.yaml")
+        raise CacheError(f"split {name!r} is empty: use more images or change split fractions in params.yaml")
     return CachedImages(prepared_dir, part["row"].to_numpy(), label_matrix(part, labels))

@@ -1,5 +1,6 @@
-"""Explaining predictions: Grad-CAM++ overlays of the most confident images per finding, localisation
-scores against expert boxes, and the explanation of one arbitrary image file."""
+"""The explain stage's library: Grad-CAM++ overlays of the most confident test images per finding, and
+localisation scores against expert boxes. It reads the prepared cache only, never image files (that is
+:mod:`chexnet.predict`'s), so a change to decoding does not rerun the stage."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from tqdm import tqdm
 
 from chexnet import boxes as box_scores
 from chexnet import cam, figures, inference
-from chexnet.images import load_gray
 from chexnet.labels import file_safe
 from chexnet.model import CheXNet
 
@@ -147,72 +147,3 @@ def localisation(
                 }
             )
     return box_scores.localisation_scores(records, labels)
-
-
-def explain_file(
-    path: str | Path,
-    model: CheXNet,
-    labels: list[str],
-    *,
-    image_size: int,
-    target_layer: str,
-    device: torch.device,
-    out_dir: str | Path,
-    thresholds: dict[str, float] | None = None,
-    findings: list[str] | None = None,
-) -> list[dict[str, object]]:
-    """Explain one image file (any format :func:`chexnet.images.load_gray` reads: PNG, JPEG, DICOM).
-
-    Heat maps for ``findings`` if given, else for every finding at or above its threshold (0.5 where
-    none is given), else for the single most probable finding. Writes ``<stem>_<Finding>.png`` overlays
-    under ``out_dir`` and returns one row per finding explained.
-    """
-    image = load_gray(path, image_size)
-    thresholds = thresholds or dict.fromkeys(labels, 0.5)
-    with torch.no_grad():
-        probabilities = inference.predict_images(model, image[None], device)[0]
-    if findings is None:
-        findings = [label for j, label in enumerate(labels) if probabilities[j] >= thresholds[label]]
-        findings = findings or [labels[int(np.argmax(probabilities))]]
-    overlays = write_overlays(
-        model,
-        image,
-        Path(path),
-        findings,
-        probabilities,
-        labels,
-        out_dir=Path(out_dir),
-        target_layer=target_layer,
-        device=device,
-    )
-    return [
-        {"finding": label, "probability": float(probabilities[labels.index(label)]), "overlay": overlay}
-        for label, overlay in zip(findings, overlays, strict=True)
-    ]
-
-
-def write_overlays(
-    model: CheXNet,
-    image: np.ndarray,
-    path: Path,
-    findings: list[str],
-    probabilities: np.ndarray,
-    labels: list[str],
-    *,
-    out_dir: Path,
-    target_layer: str,
-    device: torch.device,
-    stem: str | None = None,
-) -> list[str]:
-    """Grad-CAM++ overlays of one uint8 image for each finding, as ``<out_dir>/<stem>_<Finding>.png``."""
-    indices = [labels.index(label) for label in findings]
-    heats, _ = cam.grad_cam_pp_batch(
-        model, np.repeat(image[None], len(indices), axis=0), indices, target_layer=target_layer, device=device
-    )
-    written = []
-    for label, j, heat in zip(findings, indices, heats, strict=True):
-        target = out_dir / f"{stem or path.stem}_{file_safe(label)}.png"
-        title = f"{path.name} — {label}: p={probabilities[j]:.3f}"
-        figures.cam_figure(target, image, cam.overlay(image, heat), title)
-        written.append(str(target))
-    return written

@@ -1,24 +1,8 @@
 """Reading the user's table and images into the prepared uint8 image cache that training reads.
 
-The seed decodes a 1024×1024 PNG and resizes it for every sample of every epoch. Here every image is
-decoded and resized **once** by the prepare stage into a single ``N × S × S`` uint8 array on disk
-(``images.npy``, read back by memory map) beside an index table (``index.parquet``: row → image name,
-patient, label vector) and the label list (``labels.json``). Later stages never touch the PNGs again.
-
-This module does not import torch, so that prepare starts fast and stays small; feeding the cache
-to a model is :mod:`chexnet.dataset`'s job.
-
-Files written by prepare (the contract with later stages):
-
-- ``images.npy``: NumPy ``.npy``, dtype uint8, shape ``(N, S, S)``, one 8-bit grayscale image a row.
-- ``index.parquet``: columns ``row`` (int, row in images.npy), ``image`` (file name as in the table),
-  ``patient`` (string), ``width`` and ``height`` (the original image's pixels, which bounding boxes
-  refer to), then one column per finding in the label list's order: uint8 0/1, or nullable UInt8 with
-  nulls where a label is masked (uncertain or blank under the ``ignore`` policies of wide tables).
-- ``labels.json``: ``labels`` (names in output-unit order), ``source`` (from_data | nih14 | explicit),
-  ``no_finding``, ``positives_in_table``, ``positives_in_cache``, ``masked_in_table``,
-  ``uncertain_in_table``, ``dropped_rare``, ``ignored``.
-- ``rejects.csv``: rows that were skipped: ``image``, ``table_row``, ``reason``, ``detail``.
+Every image is decoded and resized **once** here (the prepare stage) into the cache whose files and
+read side are :mod:`chexnet.cache`'s; later stages never touch the PNGs again and never import this
+module. It does not import torch, so that prepare starts fast and stays small.
 """
 
 from __future__ import annotations
@@ -40,6 +24,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from chexnet import io
+from chexnet.cache import IMAGES_FILE, INDEX_FILE, REJECTS_FILE
 from chexnet.errors import ChexnetError
 from chexnet.images import Decoded, decode_one, index_images, resolve
 from chexnet.labels import (
@@ -49,14 +34,11 @@ from chexnet.labels import (
     LabelOptions,
     binarize,
     choose,
-    read_labels_json,
     split_findings,
     write_labels_json,
 )
 
 log = logging.getLogger(__name__)
-
-IMAGES_FILE, INDEX_FILE, REJECTS_FILE = "images.npy", "index.parquet", "rejects.csv"
 
 
 class DataError(ChexnetError, ValueError):
@@ -843,22 +825,3 @@ def prepare_cache(
         views=view_counts,
         join=join,
     )
-
-
-def load_index(prepared_dir: str | Path) -> pd.DataFrame:
-    return pd.read_parquet(Path(prepared_dir) / INDEX_FILE)
-
-
-def load_labels(prepared_dir: str | Path) -> LabelList:
-    """The label list prepare chose (``labels.json`` beside the cache)."""
-    return read_labels_json(Path(prepared_dir) / LABELS_FILE)
-
-
-def label_matrix(frame: pd.DataFrame, labels: LabelList | tuple[str, ...] | list[str]) -> np.ndarray:
-    """``N × K`` float32 truth in the list's order: 1, 0, or NaN where the label is masked (uncertain
-    or blank under ``ignore``). NaN, never a silent 0: a reader that forgets the mask fails loudly."""
-    names = list(labels.names if isinstance(labels, LabelList) else labels)
-    missing = [n for n in names if n not in frame.columns]
-    if missing:
-        raise DataError(f"the prepared index has no column for {missing}: rerun prepare (dvc repro prepare)")
-    return frame[names].astype("Float64").to_numpy(dtype=np.float32, na_value=np.nan)
