@@ -1,5 +1,5 @@
 """Tests of the science, not the plumbing: the network learns a planted signal, its heat map points at
-it, the test-time views land where they should, and the default demo run's recorded figures hold.
+it, and the test-time views land where they should.
 
 A planted finding is a bright square at a random cell of a 4 Ã— 4 grid, on noise; a second finding is
 noise only. DenseNet121 from random initialisation, fp32 on the CPU, seeded: it must tell the square
@@ -8,8 +8,6 @@ finding must peak inside the square. At 128 px the last dense block's map is 4 Ã
 """
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
@@ -20,7 +18,6 @@ from chexnet import cam, inference, training
 from chexnet.dataset import CachedImages
 from chexnet.distributed import Context
 from chexnet.model import CheXNet
-from tests.conftest import REPO
 
 SIZE, CELL, N = 128, 32, 96
 
@@ -101,11 +98,3 @@ def test_ten_crop_and_flip_views_land_at_their_pixels():
     assert bottom_right[-1, -1] > 0 and bottom_right[0, 0] == 0  # the bottom-right crop, the other
     for crop, mirror in zip(views[:5], views[5:], strict=True):
         assert torch.equal(mirror, crop.flip(-1))
-
-
-def test_the_default_demo_runs_recorded_figures_hold_their_targets():
-    """metrics/ are what the committed default `dvc repro` measured (benchmarks/README.md: the targets)."""
-    evaluate = json.loads((REPO / "metrics" / "evaluate.json").read_text())
-    explain = json.loads((REPO / "metrics" / "explain.json").read_text())
-    assert evaluate["auroc"]["macro"]["value"] >= 0.90
-    assert explain["pointing_game"] >= 0.70

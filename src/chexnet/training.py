@@ -112,18 +112,6 @@ class EpochRecord:
     images_per_second: float
 
 
-@dataclass
-class FitResult:
-    """What :func:`fit` returns: every epoch's record and the best epoch's weights."""
-
-    history: list[EpochRecord] = field(default_factory=list)
-    best_state: dict[str, torch.Tensor] | None = None
-    best_epoch: int = 0
-    best_val_mean_auroc: float | None = None
-    resumed_from_epoch: int = 0
-    stopped_early: bool = False
-
-
 # --- set-up -----------------------------------------------------------------------------------------
 def seed_everything(seed: int) -> None:
     """Same seed, same data → same weights on CPU."""
@@ -155,8 +143,9 @@ class MaskedBCEWithLogitsLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         known = ~torch.isnan(targets)
+        weight = None if self.pos_weight is None else self.pos_weight.to(logits.dtype)  # fp64 in validate
         losses = nn.functional.binary_cross_entropy_with_logits(
-            logits, torch.where(known, targets, 0.0), pos_weight=self.pos_weight, reduction="none"
+            logits, torch.where(known, targets, 0.0), pos_weight=weight, reduction="none"
         )
         return (losses * known).sum() / known.sum().clamp(min=1)
 
@@ -274,19 +263,15 @@ def train_one_epoch(
 
 
 def validate(run: Run, loader: DataLoader) -> tuple[float, float | None]:
-    """Validation loss over the known labels and mean AUROC (``None`` when no finding has both classes)."""
+    """Validation loss by the training criterion (masked BCE, ``pos_weight`` when on) and mean AUROC
+    (``None`` when no finding has both classes)."""
     scores, truth = predict_loader(run.net, loader, run.ctx, precision=run.precision, desc="validate")
     val_auroc = mean_auroc(per_class_auroc(truth, scores, [str(j) for j in range(truth.shape[1])]))
-    return _bce(scores, truth), val_auroc
-
-
-def _bce(scores: np.ndarray, truth: np.ndarray) -> float:
-    """Validation loss over the known (unmasked) entries."""
-    p = np.clip(scores, 1e-7, 1 - 1e-7)
-    known = ~np.isnan(truth)
-    t = np.where(known, truth, 0.0)
-    losses = -(t * np.log(p) + (1 - t) * np.log(1 - p))
-    return float(losses[known].mean()) if known.any() else 0.0
+    # the probabilities gathered across processes, back to scores (clipped as BCE on probabilities is)
+    logits = torch.logit(torch.from_numpy(scores).double(), eps=1e-7)
+    with torch.no_grad():
+        loss = run.criterion(logits.to(run.ctx.device), torch.from_numpy(truth).double().to(run.ctx.device))
+    return float(loss), val_auroc
 
 
 # --- the resume point -------------------------------------------------------------------------------
@@ -336,7 +321,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 @dataclass
 class Progress:
-    """Where the epoch loop stands: every epoch's record, the best epoch so far, epochs since then."""
+    """The loop's state, in one place: every epoch's record, the best epoch so far and its weights, the
+    epochs since it, and how the run started and ended. The resume point saves and restores every field
+    of it generically, so a field added here survives a resume without being listed anywhere else; it
+    is also what :func:`fit` returns (:data:`FitResult`)."""
 
     history: list[EpochRecord] = field(default_factory=list)
     best_state: dict[str, torch.Tensor] | None = None
@@ -344,6 +332,8 @@ class Progress:
     best_val_mean_auroc: float | None = None
     best_score: float = -np.inf
     stale_epochs: int = 0
+    resumed_from_epoch: int = 0
+    stopped_early: bool = False
 
     def record(self, record: EpochRecord, model: CheXNet) -> float:
         """Add an epoch; keep a copy of the weights when it is the best so far. Returns its score
@@ -357,6 +347,24 @@ class Progress:
         else:
             self.stale_epochs += 1
         return score
+
+    def to_state(self) -> dict[str, Any]:
+        """Every field, in types ``torch.load(weights_only=True)`` reads back (records as dicts)."""
+        state = {spec.name: getattr(self, spec.name) for spec in fields(self)}
+        state["history"] = [asdict(r) for r in self.history]
+        state["best_score"] = float(self.best_score)
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Progress:
+        """The inverse of :meth:`to_state`; a field the file does not hold keeps its default."""
+        known = {spec.name for spec in fields(cls)}
+        values = {name: value for name, value in state.items() if name in known}
+        values["history"] = [EpochRecord(**record) for record in state.get("history", [])]
+        return cls(**values)
+
+
+FitResult = Progress  # what fit returns: the loop's state when it ended
 
 
 @dataclass
@@ -392,25 +400,8 @@ class ResumeState:
 
     def save(self, path: Path) -> None:
         """One plain dict of tensors and numbers, written atomically (``torch.load(weights_only=True)``)."""
-        p = self.progress
-        io.write_torch(
-            path,
-            {
-                "fingerprint": self.fingerprint,
-                "epoch": self.epoch,
-                "model": self.model,
-                "optimizer": self.optimizer,
-                "scaler": self.scaler,
-                "scheduler": self.scheduler,
-                "rng": self.rng,
-                "history": [asdict(r) for r in p.history],
-                "best_state": p.best_state,
-                "best_epoch": p.best_epoch,
-                "best_val_mean_auroc": p.best_val_mean_auroc,
-                "best_score": float(p.best_score),
-                "stale_epochs": p.stale_epochs,
-            },
-        )
+        state = {spec.name: getattr(self, spec.name) for spec in fields(self)}
+        io.write_torch(path, state | {"progress": self.progress.to_state()})
 
     @classmethod
     def load(cls, path: Path, fingerprint: str) -> ResumeState | None:
@@ -419,16 +410,8 @@ class ResumeState:
             return None
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-            progress = Progress(
-                history=[EpochRecord(**record) for record in state["history"]],
-                best_state=state["best_state"],
-                best_epoch=state["best_epoch"],
-                best_val_mean_auroc=state["best_val_mean_auroc"],
-                best_score=state["best_score"],
-                stale_epochs=state["stale_epochs"],
-            )
-            keys = ("fingerprint", "epoch", "model", "optimizer", "scaler", "scheduler", "rng")
-            loaded = cls(**{key: state[key] for key in keys}, progress=progress)
+            values = {spec.name: state[spec.name] for spec in fields(cls) if spec.name != "progress"}
+            loaded = cls(**values, progress=Progress.from_state(state["progress"]))
         except Exception as error:  # truncated zip, foreign pickle or dict: start again rather than fail
             log.warning(
                 "ignoring %s: it cannot be read (%s); training starts from epoch 1",
@@ -482,10 +465,10 @@ def fit(
     for record in progress.history if on_epoch else ():  # loggers see the epochs done before a restart
         on_epoch(record)
 
-    stopped_early = False
+    progress.resumed_from_epoch = start if resumed is not None else 0
     for epoch in range(start, options.epochs + 1):
         if options.early_stopping_patience and progress.stale_epochs >= options.early_stopping_patience:
-            stopped_early = True
+            progress.stopped_early = True
             log.info("early stopping: no improvement in %d epochs", progress.stale_epochs)
             break
         started = time.perf_counter()
@@ -512,14 +495,7 @@ def fit(
             if checkpoint is not None:
                 ResumeState.of(run, progress, epoch, run_fingerprint).save(checkpoint)
         barrier(ctx)
-    return FitResult(
-        history=progress.history,
-        best_state=progress.best_state,
-        best_epoch=progress.best_epoch,
-        best_val_mean_auroc=progress.best_val_mean_auroc,
-        resumed_from_epoch=start if resumed is not None else 0,
-        stopped_early=stopped_early,
-    )
+    return progress
 
 
 def _log_epoch(record: EpochRecord, epochs: int) -> None:
