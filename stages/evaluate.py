@@ -9,9 +9,9 @@ import logging
 
 import pandas as pd
 
-from chexnet import cache, classification, evaluation, figures, headlines, inference, io, model_card, paths
+from chexnet import cache, classification, evaluation, figures, inference, io, model_card, paths
 from chexnet.model import load_model, require_labels
-from chexnet.stage_runner import run_stage
+from chexnet.stage_runner import record, run_stage
 
 log = logging.getLogger("chexnet.evaluate")
 
@@ -36,15 +36,15 @@ def main(params) -> None:
 
     _, val_scores, val_truth = predicted["val"]  # thresholds from validation only: test is not in scope
     thresholds, fallbacks = evaluation.choose_thresholds(val_truth, val_scores, names, cfg.threshold_method)
-    record = evaluation.thresholds_record(names, cfg.threshold_method, thresholds, fallbacks)
-    io.write_json(paths.THRESHOLDS_FILE, record)
+    chosen = evaluation.thresholds_record(names, cfg.threshold_method, thresholds, fallbacks)
+    io.write_json(paths.THRESHOLDS_FILE, chosen)
     test, scores, truth = predicted["test"]
     patients = test["patient"].to_numpy()
-    split_report = headlines.read("split")
+    split_report = io.read_json(paths.report_file("split"))
     split_positives = {name: split_report[name]["positives"] for name in ("train", "val")}
     result = evaluation.evaluate_test(truth, scores, patients, names, thresholds, fallbacks, cfg, params.seed,
                                       split_positives)  # fmt: skip
-    headlines.write("evaluate", result.summary)
+    record("evaluate", result.summary)
     io.write_json(paths.REPORT_JSON, result.classification_reports)
     io.write_text(paths.REPORT_TEXT, result.report_text)
     print(result.report_text)
@@ -56,8 +56,14 @@ def main(params) -> None:
     calibration = pd.DataFrame(result.calibration_bins, columns=["bin", "predicted", "observed", "count"])
     io.write_csv(paths.CALIBRATION_CSV, calibration)
     images = cache.load_images(paths.PREPARED_DIR)
-    figures.evaluation_figures(result, test, truth, images, cfg.grid_images)
-    io.write_text(paths.MODEL_CARD, model_card.model_card_for(params, result.summary, labels))
+    figures.evaluation_figures(result, test, truth, images, cfg.grid_images, confusion=paths.CONFUSION_PNG,
+                               reliability=paths.RELIABILITY_PNG, grid=paths.PREDICTION_GRID)  # fmt: skip
+    card = model_card.model_card_for(
+        params, result.summary, labels, prepare_report=paths.report_file("prepare"),
+        split_report=paths.report_file("split"), train_metrics=paths.metrics_file("train"),
+        label_counts=paths.PREPARED_DIR / cache.LABELS_FILE, demo_dir=paths.DEMO_DIR,
+    )  # fmt: skip
+    io.write_text(paths.MODEL_CARD, card)
     macro = result.summary["auroc"]["macro"]
     log.info("test mean AUROC %s (95%% CI %s–%s)", macro["value"], macro["ci_low"], macro["ci_high"])
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from chexnet import cache, headlines, inference, io, paths
+from chexnet import cache, inference, io, paths
 from chexnet.boxes import read_boxes
 from chexnet.errors import ChexnetError
 from chexnet.explain import OVERLAY_COLUMNS, localisation, top_k_overlays
 from chexnet.model import check_target_layer, load_model, require_labels
-from chexnet.stage_runner import run_stage
+from chexnet.stage_runner import record, run_stage
 
 log = logging.getLogger("chexnet.explain")
 
@@ -35,7 +35,10 @@ def main(params) -> None:
     summary: dict = {"target_layer": cfg.target_layer, "top_k": cfg.top_k, "findings_explained": findings}
     box_table = Path(params.data.bbox_table) if params.data.bbox_table else None
     if box_table is not None and not box_table.is_file():
-        raise ChexnetError(f"data.bbox_table {box_table} does not exist; fix the path, or write inputs/none")
+        raise ChexnetError(
+            f"data.bbox_table {box_table} does not exist{paths.demo_hint(box_table, params.data)}; "
+            "fix the path, or write inputs/none for no boxes"
+        )
     if box_table is not None:
         boxes = read_boxes(box_table, names, params.data.aliases)
         scores = localisation(
@@ -46,7 +49,7 @@ def main(params) -> None:
                  scores["pointing_game"], scores["iobb_over_0.5"], scores["cases"])  # fmt: skip
     else:
         log.info("no box table (data.bbox_table = %r): localisation not scored", params.data.bbox_table)
-    headlines.write("explain", summary)
+    record("explain", summary)
     log.info("wrote overlays for %d findings to %s", findings, paths.CAM_DIR)
 
 

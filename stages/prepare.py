@@ -3,8 +3,8 @@ data/prepared/."""
 
 import logging
 
-from chexnet import headlines, paths, prepare
-from chexnet.stage_runner import run_stage
+from chexnet import paths, prepare
+from chexnet.stage_runner import record, run_stage
 
 log = logging.getLogger("chexnet.prepare")
 
@@ -26,7 +26,7 @@ def main(params) -> None:
         preset=cfg.preset,
         views=cfg.views,
     )
-    headlines.write("prepare", report.as_dict())
+    record("prepare", report.as_dict())
     log.info(
         "prepared %d of %d selected images, %d findings (%s): %s; rejected: %s",
         report.images_written,

@@ -2,8 +2,8 @@
 
 import logging
 
-from chexnet import cache, headlines, io, paths, splits
-from chexnet.stage_runner import run_stage
+from chexnet import cache, io, paths, splits
+from chexnet.stage_runner import record, run_stage
 
 log = logging.getLogger("chexnet.split")
 
@@ -33,7 +33,7 @@ def main(params) -> None:
     io.write_parquet(paths.SPLIT_FILE, index)
     summary = splits.split_summary(index, labels)
     summary["method"] = cfg.method
-    headlines.write("split", summary)
+    record("split", summary)
     log.info("split (%s): %s", cfg.method, {name: summary[name]["images"] for name in splits.SPLITS})
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from chexnet import cache, distributed, headlines, inference, io, paths, training
+from chexnet import cache, distributed, inference, io, paths, training
 from chexnet.dataset import split_dataset
 from chexnet.model import ModelInfo, build_model, save_model
-from chexnet.stage_runner import run_stage
+from chexnet.stage_runner import record, run_stage
 
 log = logging.getLogger("chexnet.train")
 PREPARED = [paths.PREPARED_DIR / name for name in (cache.INDEX_FILE, cache.LABELS_FILE, cache.IMAGES_FILE)]
@@ -57,7 +57,7 @@ def train(params, ctx: distributed.Context) -> None:
         return
     logger.end()
     save_model(paths.MODEL_FILE, result.best_state, ModelInfo(labels, image_size=image_size))
-    headlines.write("train", training.summary(result, pretrained, options, ctx))
+    record("train", training.summary(result, pretrained, options, ctx))
     checkpoint.unlink(missing_ok=True)  # finished: the next run with other params starts fresh
 
 

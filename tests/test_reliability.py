@@ -73,6 +73,9 @@ def test_chexnet_check_passes_the_repos_params_and_refuses_a_bad_layer_and_a_mis
     (tmp_path / "params.yaml").write_text("explain:\n  target_layer: classifier\n")
     layer = _cli("check", cwd=tmp_path)
     assert layer.returncode == 1 and "target layer 'classifier'" in layer.stderr
+    (tmp_path / "params.yaml").write_text("data: {table: own.csv, images: own}\n")  # the demo box table stays
+    own = _cli("check", cwd=tmp_path)
+    assert own.returncode == 1 and "data.bbox_table" in own.stderr and "your own data" in own.stderr
     (tmp_path / "params.yaml").write_text("split:\n  method: official\n  test_list: lists/test.txt\n")
     missing = _cli("check", cwd=tmp_path)
     assert (

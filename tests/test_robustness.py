@@ -354,7 +354,9 @@ def _evaluable(root: Path) -> Path:
     from tests.conftest import make_workdir, save_test_model
 
     work = make_workdir(root, epochs=1)
-    (work / "params.yaml").write_text("{weights: none, device: cpu, evaluate: {bootstrap_resamples: 50}}\n")
+    (work / "params.yaml").write_text(
+        "{weights: none, device: cpu, evaluate: {bootstrap_resamples: 50}, data: {bbox_table: inputs/none}}\n"
+    )
     save_test_model(work / "models" / "chexnet_model.pth")
     (work / "reports").mkdir()
     (work / "metrics").mkdir()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from chexnet.errors import ChexnetError
 from chexnet.params import IMAGENET_FILE, NO_FILE, Params, load_params, read_yaml
+from chexnet.paths import demo_hint
 
 
 def file_params(params: Params) -> dict[str, str]:
@@ -59,11 +60,12 @@ def check(params_file: str | Path = "params.yaml", dvc_yaml: str | Path = "dvc.y
     keywords = {"", "none", "imagenet", NO_FILE, IMAGENET_FILE}
     for key, value in file_params(params).items():
         path = Path(value)
-        if value in keywords or path.exists() or any(path == out or out in path.parents for out in made):
+        made_here = any(path == out or out in path.parents for out in made)
+        if value in keywords or path.exists() or (made_here and not demo_hint(path, params.data)):
             continue
         problems.append(
-            f"params: {key}: {value} does not exist (dvc repro would stop on this dependency); "
-            f"fix the path, or write {NO_FILE} for no file"
+            f"params: {key}: {value} does not exist{demo_hint(path, params.data)} (dvc repro would stop on "
+            f"this dependency); fix the path, or write {NO_FILE} for no file"
         )
     for what, run in (
         ("explain.target_layer", lambda: check_target_layer(CheXNet(2), params.explain.target_layer)),

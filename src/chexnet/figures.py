@@ -16,7 +16,6 @@ import pandas as pd
 
 from chexnet import io
 from chexnet.labels import findings_string
-from chexnet.paths import CONFUSION_PNG, PREDICTION_GRID, RELIABILITY_PNG
 
 
 def _names(row: np.ndarray, labels: list[str]) -> str:
@@ -152,19 +151,20 @@ def cam_grid(path: str | Path, tiles: list[tuple[np.ndarray, str]], title: str) 
 
 
 def evaluation_figures(
-    result: Any, test: pd.DataFrame, truth: np.ndarray, images: np.ndarray, shown: int
-) -> None:
-    """The evaluate stage's PNGs from an :class:`chexnet.evaluation.TestEvaluation`: the confusion grid
-    and reliability diagram of the test split at the validation thresholds, and the picture grid of
-    its first ``shown`` images (``images``: the prepared cache)."""
-    confusion_grid(CONFUSION_PNG, result.operating_points, "Test split at thresholds chosen on validation")
+    result: Any, test: pd.DataFrame, truth: np.ndarray, images: np.ndarray, shown: int, *,
+    confusion: Path, reliability: Path, grid: Path,
+) -> None:  # fmt: skip
+    """The evaluate stage's PNGs from an :class:`chexnet.evaluation.TestEvaluation`: the ``confusion``
+    grid and ``reliability`` diagram of the test split at the validation thresholds, and the picture
+    ``grid`` of its first ``shown`` images (``images``: the prepared cache)."""
+    confusion_grid(confusion, result.operating_points, "Test split at thresholds chosen on validation")
     calibration = result.summary["calibration"]
     reliability_diagram(
-        RELIABILITY_PNG, result.calibration_bins, result.calibration_bins_per_class, calibration["ece"]
+        reliability, result.calibration_bins, result.calibration_bins_per_class, calibration["ece"]
     )
     shown = min(shown, len(test))
     prediction_grid(
-        PREDICTION_GRID,
+        grid,
         np.stack([images[r] for r in test["row"][:shown]]),
         truth[:shown],
         result.at_thresholds[:shown],

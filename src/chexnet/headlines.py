@@ -11,10 +11,10 @@ that changes nothing, ``dvc metrics diff`` prints nothing.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from chexnet import io
-from chexnet.paths import METRICS_DIR, REPORTS_DIR
 
 
 def _pick(full: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -63,12 +63,8 @@ def explain(full: dict[str, Any]) -> dict[str, Any]:
 HEADLINES = {"prepare": prepare, "split": split, "train": train, "evaluate": evaluate, "explain": explain}
 
 
-def write(stage: str, full: dict[str, Any]) -> None:
-    """``reports/<stage>.json`` with everything, ``metrics/<stage>.json`` with the headline figures."""
-    io.write_json(REPORTS_DIR / f"{stage}.json", full)
-    io.write_json(METRICS_DIR / f"{stage}.json", HEADLINES[stage](full))
-
-
-def read(stage: str, *, headline: bool = False) -> dict[str, Any]:
-    """A stage's full report, or its headline figures (what the model card is written from)."""
-    return io.read_json((METRICS_DIR if headline else REPORTS_DIR) / f"{stage}.json")
+def write(stage: str, full: dict[str, Any], *, report: Path, metrics: Path) -> None:
+    """``report`` with everything, ``metrics`` with the stage's headline figures (the pipeline says where:
+    ``reports/<stage>.json`` and ``metrics/<stage>.json``, :mod:`chexnet.paths`)."""
+    io.write_json(report, full)
+    io.write_json(metrics, HEADLINES[stage](full))

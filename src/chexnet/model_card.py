@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from chexnet import headlines, io
-from chexnet.labels import LABELS_FILE, LabelList
+from chexnet import io
+from chexnet.labels import LabelList
 from chexnet.params import Params, params_to_dict
-from chexnet.paths import DEMO_DIR, PREPARED_DIR, reads_demo
+from chexnet.paths import reads_demo
 
 # Rajpurkar et al. 2017 (CheXNet), Table 1: per-class test AUROC on NIH ChestX-ray14.
 CHEXNET_PAPER_AUROC = {
@@ -198,16 +199,20 @@ def model_card(
     return "\n".join(lines) + "\n"
 
 
-def model_card_for(params: Params, evaluation: dict[str, Any], labels: LabelList) -> str:
-    """This run's model card: the evaluate summary with the earlier stages' reports and label counts,
-    read from their files."""
+def model_card_for(
+    params: Params, evaluation: dict[str, Any], labels: LabelList, *, prepare_report: Path,
+    split_report: Path, train_metrics: Path, label_counts: Path, demo_dir: Path,
+) -> str:  # fmt: skip
+    """This run's model card: the evaluate summary with the earlier stages' files (the pipeline says
+    where they are). ``train_metrics``: the headline file, not the report, whose timings change every run
+    and would rerun evaluate."""
     return model_card(
         evaluation=evaluation,
-        prepare=headlines.read("prepare"),
-        split=headlines.read("split"),
-        train=headlines.read("train", headline=True),  # the report's timings would rerun evaluate
+        prepare=io.read_json(prepare_report),
+        split=io.read_json(split_report),
+        train=io.read_json(train_metrics),
         params=params_to_dict(params),
-        demo_data=reads_demo(params.data.table, params.data.images, DEMO_DIR),  # the demo stage's own rule
+        demo_data=reads_demo(params.data.table, params.data.images, demo_dir),  # the demo stage's own rule
         labels=labels,
-        label_counts=io.read_json(PREPARED_DIR / LABELS_FILE),
+        label_counts=io.read_json(label_counts),
     )

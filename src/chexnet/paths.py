@@ -35,3 +35,25 @@ def reads_demo(table: str | Path, images: str | Path, demo_dir: str | Path = DEM
     one rule for "this is the synthetic demo" (the demo stage generates it; the model card says so)."""
     root = Path(demo_dir).resolve()
     return any(Path(path).resolve().is_relative_to(root) for path in (table, images))
+
+
+def report_file(stage: str) -> Path:
+    """``reports/<stage>.json``: everything a stage measured (a plain output)."""
+    return REPORTS_DIR / f"{stage}.json"
+
+
+def metrics_file(stage: str) -> Path:
+    """``metrics/<stage>.json``: its headline figures (a DVC metric)."""
+    return METRICS_DIR / f"{stage}.json"
+
+
+def demo_hint(path: str | Path, data: object) -> str:
+    """Why a demo file is missing: the data params point at the user's own data, so the demo stage wrote
+    no demo set (its box table is the default ``data.bbox_table``)."""
+    demo = Path(path).resolve().is_relative_to(DEMO_DIR.resolve())
+    own = not reads_demo(data.table, data.images)
+    return (
+        " (it is the demo set's, and data.table is your own data: no demo set is made)"
+        if demo and own
+        else ""
+    )

@@ -38,6 +38,14 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
+def record(stage: str, full: dict) -> None:
+    """A stage's report and headline metrics, where the pipeline keeps them (``reports/<stage>.json``,
+    ``metrics/<stage>.json``): the library's :func:`chexnet.headlines.write` is told the paths."""
+    from chexnet import headlines, paths
+
+    headlines.write(stage, full, report=paths.report_file(stage), metrics=paths.metrics_file(stage))
+
+
 def _out_of_memory(error: BaseException) -> bool:
     import torch
 

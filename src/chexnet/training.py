@@ -56,7 +56,7 @@ class NonFiniteLossError(ChexnetError, RuntimeError):
     """The loss became NaN or infinite; training stops instead of saving a broken model."""
 
 
-_DEFAULTS, _TRAIN = Params(), TrainParams()  # the defaults live in the params schema, nowhere else
+_DEFAULTS = Params()  # the defaults live in the params schema, nowhere else
 LR_PRETRAINED = 1e-4  # the seed's Adam learning rate, for a model that starts from trained weights
 LR_FROM_SCRATCH = 3e-4  # from random initialisation 1e-4 learns too little in a 5-epoch demo (measured)
 
@@ -71,34 +71,23 @@ def learning_rate(lr: float | str, pretrained: bool) -> float:
 
 
 @dataclass(frozen=True)
-class TrainOptions:
-    """What :func:`fit` needs from the params (their meaning: ``chexnet.params``)."""
+class TrainOptions(TrainParams):
+    """What :func:`fit` needs: the ``train:`` section exactly as the params schema declares it (its
+    fields, defaults and meaning are inherited from :class:`chexnet.params.TrainParams`, never listed
+    twice), plus the seed's recipe from the top level, with ``lr`` resolved to a number."""
 
     epochs: int = _DEFAULTS.epochs
     batch_size: int = _DEFAULTS.batch_size
     lr: float = LR_PRETRAINED
     seed: int = _DEFAULTS.seed
     num_workers: int = _DEFAULTS.num_workers
-    amp: str = _TRAIN.amp
-    channels_last: bool | str = _TRAIN.channels_last
-    memory_efficient: bool | str = _TRAIN.memory_efficient
-    compile: bool = _TRAIN.compile
-    compile_mode: str = _TRAIN.compile_mode
-    hflip: bool = _TRAIN.hflip
-    pos_weight: bool = _TRAIN.pos_weight
-    early_stopping_patience: int = _TRAIN.early_stopping_patience
-    lr_plateau_patience: int = _TRAIN.lr_plateau_patience
-    lr_plateau_factor: float = _TRAIN.lr_plateau_factor
 
     @classmethod
     def from_params(cls, params: Params, pretrained: bool) -> TrainOptions:
-        """The seed's recipe from the top-level params, the rest from ``train:`` (same names);
-        ``pretrained``: whether the model starts from trained weights (what ``lr: auto`` depends on)."""
-        names = {f.name for f in fields(cls)}
-        extra = {key: value for key, value in asdict(params.train).items() if key in names}
-        lr = learning_rate(params.lr, pretrained)
-        top = {"epochs": params.epochs, "batch_size": params.batch_size, "lr": lr, "seed": params.seed}
-        return cls(**top, num_workers=params.num_workers, **extra)
+        """``pretrained``: whether the model starts from trained weights (what ``lr: auto`` depends on)."""
+        top = {"epochs": params.epochs, "batch_size": params.batch_size, "seed": params.seed,
+               "num_workers": params.num_workers, "lr": learning_rate(params.lr, pretrained)}  # fmt: skip
+        return cls(**asdict(params.train), **top)
 
 
 @dataclass
@@ -293,7 +282,8 @@ def run_fingerprint(
     ``prepared`` files (the split, the index, the labels and the image cache: another image size is
     another run)."""
     settings = asdict(options) | {"weights": weights, "world_size": world_size, "labels": list(labels.names)}
-    settings.pop("epochs")
+    for where_not_what in ("epochs", "processes", "checkpoint_dir"):  # world_size says the processes
+        settings.pop(where_not_what)
     return fingerprint(settings, prepared)
 
 
