@@ -7,14 +7,12 @@ and the file, instead of leaving stale metrics that ``dvc status`` calls up to d
 from __future__ import annotations
 
 import ast
-import dataclasses
-import typing
 from pathlib import Path
 
 import pytest
 import yaml
 
-from chexnet.params import Params
+from chexnet.params import Params, file_params
 from tests.conftest import REPO
 
 SRC = REPO / "src"
@@ -84,19 +82,16 @@ def test_the_closure_follows_imports_through_modules():
     assert "src/chexnet/demo.py" not in closure
 
 
-def _file_params(cls: type, prefix: str = "") -> list[str]:
-    """Every param declared ``file=True`` in the schema: a path that names a file a stage reads."""
-    found: list[str] = []
-    for spec in dataclasses.fields(cls):
-        kind = typing.get_type_hints(cls)[spec.name]
-        if dataclasses.is_dataclass(kind):
-            found += _file_params(kind, f"{prefix}{spec.name}.")
-        elif spec.metadata.get("file"):
-            found.append(f"{prefix}{spec.name}")
-    return found
+FILE_PARAMS = list(file_params(Params()))
 
 
-FILE_PARAMS = _file_params(Params)
+def stages_reading(key: str) -> list[str]:
+    """The stages whose dvc.yaml ``params:`` cover ``key`` (what DVC reruns when it changes)."""
+
+    def reads(stage: dict) -> bool:
+        return any(key == listed or key.startswith(f"{listed}.") for listed in stage.get("params", []))
+
+    return [name for name, stage in PIPELINE.items() if reads(stage)]
 
 
 def test_the_schema_declares_the_files_params_name():
@@ -105,11 +100,7 @@ def test_the_schema_declares_the_files_params_name():
 
 @pytest.mark.parametrize("key", FILE_PARAMS)
 def test_a_file_named_by_a_param_is_a_dependency_of_every_stage_that_reads_the_param(key: str):
-    readers = [
-        name
-        for name, stage in PIPELINE.items()
-        if any(key == listed or key.startswith(f"{listed}.") for listed in stage.get("params", []))
-    ]
+    readers = stages_reading(key)
     assert readers, f"no stage lists the param {key!r}"
     for name in readers:
         dep = f"${{{key}}}"

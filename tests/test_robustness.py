@@ -32,6 +32,7 @@ from chexnet import training
 from chexnet.dataset import CachedImages
 from chexnet.model import CheXNet
 from tests.conftest import REPO
+from tests.test_dvc_deps import stages_reading
 
 PREPARE = str(REPO / "stages" / "prepare.py")
 
@@ -455,16 +456,6 @@ def _names_nothing() -> list[tuple[str, object]]:
     return cases
 
 
-def _readers(key: str) -> list[str]:
-    """The stages whose dvc.yaml ``params:`` cover ``key`` (what DVC reruns when it changes)."""
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-
-    def reads(stage: dict) -> bool:
-        return any(key == entry or key.startswith(f"{entry}.") for entry in stage.get("params", []))
-
-    return [name for name, stage in stages.items() if reads(stage)]
-
-
 @pytest.fixture(scope="module")
 def every_stage_work(tmp_path_factory) -> Path:
     """A work dir where every stage can run: a table and images for prepare, and what each later stage
@@ -501,7 +492,7 @@ def test_a_param_that_names_nothing_gives_one_line_in_every_stage_that_reads_it(
 ):
     import shutil
 
-    readers = _readers(key)
+    readers = stages_reading(key)
     assert readers, f"{key}: no stage lists it in dvc.yaml"
     refused = []
     for stage in readers:

@@ -9,28 +9,11 @@ uses it, after the stages before it ran. This reads ``params.yaml`` as the stage
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from chexnet.errors import ChexnetError
-from chexnet.params import IMAGENET_FILE, NO_FILE, Params, load_params, read_yaml
+from chexnet.params import IMAGENET_FILE, NO_FILE, file_params, load_params, read_yaml
 from chexnet.paths import demo_hint
-
-
-def file_params(params: Params) -> dict[str, str]:
-    """Every ``file=True`` param (those ``dvc.yaml`` lists as ``${key}`` dependencies) by its dotted key."""
-    found: dict[str, str] = {}
-
-    def walk(obj: object, prefix: str) -> None:
-        for spec in dataclasses.fields(obj):
-            value = getattr(obj, spec.name)
-            if dataclasses.is_dataclass(value):
-                walk(value, f"{prefix}{spec.name}.")
-            elif spec.metadata.get("file"):
-                found[f"{prefix}{spec.name}"] = value
-
-    walk(params, "")
-    return found
 
 
 def pipeline_outputs(dvc_yaml: Path) -> list[Path]:

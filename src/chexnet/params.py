@@ -414,5 +414,22 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return params_from_dict(read_yaml(path.read_text(encoding="utf-8"), path))
 
 
+def file_params(params: Params) -> dict[str, str]:
+    """Every ``file=True`` param (those ``dvc.yaml`` lists as ``${key}`` dependencies) by its dotted key,
+    with its value."""
+    found: dict[str, str] = {}
+
+    def walk(obj: Any, prefix: str) -> None:
+        for spec in dataclasses.fields(obj):
+            value = getattr(obj, spec.name)
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{prefix}{spec.name}.")
+            elif spec.metadata.get("file"):
+                found[f"{prefix}{spec.name}"] = value
+
+    walk(params, "")
+    return found
+
+
 def params_to_dict(params: Params) -> dict[str, Any]:
     return dataclasses.asdict(params)

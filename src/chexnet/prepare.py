@@ -333,8 +333,8 @@ def _check_uncertain_keys(options: LabelOptions, findings: list[str], table_path
 
 
 def _check_no_finding_token(options: LabelOptions, positives: dict[str, int], table_path: str | Path) -> None:
-    """A ``data.no_finding`` token the table never uses, while a finding spelt like "no finding" is in
-    it, would make healthy images a class of their own: refused."""
+    """A finding spelt like "no finding" (or "normal") beside another ``data.no_finding`` token would
+    make healthy images a class of their own: refused, naming the token to set."""
     lookalikes = [
         name for name in positives if name.lower().replace("_", " ").strip() in ("no finding", "normal")
     ]
@@ -511,7 +511,7 @@ def _usable_rows(
 ) -> tuple[pd.DataFrame, list[dict[str, object]], dict[str, object], int]:
     """Rows with an image name, a patient and a label, of the wanted views, each image once; returns
     them (with ``table_row`` and ``patient``), the rejects, the view filter's counts, and the number of
-    duplicate rows dropped."""
+    duplicate rows merged into their image's row."""
     if table.empty:
         raise DataError(f"table {table_path} has no rows (a header only): export it again with its rows")
     table = table.reset_index(drop=True)
@@ -537,9 +537,8 @@ def _usable_rows(
     if table.empty:
         reasons = Counter(r["reason"] for r in rejects)
         raise DataError(
-            f"table {table_path} has no usable row: {len(rejects)} rejected ({dict(reasons) or 'none'})"
-            f"{', and the view filter kept none' if view_counts else ''}; see the table's columns and "
-            "data.image_column / data.patient_column / data.label_column"
+            f"table {table_path} has no usable row: {len(rejects)} rejected ({dict(reasons) or 'none'}); "
+            "see the table's columns and data.image_column / data.patient_column / data.label_column"
         )
     merged_table, merged = _merge_duplicates(table, columns, table_path)
     return merged_table.reset_index(drop=True), rejects, view_counts, merged
