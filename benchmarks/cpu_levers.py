@@ -29,9 +29,9 @@ def measure(setup: str, size: int, batch: int, steps: int, threads: int) -> dict
     """Time ``steps`` training steps after one warm-up step (two for ``compile``) in this process."""
     import torch
 
-    from chexnet import training
-    from chexnet.inference import SINGLE  # one process on the CPU
-    from chexnet.model import CheXNet
+    from chexnet.engine import training
+    from chexnet.engine.inference import SINGLE
+    from chexnet.model.network import CheXNet
 
     flags = set(setup.split("+"))
     torch.manual_seed(0)
@@ -83,7 +83,7 @@ def main() -> None:
         return
     import torch
 
-    from chexnet.inference import cpu_has_native_bf16
+    from chexnet.engine.inference import cpu_has_native_bf16
 
     machine = {
         "cpu": platform.processor() or platform.machine(),

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from benchmarks.prepare_nih_scale import NIH, write_stubs
-from chexnet.prepare import read_table
+from chexnet.data.tables import read_table
 
 
 def timed_run(cwd: Path, *command: str) -> float:

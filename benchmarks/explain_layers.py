@@ -21,12 +21,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from chexnet import cache, paths
-from chexnet.boxes import pointing_hit, read_boxes
-from chexnet.cache import IMAGES_FILE
-from chexnet.explain import box_cases, localisation
-from chexnet.model import CheXNet, load_model
-from chexnet.params import load_params
+from chexnet.config.params import load_params
+from chexnet.data import cache
+from chexnet.data.cache import IMAGES_FILE
+from chexnet.explain.boxes import pointing_hit, read_boxes
+from chexnet.explain.localisation import box_cases, localisation
+from chexnet.model.file import load_model
+from chexnet.model.network import CheXNet
+from chexnet.pipeline import paths
 
 
 def grid_ceiling(

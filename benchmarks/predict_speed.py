@@ -18,11 +18,12 @@ from pathlib import Path
 import torch
 
 from benchmarks.prepare_throughput import write_images
-from chexnet import paths
-from chexnet.inference import resolve_device
-from chexnet.labels import NIH14
-from chexnet.model import CheXNet, load_model
-from chexnet.predict import predict_files
+from chexnet.core.labels import NIH14
+from chexnet.deploy.predict import predict_files
+from chexnet.engine.inference import resolve_device
+from chexnet.model.file import load_model
+from chexnet.model.network import CheXNet
+from chexnet.pipeline import paths
 
 
 def main() -> None:

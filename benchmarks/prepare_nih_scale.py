@@ -22,7 +22,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from benchmarks.common import peak_rss_mb, timed
-from chexnet import cache, prepare, splits
+from chexnet.data import cache, prepare, splits, tables
+from chexnet.data.presets import registry
 
 NIH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nih"
 
@@ -54,7 +55,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="chexnet-nih-"))
     results: dict[str, float] = {}
     try:
-        table = prepare.read_table(NIH / "Data_Entry_2017_v2020.csv.gz")
+        table = tables.read_table(NIH / "Data_Entry_2017_v2020.csv.gz")
         if not (work / "images").exists():
             with timed(results, "write_stub_pngs_s"):
                 write_stubs(list(table["Image Index"]), work / "images", args.stub_size)
@@ -64,7 +65,7 @@ def main() -> None:
                 table_path="Data_Entry_2017_v2020.csv.gz",
                 image_root=work / "images",
                 out_dir=work / "prepared",
-                columns=prepare.resolve_columns("nih", "", "", ""),
+                columns=registry.resolve_columns("nih", "", "", ""),
                 image_size=args.image_size,
                 subset=len(table),
                 seed=42,

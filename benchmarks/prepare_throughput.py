@@ -24,10 +24,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from benchmarks.common import peak_rss_mb
-from chexnet import prepare
-from chexnet.demo import Anatomy, draw_radiograph
-from chexnet.images import decode_one
-from chexnet.labels import NIH14, LabelOptions
+from chexnet.core.labels import NIH14, LabelOptions
+from chexnet.data import decode, prepare
+from chexnet.data.images import decode_one
+from chexnet.data.painter import Anatomy, draw_radiograph
+from chexnet.data.presets import registry
 
 
 def write_images(root: Path, count: int, size: int = 1024) -> list[str]:
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    cores = prepare.default_workers(0)
+    cores = decode.default_workers(0)
     work = Path(tempfile.mkdtemp(prefix="chexnet-throughput-"))
     try:
         names = write_images(work / "images", args.images)
@@ -74,7 +75,7 @@ def main() -> None:
             table_path="bench",
             image_root=work / "images",
             out_dir=work / "prepared",
-            columns=prepare.resolve_columns("seed", "", "", ""),
+            columns=registry.resolve_columns("seed", "", "", ""),
             label_options=LabelOptions(min_positives=1),
             image_size=args.image_size,
             subset=len(names),

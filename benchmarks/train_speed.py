@@ -39,11 +39,13 @@ from torchvision import transforms
 from torchvision.models import densenet121
 
 from benchmarks.prepare_throughput import write_images
-from chexnet import cache, prepare, training
-from chexnet.dataset import IMAGENET_MEAN, IMAGENET_STD, CachedImages, normalize_batch
-from chexnet.distributed import Context
-from chexnet.labels import NIH14, LabelOptions
-from chexnet.model import CheXNet
+from chexnet.core.labels import NIH14, LabelOptions
+from chexnet.data import cache, decode, prepare
+from chexnet.data.dataset import IMAGENET_MEAN, IMAGENET_STD, CachedImages, normalize_batch
+from chexnet.data.presets import registry
+from chexnet.engine import training
+from chexnet.engine.distributed import Context
+from chexnet.model.network import CheXNet
 
 
 class SeedStyleImages(Dataset):
@@ -224,7 +226,7 @@ def main() -> None:
     gpu = device.type == "cuda"
     size = args.size or (224 if gpu else 64)
     pngs, steps = args.pngs or (256 if gpu else 96), args.steps or (64 if gpu else 8)
-    workers = args.workers if args.workers is not None else min(8, prepare.default_workers(0))
+    workers = args.workers if args.workers is not None else min(8, decode.default_workers(0))
     seed_batches = args.seed_batches or (20 if gpu else 3)
     figures: dict[str, object] = {
         "device": torch.cuda.get_device_name(device) if gpu else "cpu",
@@ -253,7 +255,7 @@ def main() -> None:
             table_path="bench",
             image_root=work / "images",
             out_dir=prepared,
-            columns=prepare.resolve_columns("seed", "", "", ""),
+            columns=registry.resolve_columns("seed", "", "", ""),
             label_options=LabelOptions(min_positives=1),
             image_size=size,
             subset=len(names),

@@ -4,10 +4,11 @@ point at your own data, it generates nothing (a note in data/demo/ says why): no
 
 import logging
 
-from chexnet import io, paths
-from chexnet.demo import generate_demo
-from chexnet.paths import reads_demo
-from chexnet.stage_runner import run_stage
+from chexnet.core import io
+from chexnet.data.demo import generate_demo
+from chexnet.pipeline import paths
+from chexnet.pipeline.paths import reads_demo
+from chexnet.pipeline.stage_runner import run_stage
 
 log = logging.getLogger("chexnet.demo")
 

@@ -6,12 +6,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from chexnet import cache, inference, io, paths
-from chexnet.boxes import read_boxes
-from chexnet.errors import ChexnetError
-from chexnet.explain import OVERLAY_COLUMNS, localisation, top_k_overlays
-from chexnet.model import check_target_layer, load_model, require_labels
-from chexnet.stage_runner import record, run_stage
+from chexnet.core import io
+from chexnet.core.errors import ChexnetError
+from chexnet.data import cache
+from chexnet.engine import inference
+from chexnet.explain.boxes import read_boxes
+from chexnet.explain.localisation import OVERLAY_COLUMNS, localisation, top_k_overlays
+from chexnet.model.file import load_model, require_labels
+from chexnet.model.network import check_target_layer
+from chexnet.pipeline import paths
+from chexnet.pipeline.stage_runner import record, run_stage
 
 log = logging.getLogger("chexnet.explain")
 
@@ -41,9 +45,8 @@ def main(params) -> None:
         )
     if box_table is not None:
         boxes = read_boxes(box_table, names, params.data.aliases)
-        scores = localisation(
-            model, images, predictions, boxes, names, fraction=cfg.cam_threshold, **explaining
-        )
+        scores = localisation(model, images, predictions, boxes, names, fraction=cfg.cam_threshold,
+                              **explaining)  # fmt: skip
         summary["localisation"] = {"split": "test", "box_table": str(box_table), **scores}
         log.info("pointing game %s, IoBB > 0.5 %s over %d (image, finding) boxes",
                  scores["pointing_game"], scores["iobb_over_0.5"], scores["cases"])  # fmt: skip

@@ -3,8 +3,10 @@ data/prepared/."""
 
 import logging
 
-from chexnet import paths, prepare
-from chexnet.stage_runner import record, run_stage
+from chexnet.data import prepare
+from chexnet.data.presets import registry
+from chexnet.pipeline import paths
+from chexnet.pipeline.stage_runner import record, run_stage
 
 log = logging.getLogger("chexnet.prepare")
 
@@ -12,11 +14,11 @@ log = logging.getLogger("chexnet.prepare")
 def main(params) -> None:
     cfg = params.data
     report = prepare.prepare_cache(
-        prepare.read_source(cfg.preset, cfg.table, cfg.metadata_table),
+        registry.read_source(cfg.preset, cfg.table, cfg.metadata_table),
         table_path=cfg.table,
         image_root=cfg.images,
         out_dir=paths.PREPARED_DIR,
-        columns=prepare.resolve_columns(cfg.preset, cfg.image_column, cfg.label_column, cfg.patient_column),
+        columns=registry.resolve_columns(cfg.preset, cfg.image_column, cfg.label_column, cfg.patient_column),
         image_size=params.image_size,
         subset=params.subset,
         seed=params.seed,

@@ -2,8 +2,10 @@
 
 import logging
 
-from chexnet import cache, io, paths, splits
-from chexnet.stage_runner import record, run_stage
+from chexnet.core import io
+from chexnet.data import cache, splits
+from chexnet.pipeline import paths
+from chexnet.pipeline.stage_runner import record, run_stage
 
 log = logging.getLogger("chexnet.split")
 

@@ -7,31 +7,25 @@ Writes models/chexnet_model.pth (+ .json), metrics/train.json, reports/train.jso
 """
 
 import logging
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-from chexnet import cache, distributed, inference, io, paths, training
-from chexnet.dataset import split_dataset
-from chexnet.model import ModelInfo, build_model, save_model
-from chexnet.stage_runner import record, run_stage
+from chexnet.core import io
+from chexnet.data import cache
+from chexnet.data.dataset import split_dataset
+from chexnet.engine import distributed, inference, resume, training
+from chexnet.model.file import ModelInfo, build_model, save_model
+from chexnet.pipeline import paths
+from chexnet.pipeline.stage_runner import record, run_stage
 
 log = logging.getLogger("chexnet.train")
 PREPARED = [paths.PREPARED_DIR / name for name in (cache.INDEX_FILE, cache.LABELS_FILE, cache.IMAGES_FILE)]
 
 
 def main(params) -> None:
-    if params.train.processes > 1 and not distributed.launched():
-        status = distributed.launch(params.train.processes, __file__, sys.argv[1:])
-        if status:
-            sys.exit(status)
-        return
-    ctx = distributed.setup(inference.resolve_device(params.device))
-    try:
-        train(params, ctx)
-    finally:
-        distributed.teardown()
+    device = inference.resolve_device(params.device)
+    distributed.run(params.train.processes, __file__, device, lambda ctx: train(params, ctx))
 
 
 def train(params, ctx: distributed.Context) -> None:
@@ -43,9 +37,8 @@ def train(params, ctx: distributed.Context) -> None:
     with distributed.main_first(ctx):  # one download of the ImageNet weights into the hub cache
         model, pretrained = build_model(params.weights, labels)
     options = training.TrainOptions.from_params(params, pretrained)
-    fingerprint = training.run_fingerprint(
-        options, params.weights, ctx.world_size, labels, [paths.SPLIT_FILE, *PREPARED]
-    )
+    fingerprint = resume.run_fingerprint(options, params.weights, ctx.world_size, labels,
+                                         [paths.SPLIT_FILE, *PREPARED])  # fmt: skip
     checkpoint = Path(params.train.checkpoint_dir) / paths.CHECKPOINT_NAME
     logger = training.EpochLogger(paths.DVCLIVE_DIR) if ctx.is_main else None
     if ctx.is_main:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from chexnet.labels import NIH14, LabelList, write_labels_json
+from chexnet.core.labels import NIH14, LabelList, write_labels_json
 
 LABELS = NIH14  # the tiny work dirs use NIH's 14 findings in CheXNet's order
 
@@ -32,7 +33,8 @@ def nih_dir() -> Path:
 
 def save_test_model(path: Path, labels: tuple[str, ...] = LABELS, image_size: int | None = 32, seed: int = 0):
     """A random CheXNet saved as train saves it: the seed-format state_dict and its JSON beside it."""
-    from chexnet.model import CheXNet, ModelInfo, save_model
+    from chexnet.model.file import ModelInfo, save_model
+    from chexnet.model.network import CheXNet
 
     torch.manual_seed(seed)
     model = CheXNet(len(labels))
@@ -65,3 +67,41 @@ def make_workdir(root: Path, epochs: int, n: int = 48, size: int = 32) -> Path:
     params = {"epochs": epochs, "batch_size": 8, "weights": "none", "device": "cpu", "seed": 3}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``chexnet ARGS`` run in this process, answered like ``subprocess.run(capture_output=True)``.
+
+    The command's ``main`` is what ``python -m chexnet`` runs; calling it here skips a new interpreter
+    and a torch import per call (seconds each; the fast inner loop runs dozens). Its log lines go to the
+    captured stderr in the command's own format, as they would in a process. An exception the command
+    does not turn into a message is not caught: the test fails with its traceback, as a process would
+    print one. ``tests/test_reliability.py`` keeps real-process runs of the same messages (e2e).
+    """
+    import contextlib
+    import io as text_io
+    import logging
+
+    from chexnet.cli.main import main
+
+    out, err = text_io.StringIO(), text_io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        with (
+            contextlib.chdir(cwd or Path.cwd()),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
+            try:
+                code = main(list(args))
+            except SystemExit as stop:  # argparse's usage errors and --help
+                code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    return subprocess.CompletedProcess(["chexnet", *args], code, out.getvalue(), err.getvalue())

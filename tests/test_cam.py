@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from chexnet import cam
-from chexnet.model import CheXNet
+from chexnet.explain import cam
+from chexnet.model.network import CheXNet
 
 
 def _hook_count(model: torch.nn.Module) -> int:
@@ -41,7 +41,7 @@ def test_hooks_are_removed_after_an_exception():
 def test_bf16_channels_last_maps_agree_with_fp32_ones():
     """evaluate and explain run the model as trained (bf16 and channels_last on a CPU that has bf16):
     the maps and probabilities stay those of fp32, within bf16's precision."""
-    from chexnet.inference import Precision
+    from chexnet.engine.inference import Precision
 
     torch.manual_seed(0)
     model = CheXNet()

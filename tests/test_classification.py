@@ -1,6 +1,6 @@
 import numpy as np
 
-from chexnet import classification
+from chexnet.evaluation import classification
 from tests.conftest import LABELS
 
 

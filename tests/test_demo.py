@@ -8,18 +8,21 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-from chexnet.demo import DEMO_BOXES, DEMO_IMAGES, DEMO_TABLE, generate_demo
-from chexnet.labels import NIH14 as LABELS
-from chexnet.labels import split_findings
-from chexnet.params import DemoParams
+from chexnet.config.params import DemoParams
+from chexnet.core.labels import NIH14 as LABELS
+from chexnet.core.labels import split_findings
+from chexnet.data.demo import DEMO_BOXES, generate_demo
+from chexnet.data.presets import registry
 
 TINY = DemoParams(n_patients=20, n_images=50, image_size=96, rgba_images=2, gray16_images=2)
+
+SEED_DEMO = registry.PRESETS["seed"].demo
 
 
 def test_demo_set_has_the_users_format_and_variety(tmp_path: Path):
     table = generate_demo(tmp_path, TINY)
     assert list(table.columns) == ["imagem", "patologia", "paciente_id"]
-    assert table.equals(pd.read_parquet(tmp_path / DEMO_TABLE))
+    assert table.equals(pd.read_parquet(tmp_path / SEED_DEMO.table))
     assert len(table) == 50 and table["paciente_id"].nunique() == 20
     assert (table.groupby("paciente_id").size() > 1).any()  # follow-ups
     assert (table["patologia"] == "No Finding").any()
@@ -27,7 +30,7 @@ def test_demo_set_has_the_users_format_and_variety(tmp_path: Path):
     assert {f for cell in table["patologia"] for f in split_findings(cell)} <= set(LABELS)
     modes = {}
     for name in table["imagem"]:
-        with Image.open(tmp_path / DEMO_IMAGES / name) as image:
+        with Image.open(tmp_path / SEED_DEMO.images / name) as image:
             assert image.size == (96, 96)
             modes[image.mode] = modes.get(image.mode, 0) + 1
     assert modes.get("RGBA") == 2 and modes.get("I;16") == 2 and modes.get("L") == 46
@@ -50,7 +53,7 @@ def test_boxes_are_in_nih_format_and_inside_the_image(tmp_path: Path):
 
 def test_findings_are_drawn_where_their_boxes_say(tmp_path: Path):
     """A finding changes pixels inside its box more than outside it (heat maps can be checked against it)."""
-    from chexnet.demo import Anatomy, draw_radiograph
+    from chexnet.data.painter import Anatomy, draw_radiograph
 
     anatomy = Anatomy.sample(np.random.default_rng(1))
     for label in ["Nodule", "Mass", "Effusion", "Pneumothorax"]:
@@ -69,15 +72,16 @@ def test_demo_is_deterministic(tmp_path: Path):
     b = generate_demo(tmp_path / "b", TINY)
     assert a.equals(b)
     name = a["imagem"].iloc[0]
-    assert (tmp_path / "a" / DEMO_IMAGES / name).read_bytes() == (
-        tmp_path / "b" / DEMO_IMAGES / name
+    assert (tmp_path / "a" / SEED_DEMO.images / name).read_bytes() == (
+        tmp_path / "b" / SEED_DEMO.images / name
     ).read_bytes()
 
 
 def test_same_seed_same_data_set_in_any_process(tmp_path: Path):
     """Python randomises string hashing per process; the demo set must not depend on it."""
     script = (
-        "import sys; from chexnet.demo import generate_demo; from chexnet.params import DemoParams;"
+        "import sys; from chexnet.data.demo import generate_demo;"
+        "from chexnet.config.params import DemoParams;"
         "t = generate_demo(sys.argv[1], DemoParams(n_patients=20, n_images=60, image_size=32));"
         "print(t.to_csv(index=False))"
     )
@@ -94,7 +98,7 @@ def test_same_seed_same_data_set_in_any_process(tmp_path: Path):
 
 
 def test_the_demo_stage_generates_nothing_when_the_data_params_point_at_your_own_data(tmp_path: Path):
-    from chexnet.paths import reads_demo
+    from chexnet.pipeline.paths import reads_demo
     from tests.conftest import REPO
 
     assert reads_demo("data/demo/table.parquet", "data/demo/images", "data/demo")
@@ -107,7 +111,7 @@ def test_the_demo_stage_generates_nothing_when_the_data_params_point_at_your_own
 
 
 def test_contrast_scales_what_the_findings_change():
-    from chexnet.demo import Anatomy, draw_radiograph
+    from chexnet.data.painter import Anatomy, draw_radiograph
 
     anatomy = Anatomy.sample(np.random.default_rng(1))
     draw = lambda findings, contrast: draw_radiograph(  # noqa: E731
@@ -122,7 +126,7 @@ def test_contrast_scales_what_the_findings_change():
 
 
 def test_max_findings_bounds_the_new_findings_per_image():
-    from chexnet.demo import _sample_findings
+    from chexnet.data.demo import _sample_findings
 
     rng = np.random.default_rng(0)
     counts = [len(_sample_findings(rng, 0.0, set(), max_findings=5)) for _ in range(2000)]

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chexnet.params import Params, file_params
+from chexnet.config.params import Params
+from chexnet.config.schema import file_params
 from tests.conftest import REPO
 
 SRC = REPO / "src"
@@ -77,9 +78,19 @@ def test_every_stage_depends_on_exactly_the_project_files_it_imports(stage: str)
 
 def test_the_closure_follows_imports_through_modules():
     closure = import_closure(STAGE_SCRIPTS["evaluate"])
-    # evaluate imports model, which imports labels and io: both must be found through it
-    assert {"src/chexnet/model.py", "src/chexnet/labels.py", "src/chexnet/io.py"} <= closure
-    assert "src/chexnet/demo.py" not in closure
+    # evaluate imports the model file's module, which imports labels and io: both found through it,
+    # with every package __init__ on the way
+    assert {"src/chexnet/model/network.py", "src/chexnet/core/labels.py", "src/chexnet/core/io.py",
+            "src/chexnet/model/__init__.py", "src/chexnet/core/__init__.py"} <= closure  # fmt: skip
+
+
+@pytest.mark.parametrize("stage", ["train", "evaluate", "explain"])
+def test_the_stages_after_split_read_the_cache_through_its_contract_alone(stage: str):
+    """How tables are read, presets, DICOM decoding and the demo painter are prepare's and demo's."""
+    closure = import_closure(STAGE_SCRIPTS[stage])
+    assert "src/chexnet/data/cache.py" in closure
+    data_modules = {p for p in closure if p.startswith("src/chexnet/data/") and not p.endswith("__init__.py")}
+    assert data_modules <= {"src/chexnet/data/cache.py", "src/chexnet/data/dataset.py"}, data_modules
 
 
 FILE_PARAMS = list(file_params(Params()))

@@ -10,7 +10,9 @@ import torch
 from scipy.stats import norm
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from chexnet import bootstrap, evaluation, inference
+from chexnet.engine import inference
+from chexnet.evaluation import bootstrap
+from chexnet.evaluation import report as evaluation
 from tests.conftest import LABELS, REPO, make_workdir, save_test_model
 
 
@@ -219,7 +221,7 @@ def test_thresholds_never_look_at_test_labels(evaluated: Path):
 
 def test_the_test_summary_is_built_by_the_library():
     """reports/evaluate.json's layout, from truth and scores: the stage only writes it."""
-    from chexnet.params import EvaluateParams
+    from chexnet.config.params import EvaluateParams
 
     rng = np.random.default_rng(0)
     truth = (rng.random((60, 2)) < 0.4).astype(float)

@@ -8,11 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from chexnet import boxes, explain
-from chexnet.demo import DEMO_BOXES, generate_demo
-from chexnet.labels import LabelMismatchError
-from chexnet.model import CheXNet
-from chexnet.params import DemoParams
+from chexnet.config.params import DemoParams
+from chexnet.core.labels import LabelMismatchError
+from chexnet.data.demo import DEMO_BOXES, generate_demo
+from chexnet.explain import boxes
+from chexnet.explain import localisation as explain
+from chexnet.model.network import CheXNet
 from tests.conftest import LABELS
 
 CPU = torch.device("cpu")

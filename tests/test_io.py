@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from chexnet import io
+from chexnet.core import io
 
 
 def test_a_failed_write_leaves_no_file_behind(tmp_path: Path):

@@ -19,9 +19,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from chexnet.demo import DEMO_BOXES, DEMO_TABLE, LAYOUT_TABLES, generate_demo
-from chexnet.labels import NIH14, file_safe
-from chexnet.params import DemoParams
+from chexnet.config.params import DemoParams
+from chexnet.core.labels import NIH14, file_safe
+from chexnet.data.demo import DEMO_BOXES, generate_demo
+from chexnet.data.presets import registry
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e
@@ -72,7 +73,7 @@ def portuguese(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("pt")
     demo = work / "demo"
     generate_demo(demo, DemoParams(n_patients=30, n_images=60, image_size=64, rgba_images=0, gray16_images=0))
-    table = pd.read_parquet(demo / DEMO_TABLE)
+    table = pd.read_parquet(demo / registry.PRESETS["seed"].demo.table)
     table["patologia"] = [
         "Sem Achados" if cell == "No Finding" else "|".join(PORTUGUESE[f] for f in cell.split("|"))
         for cell in table["patologia"]
@@ -172,7 +173,7 @@ def test_chexpert_layout_with_uncertain_labels_ignored_end_to_end(tmp_path: Path
     )
     data = {
         "preset": "chexpert",
-        "table": f"demo/{LAYOUT_TABLES['chexpert']}",
+        "table": f"demo/{registry.PRESETS['chexpert'].demo.table}",
         "images": "demo",
         "bbox_table": "demo/BBox_List.csv",
         "uncertain": "ignore",

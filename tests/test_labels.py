@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.preprocessing import MultiLabelBinarizer
 
-from chexnet.labels import (
+from chexnet.core.labels import (
     NIH14,
     NO_FINDING,
     LabelList,

@@ -154,6 +154,7 @@ def _prepare_repo(work: Path, n: int = 400) -> Path:
     return work
 
 
+@pytest.mark.e2e  # real processes killed or launched: the full run's
 def test_ctrl_c_during_decoding_stops_prepare_promptly_and_a_rerun_gives_the_same_bytes(tmp_path: Path):
     """The decoder pool used to deadlock here (its feeder waited on a semaphore nobody released)."""
     reference = _prepare_repo(tmp_path / "reference")
@@ -212,7 +213,7 @@ def test_params_edited_while_training_fail_the_stage_so_dvc_lock_never_records_t
 
 
 def test_an_unrelated_param_edited_meanwhile_does_not_fail_the_stage(tmp_path: Path):
-    from chexnet import lifecycle
+    from chexnet.pipeline import lifecycle
 
     (tmp_path / "params.yaml").write_text("epochs: 3\nexplain: {top_k: 3}\n")
     (tmp_path / "dvc.yaml").write_text("stages:\n  train:\n    cmd: x\n    params: [epochs, train]\n")

@@ -7,18 +7,10 @@ import torch
 from torch import nn
 from torchvision.models import densenet121
 
-from chexnet import model as model_module
-from chexnet.labels import NIH14, LabelList, LabelMismatchError
-from chexnet.model import (
-    CheckpointError,
-    CheXNet,
-    ModelInfo,
-    build_model,
-    load_checkpoint,
-    load_model,
-    resolve_layer,
-    save_model,
-)
+from chexnet.core.labels import NIH14, LabelList, LabelMismatchError
+from chexnet.model import file as model_file
+from chexnet.model.file import ModelInfo, build_model, load_checkpoint, load_model, save_model
+from chexnet.model.network import CheckpointError, CheXNet, resolve_layer
 
 
 def test_outputs_are_probabilities_of_the_logits():
@@ -56,7 +48,7 @@ def test_offline_imagenet_falls_back_to_random_init_with_one_warning(monkeypatch
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(model_module, "densenet121", offline)
+    monkeypatch.setattr(model_file, "densenet121", offline)
     with caplog.at_level(logging.WARNING, logger="chexnet.model"):
         net, pretrained = build_model("imagenet")
     assert pretrained is False and isinstance(net, CheXNet)

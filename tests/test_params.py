@@ -1,6 +1,7 @@
 import pytest
 
-from chexnet.params import Params, ParamsError, load_params, params_from_dict
+from chexnet.config.params import Params, load_params, params_from_dict
+from chexnet.config.schema import ParamsError
 from tests.conftest import REPO
 
 

@@ -188,10 +188,15 @@ def test_a_rerun_that_changes_nothing_changes_no_metric(repo: Path):
 
 @pytest.mark.parametrize(
     ("module", "stages"),
-    [("prepare.py", {"prepare"}), ("images.py", {"prepare"}), ("demo.py", {"demo"})],
+    [
+        ("data/tables.py", {"prepare"}),
+        ("data/images.py", {"prepare"}),
+        ("data/presets/nih.py", {"demo", "prepare"}),  # a preset: its table rules and its demo layout
+        ("data/painter.py", {"demo"}),
+    ],
 )
 def test_editing_table_reading_decoding_or_the_demo_painter_does_not_retrain(repo: Path, module, stages):
-    """train, evaluate and explain read the cache through chexnet.cache alone: a new preset, DICOM
+    """train, evaluate and explain read the cache through chexnet.data.cache alone: a new preset, DICOM
     windowing or a demo painter reruns what makes the cache, never training on an upgrade."""
     source = repo / "src" / "chexnet" / module
     original = source.read_bytes()
@@ -419,7 +424,7 @@ def test_roc_and_pr_curves_are_drawn_left_to_right_for_every_finding(repo: Path)
 
 
 def test_the_offline_page_is_what_the_pinned_package_gives():
-    from chexnet import offline_plots
+    from chexnet.pipeline import offline_plots
 
     assert (REPO / offline_plots.TEMPLATE).read_text(encoding="utf-8") == offline_plots.page()
     assert "html_template = html/plots_offline.html" in (REPO / ".dvc/config").read_text()

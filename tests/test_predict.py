@@ -1,6 +1,5 @@
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +9,10 @@ from PIL import Image
 from torch import nn
 from torchvision.models import densenet121
 
-from chexnet.images import load_gray as read_image
-from chexnet.images import read_dicom
-from chexnet.model import CheXNet
-from tests.conftest import LABELS, save_test_model
+from chexnet.data.images import load_gray as read_image
+from chexnet.data.images import read_dicom
+from chexnet.model.network import CheXNet
+from tests.conftest import LABELS, run_cli, save_test_model
 
 pydicom = pytest.importorskip("pydicom")
 
@@ -81,9 +80,7 @@ def test_every_input_kind_reads_to_gray(tmp_path: Path):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "chexnet", "predict", *args], capture_output=True, text=True, timeout=300
-    )
+    return run_cli("predict", *args)  # in this process: the fast loop (tests/conftest.py)
 
 
 def test_predict_cli_json_thresholds_seed_checkpoint_and_bad_files(tmp_path: Path):

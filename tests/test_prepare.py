@@ -6,10 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-from chexnet import cache, dataset, images, prepare
-from chexnet.labels import LabelOptions, UnknownLabelError
+from chexnet.core.labels import LabelOptions, UnknownLabelError
+from chexnet.data import cache, dataset, findings, images, prepare, tables
+from chexnet.data.presets import base as presets_base
+from chexnet.data.presets import registry
 
-SEED = prepare.resolve_columns("seed", "", "", "")
+SEED = registry.resolve_columns("seed", "", "", "")
 
 
 def _gradient(size=64):
@@ -84,34 +86,36 @@ def test_recursive_index_finds_nih_subfolders_and_rejects_twins(tmp_path: Path):
 
 # --- tables and columns -----------------------------------------------------------------------------
 def test_presets_and_overrides():
-    nih = prepare.resolve_columns("nih", "", "", "")
+    nih = registry.resolve_columns("nih", "", "", "")
     assert (nih.image, nih.label, nih.patient) == ("Image Index", "Finding Labels", "Patient ID")
-    assert prepare.resolve_columns("seed", "", "", "").label == "patologia"
-    assert prepare.resolve_columns("seed", "file", "", "none") == prepare.Columns("file", "patologia", None)
-    with pytest.raises(prepare.DataError, match=r"data\.preset"):
-        prepare.resolve_columns("padchest", "", "", "")
-    assert prepare.resolve_columns("chexpert", "", "", "").label is None  # wide: one column per finding
+    assert registry.resolve_columns("seed", "", "", "").label == "patologia"
+    assert registry.resolve_columns("seed", "file", "", "none") == presets_base.Columns(
+        "file", "patologia", None
+    )
+    with pytest.raises(tables.DataError, match=r"data\.preset"):
+        registry.resolve_columns("padchest", "", "", "")
+    assert registry.resolve_columns("chexpert", "", "", "").label is None  # wide: one column per finding
 
 
 def test_csv_with_empty_trailing_column_parses(tmp_path: Path):
     path = tmp_path / "Data_Entry_2017.csv"
     path.write_text("Image Index,Finding Labels,Patient ID,\n00000001_000.png,Cardiomegaly,1,\n")
-    table = prepare.read_table(path)
+    table = tables.read_table(path)
     assert list(table.columns) == ["Image Index", "Finding Labels", "Patient ID"]
 
 
 def test_real_nih_v2020_table_parses_and_binarises(nih_dir: Path):
-    table = prepare.read_table(nih_dir / "Data_Entry_2017_v2020.csv.gz")
+    table = tables.read_table(nih_dir / "Data_Entry_2017_v2020.csv.gz")
     assert len(table) == 112_120 and table["Patient ID"].nunique() == 30_805
-    _, counts, _ = prepare.long_findings(table["Finding Labels"], LabelOptions())
+    _, counts, _ = findings.long_findings(table["Finding Labels"], LabelOptions())
     assert counts["Infiltration"] == 19_894 and counts["Hernia"] == 227 and len(counts) == 14
 
 
 def test_patient_ids_from_nih_file_names():
     names = pd.Series(["00000001_000.png", "00030805_012.png"])
-    assert list(prepare.patients_from_file_names(names, "t")) == ["1", "30805"]
-    with pytest.raises(prepare.DataError, match="patient column"):
-        prepare.patients_from_file_names(pd.Series(["scan-7.png"]), "t")
+    assert list(tables.patients_from_file_names(names, "t")) == ["1", "30805"]
+    with pytest.raises(tables.DataError, match="patient column"):
+        tables.patients_from_file_names(pd.Series(["scan-7.png"]), "t")
 
 
 # --- prepare: the cache and bad input ---------------------------------------------------------------
@@ -225,16 +229,14 @@ def test_unknown_label_stops_prepare(tmp_path: Path):
 
 def test_missing_column_lists_the_columns_present(tmp_path: Path):
     table = _good_table(tmp_path).rename(columns={"patologia": "Finding Labels"})
-    with pytest.raises(
-        prepare.DataError, match=r"no column 'patologia'.*data.label_column.*'Finding Labels'"
-    ):
+    with pytest.raises(tables.DataError, match=r"no column 'patologia'.*data.label_column.*'Finding Labels'"):
         _prepare(tmp_path, table)
 
 
 def test_too_many_rejects_fail_with_a_clear_message(tmp_path: Path):
     table = _good_table(tmp_path)
     table.loc[0, "imagem"] = "gone.png"
-    with pytest.raises(prepare.DataError, match=r"1 of 6 selected images \(16.7%\).*max_rejected_fraction"):
+    with pytest.raises(tables.DataError, match=r"1 of 6 selected images \(16.7%\).*max_rejected_fraction"):
         _prepare(tmp_path, table, max_rejected_fraction=0.1)
     assert (tmp_path / "prepared" / cache.REJECTS_FILE).exists()  # written before failing, for inspection
     assert _prepare(tmp_path, table, max_rejected_fraction=0.2).rejected == {"missing_file": 1}
@@ -262,7 +264,7 @@ def test_parallel_decoding_writes_the_same_cache(tmp_path: Path):
 
 def test_patient_ids_from_file_names_when_no_patient_column(tmp_path: Path):
     table = _good_table(tmp_path).drop(columns=["paciente_id"])
-    _prepare(tmp_path, table, columns=prepare.resolve_columns("seed", "", "", "none"))
+    _prepare(tmp_path, table, columns=registry.resolve_columns("seed", "", "", "none"))
     assert list(cache.load_index(tmp_path / "prepared")["patient"]) == [str(i) for i in range(6)]
 
 

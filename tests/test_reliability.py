@@ -18,15 +18,19 @@ import pytest
 import torch
 from PIL import Image
 
-from chexnet import cache, images, io, prepare
-from chexnet.errors import ChexnetError
-from chexnet.inference import resolve_device
-from chexnet.labels import LabelOptions, RareLabelError
-from chexnet.model import CheXNet, LayerError, check_target_layer
-from chexnet.params import ParamsError, load_params, params_from_dict, read_yaml
-from tests.conftest import REPO, save_test_model
+from chexnet.config.params import load_params, params_from_dict
+from chexnet.config.schema import ParamsError, read_yaml
+from chexnet.core import io
+from chexnet.core.errors import ChexnetError
+from chexnet.core.labels import LabelOptions, RareLabelError
+from chexnet.data import cache, images, prepare, tables
+from chexnet.data.presets import base as presets_base
+from chexnet.data.presets import registry
+from chexnet.engine.inference import resolve_device
+from chexnet.model.network import CheXNet, LayerError, check_target_layer
+from tests.conftest import REPO, run_cli, save_test_model
 
-SEED = prepare.resolve_columns("seed", "", "", "")
+SEED = registry.resolve_columns("seed", "", "", "")
 
 
 # --- params: one YAML reading, DVC's ----------------------------------------------------------------
@@ -123,11 +127,11 @@ def test_rows_of_one_image_with_two_patients_are_refused_with_the_rows(tmp_path:
         [(names[0], "Mass", 0), (names[0], "Effusion", 7), (names[1], "Mass", 1)],
         columns=["imagem", "patologia", "paciente_id"],
     )
-    with pytest.raises(prepare.DataError, match=r"is on rows \[0, 1\].*'patient'"):
+    with pytest.raises(tables.DataError, match=r"is on rows \[0, 1\].*'patient'"):
         _prepare(tmp_path, table)
 
 
-def _wide(tmp_path: Path, columns: dict[str, list]) -> tuple[pd.DataFrame, prepare.Columns]:
+def _wide(tmp_path: Path, columns: dict[str, list]) -> tuple[pd.DataFrame, presets_base.Columns]:
     n = len(next(iter(columns.values())))
     names = _images(tmp_path / "images", n)
     table = pd.DataFrame({"Path": [f"patient{i:05d}/study1/{name}" for i, name in enumerate(names)]})
@@ -136,7 +140,7 @@ def _wide(tmp_path: Path, columns: dict[str, list]) -> tuple[pd.DataFrame, prepa
         (tmp_path / "images" / name).rename(tmp_path / "images" / folder)
     table = table.assign(**columns)
     table["view"] = "PA"
-    return table, prepare.resolve_columns("chexpert", "", "", "")
+    return table, registry.resolve_columns("chexpert", "", "", "")
 
 
 def test_an_all_blank_or_all_uncertain_wide_column_is_a_rare_finding_not_a_silent_gap(tmp_path: Path):
@@ -150,7 +154,7 @@ def test_an_all_blank_or_all_uncertain_wide_column_is_a_rare_finding_not_a_silen
 
 def test_a_misspelt_uncertain_key_is_refused(tmp_path: Path):
     table, columns = _wide(tmp_path, {"Effusion": [1.0, -1.0, 1.0, 0.0], "Edema": [1.0, 0.0, 1.0, 0.0]})
-    with pytest.raises(prepare.DataError, match=r"data\.uncertain names \['Efusion'\]"):
+    with pytest.raises(tables.DataError, match=r"data\.uncertain names \['Efusion'\]"):
         _prepare(tmp_path, table, columns, uncertain={"Efusion": "ones"})
     fine = _prepare(tmp_path, table, columns, uncertain={"Effusion": "ones", "default": "zeros"})
     assert fine.images_written == 4
@@ -162,13 +166,13 @@ def test_ignore_findings_acts_before_aliases_as_documented(tmp_path: Path):
                           "paciente_id": range(4)})  # fmt: skip
     report = _prepare(tmp_path, table, aliases={"Infiltrate": "Infiltration"}, ignore=("Infiltrate",))
     assert list(report.labels.names) == ["Mass"] and report.findings_ignored == {"Infiltrate": 2}
-    with pytest.raises(prepare.DataError, match=r"ignore_findings names \['Infiltration'\]"):
+    with pytest.raises(tables.DataError, match=r"ignore_findings names \['Infiltration'\]"):
         _prepare(tmp_path, table, aliases={"Infiltrate": "Infiltration"}, ignore=("Infiltration",))
 
 
 def test_a_view_filter_that_keeps_nothing_names_the_views_present(tmp_path: Path):
     table, columns = _wide(tmp_path, {"Edema": [1.0, 0.0, 1.0, 0.0]})
-    with pytest.raises(prepare.DataError, match=r"data\.views \['AP'\] matches no row.*'PA': 4"):
+    with pytest.raises(tables.DataError, match=r"data\.views \['AP'\] matches no row.*'PA': 4"):
         prepare.prepare_cache(
             table, table_path="t.csv", image_root=tmp_path / "images", out_dir=tmp_path / "out",
             columns=columns, image_size=32, subset=10, seed=0, views=["AP"], preset="chexpert",
@@ -181,7 +185,7 @@ def _mimic_tables(tmp_path: Path, metadata_rows: list, label_rows: list) -> pd.D
     metadata = pd.DataFrame(metadata_rows, columns=["dicom_id", "subject_id", "study_id", "ViewPosition"])
     labels.to_csv(tmp_path / "labels.csv", index=False)
     metadata.to_csv(tmp_path / "metadata.csv", index=False)
-    return prepare.read_source("mimic", tmp_path / "labels.csv", tmp_path / "metadata.csv")
+    return registry.read_source("mimic", tmp_path / "labels.csv", tmp_path / "metadata.csv")
 
 
 def test_mimic_metadata_with_a_blank_subject_is_a_counted_reject(tmp_path: Path):
@@ -191,21 +195,21 @@ def test_mimic_metadata_with_a_blank_subject_is_a_counted_reject(tmp_path: Path)
         [(10000032, 50000001, 1.0), (10000764, 50000003, 0.0)],
     )
     assert len(joined) == 2
-    assert [r["reason"] for r in joined.attrs[prepare.SOURCE_REJECTS]] == ["blank_key"]
+    assert [r["reason"] for r in joined.attrs[tables.SOURCE_REJECTS]] == ["blank_key"]
     for row in joined.itertuples():
         path = tmp_path / "images" / row.image_path
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((40, 40), 90, np.uint8)).save(path)
     report = prepare.prepare_cache(
         joined, table_path="labels.csv", image_root=tmp_path / "images", out_dir=tmp_path / "out",
-        columns=prepare.resolve_columns("mimic", "", "", ""), image_size=32, subset=10, seed=0,
+        columns=registry.resolve_columns("mimic", "", "", ""), image_size=32, subset=10, seed=0,
         label_options=LabelOptions(min_positives=1), preset="mimic",
     )  # fmt: skip
     assert report.rejected == {"blank_key": 1} and report.rows_in_table == 3 and report.images_written == 2
 
 
 def test_a_mimic_study_labelled_twice_is_refused_with_its_rows(tmp_path: Path):
-    with pytest.raises(prepare.DataError, match=r"study_id 50000001 is labelled on rows \[0, 1\]"):
+    with pytest.raises(tables.DataError, match=r"study_id 50000001 is labelled on rows \[0, 1\]"):
         _mimic_tables(
             tmp_path,
             [("d1", 10000032, 50000001, "PA")],
@@ -214,7 +218,7 @@ def test_a_mimic_study_labelled_twice_is_refused_with_its_rows(tmp_path: Path):
 
 
 def test_a_mimic_join_that_matches_nothing_says_so(tmp_path: Path):
-    with pytest.raises(prepare.DataError, match="matches a study of"):
+    with pytest.raises(tables.DataError, match="matches a study of"):
         _mimic_tables(tmp_path, [("d1", 1, 2, "PA")], [(3, 4, 1.0)])
 
 
@@ -224,7 +228,7 @@ def test_a_cache_larger_than_the_disk_is_refused_before_decoding(tmp_path: Path,
     import shutil
 
     monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**6, 10**6 - 1000, 1000))
-    with pytest.raises(prepare.DataError, match=r"needs 0\.0 GB.*lower image_size"):
+    with pytest.raises(tables.DataError, match=r"needs 0\.0 GB.*lower image_size"):
         _prepare(tmp_path, table)
 
 
@@ -278,7 +282,7 @@ def test_a_dicom_file_without_a_suffix_is_read_as_dicom(tmp_path: Path):
     dataset.save_as(tmp_path / "SE0001" / "IM0001")
     assert images.is_dicom(tmp_path / "SE0001" / "IM0001")
     assert images.load_gray(tmp_path / "SE0001" / "IM0001", 32).shape == (32, 32)
-    from chexnet.predict import collect_inputs
+    from chexnet.deploy.predict import collect_inputs
 
     assert collect_inputs([tmp_path]) == [tmp_path / "SE0001" / "IM0001"]
 
@@ -313,6 +317,10 @@ def test_a_target_layer_that_names_no_spatial_layer_is_refused(spec: str):
 
 # --- the CLI: thresholds that belong to the model, JSON files, folders -------------------------------
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return run_cli(*args, cwd=cwd)  # in this process: the fast loop (tests/conftest.py)
+
+
+def _cli_process(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "chexnet", *args], capture_output=True, text=True,
                           timeout=300, cwd=cwd)  # fmt: skip
 
@@ -433,6 +441,21 @@ def test_every_cli_option_that_names_nothing_gives_one_line(
     assert len(errors) == 1, result.stderr[-2000:]
 
 
+@pytest.mark.e2e
+@pytest.mark.parametrize(("command", "options"), [CLI_NAMES_NOTHING[0], CLI_NAMES_NOTHING[8]], ids=str)
+def test_the_same_one_line_from_a_real_chexnet_process(tmp_path: Path, other_model: Path, command, options):
+    """What the in-process runs above check, once in a real ``python -m chexnet`` process: exit status
+    1, one ERROR line, no traceback, and the same line as in-process."""
+    inputs = ["x.png", "--model", str(other_model)]
+    result = _cli_process(command, *inputs, *options, cwd=tmp_path)
+    errors = [line.split(" ERROR ", 1)[1] for line in result.stderr.splitlines() if " ERROR " in line]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    in_process = _cli(command, *inputs, *options, cwd=tmp_path)
+    assert errors == [
+        line.split(" ERROR ", 1)[1] for line in in_process.stderr.splitlines() if " ERROR " in line
+    ]
+
+
 # --- training on what is left, and the end of a stage --------------------------------------------------
 @pytest.mark.parametrize(
     ("images", "batch", "dropped"), [(17, 8, True), (16, 8, False), (18, 8, False), (1, 8, False)]
@@ -440,7 +463,7 @@ def test_every_cli_option_that_names_nothing_gives_one_line(
 def test_a_last_training_batch_of_one_image_is_left_out(images: int, batch: int, dropped: bool):
     from torch.utils.data import TensorDataset
 
-    from chexnet.inference import make_loader
+    from chexnet.engine.inference import make_loader
 
     data = TensorDataset(torch.arange(images))
     loader = make_loader(data, batch_size=batch, shuffle=True, seed=0, num_workers=0,
@@ -468,7 +491,7 @@ def test_training_at_32_px_with_a_last_batch_of_one_runs(tmp_path: Path):
 
 
 def test_out_of_memory_in_a_stage_is_one_line(tmp_path: Path, monkeypatch):
-    from chexnet import stage_runner
+    from chexnet.pipeline import stage_runner
 
     def body(_params):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
@@ -481,7 +504,7 @@ def test_out_of_memory_in_a_stage_is_one_line(tmp_path: Path, monkeypatch):
 
 
 def test_the_card_calls_every_demo_layout_synthetic():
-    from chexnet.paths import reads_demo
+    from chexnet.pipeline.paths import reads_demo
 
     assert reads_demo("data/demo/CheXpert-v1.0-small/train.csv", "data/demo")
     assert reads_demo("data/demo/mimic-cxr-2.0.0-chexpert.csv", "data/demo")

@@ -27,10 +27,11 @@ import torch
 import yaml
 from PIL import Image
 
-from chexnet import params as params_module
-from chexnet import training
-from chexnet.dataset import CachedImages
-from chexnet.model import CheXNet
+from chexnet.config import params as params_module
+from chexnet.config.schema import ParamsError
+from chexnet.data.dataset import CachedImages
+from chexnet.engine import training
+from chexnet.model.network import CheXNet
 from tests.conftest import REPO
 from tests.test_dvc_deps import stages_reading
 
@@ -206,7 +207,8 @@ def test_outputs_get_the_users_permissions_not_0600(tmp_path: Path):
 def test_a_read_only_output_file_system_is_one_line(tmp_path: Path, monkeypatch):
     """Root ignores permission bits, so the failure a read-only folder gives is simulated at the
     file-system call: the stage must turn it into one line naming the path."""
-    from chexnet import io, stage_runner
+    from chexnet.core import io
+    from chexnet.pipeline import stage_runner
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "metrics"))
@@ -265,7 +267,7 @@ def test_an_out_of_range_param_is_refused_naming_its_key(key: str, value):
     for part in parents:
         node = node.setdefault(part, {})
     node[leaf] = [value] if key == "data.views" else value
-    with pytest.raises(params_module.ParamsError, match=key.replace(".", r"\.")):
+    with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
         params_module.params_from_dict(raw)
 
 
@@ -315,6 +317,7 @@ def test_a_broken_resume_checkpoint_is_skipped_never_fatal(tmp_path: Path, fault
     assert not (tmp_path / "pwned").exists()  # weights_only: the pickle's code never ran
 
 
+@pytest.mark.e2e  # real processes killed or launched: the full run's
 def test_prepare_killed_at_a_random_moment_then_rerun_gives_the_same_cache(tmp_path: Path):
     reference, table = _work(tmp_path / "reference", n=120)
     table.to_parquet(reference / "table.parquet")
@@ -369,6 +372,7 @@ def _evaluable(root: Path) -> Path:
     return work
 
 
+@pytest.mark.e2e  # real processes killed or launched: the full run's
 @pytest.mark.parametrize("stage", ["split", "evaluate", "explain"])
 def test_a_stage_killed_at_a_random_moment_then_rerun_writes_what_an_uninterrupted_run_writes(
     tmp_path: Path, stage: str
@@ -401,6 +405,7 @@ def test_explain_goes_on_after_a_decompression_bomb(tmp_path: Path):
     assert "bomb.png: cannot be explained" in result.stderr and (tmp_path / "out" / "good_Mass.png").exists()
 
 
+@pytest.mark.e2e  # real processes killed or launched: the full run's
 def test_the_demo_stage_killed_at_a_random_moment_then_rerun_writes_the_same_set(tmp_path: Path):
     params = "demo: {n_patients: 30, n_images: 60, image_size: 64}\n"
     outputs = {}

@@ -14,10 +14,11 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from chexnet import cam, inference, training
-from chexnet.dataset import CachedImages
-from chexnet.distributed import Context
-from chexnet.model import CheXNet
+from chexnet.data.dataset import CachedImages
+from chexnet.engine import inference, training
+from chexnet.engine.distributed import Context
+from chexnet.explain import cam
+from chexnet.model.network import CheXNet
 
 SIZE, CELL, N = 128, 32, 96
 

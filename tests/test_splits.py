@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chexnet.labels import LabelList
-from chexnet.splits import (
+from chexnet.core.labels import LabelList
+from chexnet.data.splits import (
     LeakageError,
     SplitError,
     check_no_patient_overlap,
@@ -60,8 +60,9 @@ def test_leakage_is_caught():
 
 def _nih_index(nih_dir) -> pd.DataFrame:
     """The prepared index the NIH table would give, built from the metadata alone (no images)."""
-    from chexnet.labels import LabelOptions, binarize
-    from chexnet.prepare import long_findings, read_table
+    from chexnet.core.labels import LabelOptions, binarize
+    from chexnet.data.findings import long_findings
+    from chexnet.data.tables import read_table
 
     table = read_table(nih_dir / "Data_Entry_2017_v2020.csv.gz")
     index = pd.DataFrame(

@@ -35,6 +35,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+@pytest.mark.e2e  # real processes killed or launched: the full run's
 def test_torchrun_two_cpu_processes_with_gloo(tmp_path: Path):
     work = _workdir(tmp_path, epochs=2)
     _run(work, "torchrun", "--standalone", "--nproc_per_node=2", STAGE)
@@ -66,6 +67,7 @@ def _kill_after_first_checkpoint(work: Path) -> Path:
     return checkpoint
 
 
+@pytest.mark.e2e  # real processes killed or launched: the full run's
 def test_killed_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path: Path):
     epochs = 4
     reference = _workdir(tmp_path / "reference", epochs=epochs)
@@ -99,7 +101,7 @@ def test_bad_params_give_one_line_and_exit_1(tmp_path: Path, bad: str):
 
 
 def test_torchrun_traceback_is_dropped_and_a_workers_own_traceback_kept():
-    from chexnet.distributed import without_launcher_traceback
+    from chexnet.engine.distributed import without_launcher_traceback
 
     torchrun = [
         "2026 ERROR chexnet: split 'val' is empty: use more images\n",
@@ -116,6 +118,7 @@ def test_torchrun_traceback_is_dropped_and_a_workers_own_traceback_kept():
     assert list(without_launcher_traceback(bug)) == bug
 
 
+@pytest.mark.e2e  # real processes killed or launched: the full run's
 def test_two_processes_launched_by_the_stage_report_a_user_error_in_one_line(tmp_path: Path):
     work = _workdir(tmp_path, epochs=1)
     (work / "params.yaml").write_text("{weights: none, device: cpu, train: {processes: 2}}\n")
@@ -140,6 +143,7 @@ def _processes_in(folder: Path) -> list[int]:
     return found
 
 
+@pytest.mark.e2e  # real processes killed or launched: the full run's
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_kill_9_of_the_process_group_leaves_no_worker_training(tmp_path: Path):
     work = _workdir(tmp_path, epochs=30)

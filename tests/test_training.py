@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from chexnet import inference, training
-from chexnet.dataset import CachedImages
-from chexnet.model import CheXNet, set_memory_efficient
+from chexnet.data.dataset import CachedImages
+from chexnet.engine import inference, resume, training
+from chexnet.engine import loss as training_loss
+from chexnet.model.network import CheXNet, set_memory_efficient
 
 CPU = torch.device("cpu")
 
@@ -22,7 +23,7 @@ def _cache(tmp_path: Path, n=16, size=32) -> CachedImages:
 
 def _fit(
     dataset: CachedImages, checkpoint: Path | None = None, **overrides
-) -> tuple[CheXNet, training.FitResult]:
+) -> tuple[CheXNet, resume.FitResult]:
     training.seed_everything(7)
     model = CheXNet()
     options = training.TrainOptions(**({"epochs": 1, "batch_size": 8, "seed": 7} | overrides))
@@ -94,7 +95,7 @@ def test_masked_loss_matches_a_hand_computation():
     """NaN targets (uncertain under U-Ignore) add nothing; the mean runs over the known entries only."""
     logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]], requires_grad=True)
     targets = torch.tensor([[1.0, float("nan"), 0.0], [float("nan"), 1.0, 1.0]])
-    loss = training.MaskedBCEWithLogitsLoss()(logits, targets)
+    loss = training_loss.MaskedBCEWithLogitsLoss()(logits, targets)
 
     def bce(z: float, y: float) -> float:
         p = 1 / (1 + np.exp(-z))
@@ -105,10 +106,10 @@ def test_masked_loss_matches_a_hand_computation():
     loss.backward()
     assert logits.grad[0, 1] == 0 and logits.grad[1, 0] == 0  # masked entries get no gradient
     full = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
-    assert training.MaskedBCEWithLogitsLoss()(logits, full).item() == pytest.approx(
+    assert training_loss.MaskedBCEWithLogitsLoss()(logits, full).item() == pytest.approx(
         torch.nn.BCEWithLogitsLoss()(logits, full).item()
     )  # nothing masked: exactly the seed's loss
-    weights = training.positive_weights(targets)
+    weights = training_loss.positive_weights(targets)
     assert weights.tolist() == pytest.approx([0.0, 0.0, 1.0])  # known negatives / known positives
 
 

@@ -8,11 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from chexnet import cache, prepare
-from chexnet.demo import LAYOUT_TABLES, MIMIC_METADATA, generate_demo
-from chexnet.labels import NIH14, LabelOptions
-from chexnet.params import DemoParams
-from chexnet.training import MaskedBCEWithLogitsLoss
+from chexnet.config.params import DemoParams
+from chexnet.core.labels import NIH14, LabelOptions
+from chexnet.data import cache, prepare, tables
+from chexnet.data.demo import generate_demo
+from chexnet.data.presets import mimic, registry
+from chexnet.engine.loss import MaskedBCEWithLogitsLoss
 
 TINY = DemoParams(n_patients=20, n_images=40, image_size=48, rgba_images=0, gray16_images=0)
 
@@ -24,7 +25,7 @@ def _prepare(table: pd.DataFrame, root: Path, out: Path, preset: str, **options)
         table_path=f"{preset}.csv",
         image_root=root,
         out_dir=out,
-        columns=prepare.resolve_columns(preset, "", "", ""),
+        columns=registry.resolve_columns(preset, "", "", ""),
         image_size=32,
         subset=1000,
         seed=0,
@@ -57,7 +58,7 @@ def _expected(raw: pd.Series, uncertain: str, blank: str) -> np.ndarray:
 @pytest.mark.parametrize("uncertain", ["ignore", "zeros", "ones"])
 @pytest.mark.parametrize("blank", ["negative", "ignore"])
 def test_chexpert_policies_cell_by_cell(chexpert: Path, tmp_path: Path, uncertain: str, blank: str):
-    table = prepare.read_source("chexpert", chexpert / LAYOUT_TABLES["chexpert"])
+    table = registry.read_source("chexpert", chexpert / registry.PRESETS["chexpert"].demo.table)
     assert (table[list(NIH14)] == -1.0).any().any() and table[list(NIH14)].isna().any().any()
     _prepare(table, chexpert, tmp_path, "chexpert", uncertain=uncertain, blank=blank)
     index = cache.load_index(tmp_path)
@@ -73,7 +74,7 @@ def test_chexpert_policies_cell_by_cell(chexpert: Path, tmp_path: Path, uncertai
 
 
 def test_per_finding_policy_and_the_masked_loss_by_hand(chexpert: Path, tmp_path: Path):
-    table = prepare.read_source("chexpert", chexpert / LAYOUT_TABLES["chexpert"])
+    table = registry.read_source("chexpert", chexpert / registry.PRESETS["chexpert"].demo.table)
     policy = {"default": "ignore", "Edema": "ones", "Atelectasis": "zeros"}
     _prepare(table, chexpert, tmp_path, "chexpert", uncertain=policy)
     index, labels = cache.load_index(tmp_path), cache.load_labels(tmp_path)
@@ -101,11 +102,11 @@ def test_per_finding_policy_and_the_masked_loss_by_hand(chexpert: Path, tmp_path
 
 
 def test_chexpert_view_filter_is_counted(chexpert: Path, tmp_path: Path):
-    raw = pd.read_csv(chexpert / LAYOUT_TABLES["chexpert"])
+    raw = pd.read_csv(chexpert / registry.PRESETS["chexpert"].demo.table)
     lateral = int((raw[list(NIH14)] == 1.0).any(axis=1).to_numpy().argmax())  # a row with a positive
     raw.loc[lateral, ["Frontal/Lateral", "AP/PA"]] = ["Lateral", np.nan]  # as CheXpert writes a lateral
     raw.to_csv(tmp_path / "train.csv", index=False)
-    table = prepare.read_source("chexpert", tmp_path / "train.csv")
+    table = registry.read_source("chexpert", tmp_path / "train.csv")
     report = _prepare(table, chexpert, tmp_path, "chexpert", views=["lateral"])
     assert report.views["rows_kept"] == 1 and report.views["rows_dropped"] == len(table) - 1
     report = _prepare(table, chexpert, tmp_path / "pa", "chexpert", views=["PA", "AP"])
@@ -113,12 +114,10 @@ def test_chexpert_view_filter_is_counted(chexpert: Path, tmp_path: Path):
 
 
 def test_a_cell_that_is_not_a_label_names_column_and_row(chexpert: Path, tmp_path: Path):
-    table = prepare.read_source("chexpert", chexpert / LAYOUT_TABLES["chexpert"])
+    table = registry.read_source("chexpert", chexpert / registry.PRESETS["chexpert"].demo.table)
     table["Mass"] = table["Mass"].astype(object)
     table.loc[3, "Mass"] = "yes"
-    with pytest.raises(
-        prepare.DataError, match=r"column 'Mass', row 3: 'yes' is not 1.0, 0.0, -1.0 or blank"
-    ):
+    with pytest.raises(tables.DataError, match=r"column 'Mass', row 3: 'yes' is not 1.0, 0.0, -1.0 or blank"):
         _prepare(table, chexpert, tmp_path, "chexpert")
     table = table.drop(columns=["Mass"]).assign(Notes="free text")
     report = _prepare(table, chexpert, tmp_path, "chexpert", ignore=("Notes",))
@@ -126,7 +125,7 @@ def test_a_cell_that_is_not_a_label_names_column_and_row(chexpert: Path, tmp_pat
 
 
 def test_aliases_map_chexpert_names_onto_nih_names_exactly(chexpert: Path, tmp_path: Path):
-    table = prepare.read_source("chexpert", chexpert / LAYOUT_TABLES["chexpert"])
+    table = registry.read_source("chexpert", chexpert / registry.PRESETS["chexpert"].demo.table)
     table = table.rename(columns={"Effusion": "Pleural Effusion"})
     _prepare(table, chexpert, tmp_path, "chexpert", spec="nih14", aliases={"Pleural Effusion": "Effusion"})
     assert cache.load_labels(tmp_path).names == NIH14
@@ -159,7 +158,7 @@ def test_mimic_join_paths_patients_and_study_labels(tmp_path: Path):
         )
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((40, 40), 50, np.uint8)).save(folder / f"{row.dicom_id}.jpg", quality=95)
-    table = prepare.read_source(
+    table = registry.read_source(
         "mimic", tmp_path / "mimic-cxr-2.0.0-chexpert.csv", tmp_path / "mimic-cxr-2.0.0-metadata.csv.gz"
     )
     report = _prepare(table, tmp_path, tmp_path / "out", "mimic")
@@ -171,15 +170,15 @@ def test_mimic_join_paths_patients_and_study_labels(tmp_path: Path):
     np.testing.assert_array_equal(found, [[0, 1], [0, 1], [0, 0], [1, np.nan]])
     lateral = _prepare(table, tmp_path, tmp_path / "lat", "mimic", views=["lateral"])
     assert lateral.images_written == 1
-    with pytest.raises(prepare.DataError, match=r"data\.metadata_table"):
-        prepare.read_source("mimic", tmp_path / "mimic-cxr-2.0.0-chexpert.csv")
+    with pytest.raises(tables.DataError, match=r"data\.metadata_table"):
+        registry.read_source("mimic", tmp_path / "mimic-cxr-2.0.0-chexpert.csv")
 
 
 @pytest.mark.parametrize("layout", ["nih", "chexpert", "mimic"])
 def test_every_demo_layout_prepares_with_its_preset(tmp_path: Path, layout: str):
     generate_demo(tmp_path, TINY.__class__(**(TINY.__dict__ | {"layout": layout})))
-    metadata = tmp_path / MIMIC_METADATA if layout == "mimic" else ""
-    table = prepare.read_source(layout, tmp_path / LAYOUT_TABLES[layout], metadata)
+    metadata = tmp_path / mimic.METADATA_FILE if layout == "mimic" else ""
+    table = registry.read_source(layout, tmp_path / registry.PRESETS[layout].demo.table, metadata)
     root = tmp_path / "images" if layout == "nih" else tmp_path
     report = _prepare(table, root, tmp_path / "out", layout)
     assert report.images_written == 40 and report.rejected == {}

@@ -1,0 +1,279 @@
+"""``chexnet`` (or ``python -m chexnet``): use a trained model outside the pipeline.
+
+chexnet predict IMAGE|FOLDER ... [--json | --csv] [--heatmaps DIR] [--model PATH] [--labels LIST|FILE]
+chexnet explain IMAGE ... [--finding Mass] [--out DIR] [--model PATH] [--labels LIST|FILE]
+chexnet check [--params params.yaml]     params checked as the stages read them, before dvc repro
+
+A model trained here carries its findings and input size in the JSON file beside it
+(models/chexnet_model.json). A checkpoint with no such file is read as the seed's: its outputs in
+MultiLabelBinarizer's sorted order; --labels gives its findings when its table held others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+
+from chexnet.core import io
+from chexnet.core.errors import ChexnetError
+from chexnet.core.labels import LabelMismatchError, parse_labels_argument
+from chexnet.pipeline import paths
+from chexnet.pipeline.stage_runner import setup_logging
+
+log = logging.getLogger("chexnet")
+
+
+SEED_IMAGE_SIZE = 224  # the seed trains at 224 px; a seed checkpoint carries no size of its own
+
+
+def thresholds_path(args: argparse.Namespace) -> tuple[Path, bool]:
+    """The thresholds file to use and whether the user named it: ``--thresholds``, else the one beside
+    the model (``<model folder>/thresholds.json``, where evaluate writes it), never the current
+    folder's ``models/thresholds.json`` for some other model."""
+    if args.thresholds is not None:
+        return args.thresholds, True
+    return Path(args.model).parent / paths.THRESHOLDS_FILE.name, False
+
+
+def read_thresholds(path: Path, labels: list[str], model: Path) -> dict[str, float]:
+    """Evaluate's thresholds for exactly the model's findings, each a probability in [0, 1]."""
+    document = io.read_json(path)
+    values = document.get("thresholds") if isinstance(document, dict) else None
+    if not isinstance(values, dict):
+        raise LabelMismatchError(f"{path} has no 'thresholds' mapping: is it evaluate's output?")
+    named = document.get("labels")  # files from before the label list travelled: their keys must fit
+    if (named is not None and list(named) != labels) or set(values) != set(labels):
+        raise LabelMismatchError(
+            f"thresholds {path} are for {named or sorted(values)} (values for {sorted(values)}), "
+            f"but the model {model} predicts {labels}; use the thresholds file evaluated with this model"
+        )
+    bad = {
+        label: value
+        for label, value in values.items()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0
+    }
+    if bad:
+        raise ChexnetError(
+            f"thresholds {path}: {bad} are not probabilities in [0, 1]; the file is damaged or not "
+            "evaluate's output: rerun the evaluate stage"
+        )
+    return {label: float(values[label]) for label in labels}
+
+
+def _thresholds(args: argparse.Namespace, labels: list[str]) -> tuple[dict[str, float], str]:
+    """The model's own thresholds; a file the user named must exist, the implicit one may not."""
+    path, named = thresholds_path(args)
+    if not path.is_file():
+        if named:
+            raise ChexnetError(f"--thresholds {path} does not exist; check the path (or leave it out)")
+        log.warning(
+            "no thresholds file beside the model (%s; the evaluate stage writes it): findings are called at "
+            "probability ≥ 0.5",
+            path,
+        )
+        return dict.fromkeys(labels, 0.5), "default 0.5"
+    return read_thresholds(path, labels, args.model), str(path)
+
+
+def _load(args: argparse.Namespace):
+    """The model (ours or the seed's format, weights_only), its findings, image size and thresholds."""
+    from chexnet.engine.inference import resolve_device
+    from chexnet.model.file import load_model
+
+    device = resolve_device(args.device)
+    given = parse_labels_argument(args.labels) if args.labels else None
+    model, info = load_model(args.model, given)
+    labels = list(info.labels.names)
+    image_size = info.image_size
+    if args.image_size is not None:
+        if args.image_size < 32:
+            raise ChexnetError(f"--image-size must be 32 or more (DenseNet121), got {args.image_size}")
+        if image_size is not None and args.image_size != image_size:
+            raise ChexnetError(
+                f"--image-size {args.image_size}: model {args.model} was trained at {image_size} px "
+                f"({args.model.with_suffix('.json')}); its findings are only right at that size: "
+                "drop --image-size"
+            )
+        image_size = args.image_size
+    elif image_size is None:
+        image_size = SEED_IMAGE_SIZE
+        log.info(
+            "%s carries no image size: using the seed's %d px (--image-size to change)",
+            args.model,
+            image_size,
+        )
+    thresholds, source = _thresholds(args, labels)
+    if getattr(args, "heatmaps", None) is not None or args.command == "explain":
+        from chexnet.model.network import check_target_layer
+
+        check_target_layer(model, args.layer)
+        folder = args.heatmaps if args.command == "predict" else args.out
+        io.require_writable_dir(folder, "--heatmaps" if args.command == "predict" else "--out")
+    return model.to(device).eval(), device, labels, image_size, thresholds, source
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from chexnet.deploy.predict import collect_inputs, predict_files
+
+    if args.batch_size < 1:
+        raise ChexnetError(f"--batch-size must be 1 or more, got {args.batch_size}")
+    model, device, labels, image_size, thresholds, source = _load(args)
+    files = collect_inputs(args.inputs)
+    if not files:
+        log.error("no PNG, JPEG or DICOM files in %s", ", ".join(map(str, args.inputs)))
+        return 1
+    results = predict_files(
+        model,
+        files,
+        labels=labels,
+        thresholds=thresholds,
+        image_size=image_size,
+        device=device,
+        batch_size=args.batch_size,
+        heatmaps=args.heatmaps,
+        target_layer=args.layer,
+    )
+    if args.json:
+        document = {
+            "model": str(args.model),
+            "labels": labels,
+            "image_size": image_size,
+            "thresholds": {"source": source, "values": thresholds},
+            "images": [vars(r) for r in results],
+        }
+        json.dump(document, sys.stdout, indent=2)
+        print()
+    elif args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["file", "error", "findings", *labels])
+        for r in results:
+            row = (
+                [f"{r.probabilities[label]:.6f}" for label in labels]
+                if r.error is None
+                else [""] * len(labels)
+            )
+            writer.writerow([r.file, r.error or "", "|".join(r.findings), *row])
+    else:
+        print("\t".join(["file", "findings", *labels]))
+        for r in results:
+            if r.error:
+                print(f"{r.file}\tERROR: {r.error}")
+                continue
+            found = ", ".join(r.findings) or "No Finding"
+            print("\t".join([r.file, found, *(f"{r.probabilities[label]:.3f}" for label in labels)]))
+    return 1 if any(r.error for r in results) else 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from chexnet.deploy.predict import explain_file
+
+    model, device, labels, image_size, thresholds, _ = _load(args)
+    unknown = [name for name in args.finding or [] if name not in labels]
+    if unknown:
+        raise LabelMismatchError(f"--finding {unknown}: the model {args.model} predicts {labels}")
+    failed = 0
+    for image in args.images:
+        try:
+            rows = explain_file(
+                image,
+                model,
+                labels,
+                image_size=image_size,
+                target_layer=args.layer,
+                device=device,
+                out_dir=args.out,
+                thresholds=thresholds,
+                findings=args.finding,
+            )
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            log.error("%s: cannot be explained: %s", image, error)
+            failed += 1
+            continue
+        for row in rows:
+            print(f"{image}\t{row['finding']}\t{row['probability']:.4f}\t{row['overlay']}")
+    return 1 if failed else 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", type=Path, default=paths.MODEL_FILE, help="state_dict (ours or the seed's)"
+    )
+    parser.add_argument(
+        "--thresholds",
+        type=Path,
+        help="from the evaluate stage (default: thresholds.json beside --model)",
+    )
+    parser.add_argument(
+        "--layer", default="features[-1]", help="Grad-CAM++ target layer (default: the seed's)"
+    )
+    parser.add_argument(
+        "--labels",
+        help="the checkpoint's findings in output order, 'A,B,...' or a file (JSON list or one a line); "
+        "only for a checkpoint with no JSON file beside it (default there: the seed's sorted NIH 14)",
+    )
+    parser.add_argument(
+        "--image-size", type=int, help="only for a seed checkpoint (default 224); ours carry their own"
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="chexnet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    predict = commands.add_parser("predict", help="findings for PNG, JPEG and DICOM files or folders")
+    predict.add_argument("inputs", nargs="+", type=Path, help="image files or folders (searched recursively)")
+    formats = predict.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help="JSON on stdout")
+    formats.add_argument("--csv", action="store_true", help="CSV on stdout")
+    predict.add_argument("--heatmaps", type=Path, help="write a Grad-CAM++ overlay per positive finding here")
+    predict.add_argument("--batch-size", type=int, default=16)
+    _common(predict)
+    explain = commands.add_parser("explain", help="Grad-CAM++ heat maps for image files")
+    explain.add_argument("images", nargs="+", type=Path, help="PNG/JPEG files (8/16-bit gray, RGB, RGBA)")
+    explain.add_argument(
+        "--finding",
+        action="append",
+        help="explain this finding (repeatable); default: every finding at or above its threshold",
+    )
+    explain.add_argument("--out", type=Path, default=Path("heatmaps"), help="folder for the overlay PNGs")
+    _common(explain)
+    checking = commands.add_parser(
+        "check", help="check params.yaml before dvc repro (empty or missing files, layer, device)"
+    )
+    checking.add_argument("--params", type=Path, default=Path("params.yaml"))
+    checking.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        commands_by_name = {"predict": _predict, "explain": _explain, "check": _check}
+        return commands_by_name[args.command](args)
+    except ChexnetError as error:
+        log.error("%s", error)
+        return 1
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+
+
+def _check(args: argparse.Namespace) -> int:
+    from chexnet.pipeline.check import check
+
+    problems = check(args.params)
+    for problem in problems:
+        log.error("%s", problem)
+    if not problems:
+        print(f"{args.params}: OK")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Finding and decoding image files: path safety, the recursive file-name index, any pixel format."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from chexnet.core.errors import ChexnetError
+
+
+class ImageIndexError(ChexnetError, ValueError):
+    """The image folder cannot be indexed unambiguously (e.g. one file name in two sub-folders)."""
+
+
+def safe_join(root: Path, name: str) -> Path | None:
+    """``root / name`` if it stays inside ``root``; ``None`` for absolute paths or ``..`` escapes.
+
+    A path from a table is data, not trusted: it must never reach files outside the image folder.
+    """
+    candidate = Path(name)
+    if not name or candidate.is_absolute():
+        return None
+    resolved = (root / candidate).resolve()
+    try:
+        resolved.relative_to(root.resolve())
+    except ValueError:
+        return None
+    return resolved
+
+
+def index_images(root: str | Path) -> dict[str, Path | tuple[Path, Path]]:
+    """Every file under ``root`` (recursively, e.g. NIH's ``images_001/`` … ``images_012/``) by file name.
+
+    A name found in two sub-folders maps to both paths: a table that names that file bare stops in
+    :func:`resolve` naming both, never a silent pick; a table that gives the relative paths is fine.
+    """
+    root = Path(root)
+    found: dict[str, Path | tuple[Path, Path]] = {}
+    for folder, subfolders, files in os.walk(root):
+        subfolders.sort()
+        for name in files:
+            if name.startswith("."):
+                continue
+            path = Path(folder) / name
+            earlier = found.get(name)
+            found[name] = (
+                path if earlier is None else (earlier if isinstance(earlier, Path) else earlier[0], path)
+            )
+    return found
+
+
+def resolve(
+    root: Path, name: str, by_name: dict[str, Path | tuple[Path, Path]]
+) -> tuple[Path | None, str | None]:
+    """Where the table's image entry lives: ``(path, None)`` or ``(None, reason)``.
+
+    A bare file name is looked up in the recursive index; an entry with folders is joined to the root
+    (and must stay inside it).
+    """
+    if not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        return None, "unsafe_path"
+    if len(Path(name).parts) == 1:
+        path = by_name.get(name)
+        if path is None:
+            return None, "missing_file"
+        if isinstance(path, tuple):
+            raise ImageIndexError(
+                f"two files named {name!r} under {root}: {path[0]} and {path[1]}; remove one, or give "
+                "paths relative to the image folder in the table (e.g. images_001/x.png)"
+            )
+        # a symbolic link inside the folder may point anywhere: follow it only if it stays inside
+        inside = safe_join(root, str(path.relative_to(root))) is not None
+        return (path, None) if inside else (None, "unsafe_path")
+    path = safe_join(root, name)
+    if path is None:
+        return None, "unsafe_path"
+    return (path, None) if path.is_file() else (None, "missing_file")
+
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+# Projection radiography (DICOM PS3.3 C.7.3.1.1.1): computed, digital and plain X-ray. Anything else (CT,
+# MR, ultrasound, RT dose, secondary captures, ...) would get chest findings it was never meant for.
+RADIOGRAPH_MODALITIES = ("CR", "DX", "RG")
+
+
+def scale_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Map the values' real range (min..max) onto 0..255; a flat image becomes black."""
+    values = np.asarray(values, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, np.uint8)
+    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+class ImageReadError(ValueError):
+    """One file that cannot be used, with a short reason code (``reason``) for the rejects table."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def is_dicom(path: str | Path) -> bool:
+    """By suffix, or by the ``DICM`` magic at byte 128 (PACS exports often have no suffix: SE0001/IM0001)."""
+    path = Path(path)
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def decoder_hint(error: Exception) -> str:
+    """pydicom's "no plugin" message lists every plugin on several lines: one line instead."""
+    first = " ".join(str(error).split())
+    return first[:300] + ("…" if len(first) > 300 else "")
+
+
+def _check_radiograph(dataset) -> None:
+    modality = str(dataset.get("Modality", "") or "").upper()
+    if modality not in RADIOGRAPH_MODALITIES:
+        raise ImageReadError(
+            "not_radiograph",
+            f"DICOM Modality {modality or '(none)'} is not a projection radiograph "
+            f"({', '.join(RADIOGRAPH_MODALITIES)}); the model reads chest X-rays only",
+        )
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric == "PALETTE COLOR":
+        raise ImageReadError(
+            "not_grayscale", "DICOM PhotometricInterpretation PALETTE COLOR: a radiograph is grayscale"
+        )
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise ImageReadError(
+            "multi_frame", f"DICOM holds {frames} frames; a radiograph has one: export each frame on its own"
+        )
+
+
+def read_dicom(path: str | Path) -> np.ndarray:
+    """A DICOM radiograph as 8-bit grayscale, displayed as a radiologist would see it.
+
+    Only projection radiographs (Modality CR, DX, RG) with one frame, not palette colour, are read; any
+    other file raises :class:`ImageReadError` with its reason. Rescale slope/intercept (modality LUT),
+    then the VOI LUT or window centre/width when the file has one, then MONOCHROME1 (white = low values)
+    inverted, then the real range scaled to 0..255.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        dataset = pydicom.dcmread(path)
+    except (InvalidDicomError, AttributeError, KeyError, EOFError) as error:
+        raise ImageReadError("unreadable", f"not a readable DICOM file: {error}") from error
+    if "PixelData" not in dataset:
+        raise ImageReadError("unreadable", "DICOM file has no pixel data")
+    _check_radiograph(dataset)
+    try:
+        pixels = dataset.pixel_array
+    except (RuntimeError, NotImplementedError, TypeError, ValueError, AttributeError, KeyError) as error:
+        # compressed pixel data without a decoder plugin (JPEG-LS, JPEG 2000, 12-bit JPEG), or a
+        # malformed one: a per-file reason, never a stop
+        transfer = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(transfer, "name", transfer) or "unknown transfer syntax"
+        raise ImageReadError(
+            "undecodable", f"DICOM pixel data ({name}) cannot be decoded: {decoder_hint(error)}"
+        ) from error
+    if dataset.get("SamplesPerPixel", 1) != 1:  # a colour capture of a radiograph: its luminance
+        return np.asarray(Image.fromarray(scale_to_uint8(pixels)).convert("L"))
+    values = apply_modality_lut(pixels, dataset)
+    if "VOILUTSequence" in dataset or "WindowCenter" in dataset:
+        values = apply_voi_lut(values, dataset)
+    gray = scale_to_uint8(values)
+    if dataset.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
+        gray = 255 - gray
+    return gray
+
+
+def to_gray8(image: Image.Image) -> np.ndarray:
+    """Any pixel format seen in chest X-ray PNGs → 8-bit grayscale.
+
+    L as is; RGB/RGBA/LA/P through luminance (alpha dropped); 16-bit and 32-bit grayscale scaled by
+    the image's real value range (a 12-bit image in a 16-bit container must not come out black, and
+    values must not wrap around).
+    """
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return scale_to_uint8(np.asarray(image))
+    if image.mode == "L":
+        return np.asarray(image, dtype=np.uint8)
+    if image.mode == "LA":
+        return np.asarray(image.getchannel("L"), dtype=np.uint8)
+    return np.asarray(image.convert("RGB").convert("L"), dtype=np.uint8)
+
+
+def load_gray(path: str | Path, size: int) -> np.ndarray:
+    """Decode an image file (PNG, JPEG, DICOM) and resize it (antialiased) to ``size × size`` 8-bit gray."""
+    return load_gray_sized(path, size)[0]
+
+
+def load_gray_sized(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`load_gray`, and the original ``(width, height)``."""
+    if is_dicom(path):
+        gray = read_dicom(path)
+    else:
+        with Image.open(path) as image:
+            image.load()
+            gray = to_gray8(image)
+    original = (gray.shape[1], gray.shape[0])
+    if gray.shape != (size, size):
+        # PIL's bilinear filter widens its support when shrinking, so 1024 → 224 is antialiased.
+        gray = np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR))
+    return gray, original
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One decoder result: the image, or why there is none."""
+
+    position: int
+    pixels: np.ndarray | None
+    reason: str | None = None
+    detail: str = ""
+    original_size: tuple[int, int] = (0, 0)  # (width, height) before resizing: boxes are in these pixels
+
+
+def decode_one(task: tuple[int, str, int]) -> Decoded:
+    """Decode ``(position, path, size)``; classify failures as empty, truncated or unreadable files.
+
+    Runs in decoder threads: it never raises for a bad file, it reports it.
+    """
+    position, path, size = task
+    try:
+        if os.path.getsize(path) == 0:
+            return Decoded(position, None, "empty_file", path)
+        pixels, original = load_gray_sized(path, size)
+        return Decoded(position, pixels, original_size=original)
+    except FileNotFoundError:
+        return Decoded(position, None, "missing_file", path)
+    except Image.DecompressionBombError as error:  # a header declaring e.g. 30000 × 30000 pixels
+        return Decoded(position, None, "too_large", f"{path}: {error}")
+    except ImageReadError as error:  # DICOM that is not a radiograph, or has no decoder here
+        return Decoded(position, None, error.reason, f"{path}: {error}")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, RuntimeError, TypeError) as error:
+        message = f"{type(error).__name__}: {error}"
+        reason = "truncated" if "truncated" in str(error).lower() else "unreadable"
+        return Decoded(position, None, reason, message)

@@ -1,0 +1,1 @@
+"""Dataset presets: one module per public table layout, collected in registry."""

@@ -1,0 +1,36 @@
+"""Every dataset preset by name: what ``data.preset`` and ``demo.layout`` may say.
+
+The schema (:mod:`chexnet.config.params`) cannot import this (it sits below the data layer, and every
+stage reads it), so these names are checked here, where they are used: by prepare and the demo stage
+before any work, and by ``chexnet check`` before ``dvc repro``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from chexnet.data.presets import chexpert, mimic, nih, seed
+from chexnet.data.presets.base import Columns, Preset
+from chexnet.data.tables import DataError, read_table
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (seed.PRESET, nih.PRESET, chexpert.PRESET, mimic.PRESET)}
+
+
+def get(name: str, key: str = "data.preset") -> Preset:
+    """The preset called ``name``; anything else is refused naming the param and the choices."""
+    if name not in PRESETS:
+        raise DataError(f"params: {key} must be one of {', '.join(PRESETS)}, got {name!r}")
+    return PRESETS[name]
+
+
+def resolve_columns(preset: str, image_column: str, label_column: str, patient_column: str) -> Columns:
+    """Column names from the preset, each overridden by its own param when that is set."""
+    return get(preset).resolve_columns(image_column, label_column, patient_column)
+
+
+def read_source(preset: str, table_path: str | Path, metadata_table: str | Path = "") -> pd.DataFrame:
+    """The table as the preset needs it (MIMIC: joined to its metadata, CheXpert: one view column)."""
+    reader = get(preset).read
+    return reader(read_table(table_path), table_path, metadata_table)

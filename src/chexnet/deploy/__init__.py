@@ -1,0 +1,1 @@
+"""Using a trained model on new studies, outside the pipeline."""

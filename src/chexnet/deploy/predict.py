@@ -1,0 +1,209 @@
+"""predict: read new chest X-rays (PNG, JPEG, DICOM), say what the model finds, optionally with heat maps.
+
+Images are read in any pixel mode, batched through the model, and each finding is reported against its
+validation-chosen threshold from the evaluate stage (``models/thresholds.json``). A file that cannot be
+read is reported with its reason; the others still run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from chexnet.core.labels import file_safe
+from chexnet.data.images import is_dicom, load_gray
+from chexnet.engine import inference
+from chexnet.evaluation import figures
+from chexnet.explain import cam
+from chexnet.model.network import CheXNet
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
+
+
+@dataclass
+class Prediction:
+    file: str
+    probabilities: dict[str, float] = field(default_factory=dict)
+    findings: list[str] = field(default_factory=list)
+    error: str | None = None
+    heatmaps: list[str] = field(default_factory=list)
+
+
+def collect_inputs(inputs: list[Path]) -> list[Path]:
+    """Files as given; folders searched recursively for PNG, JPEG and DICOM files (sorted), DICOM also
+    without a suffix (PACS exports: ``SE0001/IM0001``, found by the ``DICM`` magic)."""
+    files: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            files += sorted(
+                p
+                for p in item.rglob("*")
+                if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or (not p.suffix and is_dicom(p)))
+            )
+        else:
+            files.append(item)
+    return files
+
+
+def _batches(
+    files: list[Path], size: int, batch_size: int
+) -> Iterator[tuple[list[Path], np.ndarray | None, list]]:
+    """Decoded batches; unreadable files come back one by one with their error."""
+    good: list[Path] = []
+    pixels: list[np.ndarray] = []
+    failures: list[tuple[Path, str]] = []
+    for path in files:
+        try:
+            pixels.append(load_gray(path, size))
+            good.append(path)
+        except Exception as error:  # any reader failure is reported, never fatal
+            failures.append((path, f"{type(error).__name__}: {error}"))
+        if len(good) == batch_size:
+            yield good, np.stack(pixels), failures
+            good, pixels, failures = [], [], []
+    if good or failures:
+        yield good, (np.stack(pixels) if pixels else None), failures
+
+
+def unique_stems(files: list[Path]) -> dict[Path, str]:
+    """A heat-map file stem per input: its own stem, or, where two inputs share one (``a/x.png`` and
+    ``b/x.png``), the path's folders joined in, so no overlay overwrites another."""
+    counts: dict[str, int] = {}
+    for path in files:
+        counts[path.stem] = counts.get(path.stem, 0) + 1
+    stems = {}
+    for path in files:
+        if counts[path.stem] == 1:
+            stems[path] = path.stem
+        else:
+            parts = [*path.parent.parts[-3:], path.stem]
+            stems[path] = "__".join(part.strip("/\\") or "_" for part in parts if part not in ("", "."))
+    if len(set(stems.values())) < len(stems):  # still equal (deep twins): number them
+        stems = {path: f"{stem}__{i}" for i, (path, stem) in enumerate(stems.items())}
+    return stems
+
+
+def predict_files(
+    model: torch.nn.Module,
+    files: list[Path],
+    *,
+    labels: list[str],
+    thresholds: dict[str, float],
+    image_size: int = 224,
+    device: torch.device,
+    batch_size: int = 16,
+    heatmaps: Path | None = None,
+    target_layer: str = "features[-1]",
+) -> list[Prediction]:
+    """Probabilities and findings for every file, in order; heat maps of positive findings if asked.
+
+    ``labels`` are the model's findings in output order; ``thresholds`` must name each of them."""
+    cut = np.array([thresholds[label] for label in labels])
+    stems = unique_stems(files)
+    results: dict[Path, Prediction] = {}
+    with tqdm(total=len(files), desc="predict", unit="img") as bar:
+        for good, pixels, failures in _batches(files, image_size, batch_size):
+            for path, error in failures:
+                log.error("%s: cannot be read: %s", path, error)
+                results[path] = Prediction(file=str(path), error=error)
+            if pixels is not None:
+                probabilities = inference.predict_images(model, pixels, device)
+                for path, image, p in zip(good, pixels, probabilities, strict=True):
+                    positive = [label for label, flag in zip(labels, p >= cut, strict=True) if flag]
+                    result = Prediction(
+                        file=str(path),
+                        probabilities=dict(zip(labels, p.tolist(), strict=True)),
+                        findings=positive,
+                    )
+                    if heatmaps is not None and positive:
+                        result.heatmaps = write_overlays(
+                            model,
+                            image,
+                            path,
+                            positive,
+                            p,
+                            labels,
+                            out_dir=heatmaps,
+                            target_layer=target_layer,
+                            device=device,
+                            stem=stems[path],
+                        )
+                    results[path] = result
+            bar.update(len(good) + len(failures))
+    return [results[path] for path in files]
+
+
+def explain_file(
+    path: str | Path,
+    model: CheXNet,
+    labels: list[str],
+    *,
+    image_size: int,
+    target_layer: str,
+    device: torch.device,
+    out_dir: str | Path,
+    thresholds: dict[str, float] | None = None,
+    findings: list[str] | None = None,
+) -> list[dict[str, object]]:
+    """Explain one image file (any format :func:`chexnet.data.images.load_gray` reads: PNG, JPEG, DICOM).
+
+    Heat maps for ``findings`` if given, else for every finding at or above its threshold (0.5 where
+    none is given), else for the single most probable finding. Writes ``<stem>_<Finding>.png`` overlays
+    under ``out_dir`` and returns one row per finding explained.
+    """
+    image = load_gray(path, image_size)
+    thresholds = thresholds or dict.fromkeys(labels, 0.5)
+    with torch.no_grad():
+        probabilities = inference.predict_images(model, image[None], device)[0]
+    if findings is None:
+        findings = [label for j, label in enumerate(labels) if probabilities[j] >= thresholds[label]]
+        findings = findings or [labels[int(np.argmax(probabilities))]]
+    overlays = write_overlays(
+        model,
+        image,
+        Path(path),
+        findings,
+        probabilities,
+        labels,
+        out_dir=Path(out_dir),
+        target_layer=target_layer,
+        device=device,
+    )
+    return [
+        {"finding": label, "probability": float(probabilities[labels.index(label)]), "overlay": overlay}
+        for label, overlay in zip(findings, overlays, strict=True)
+    ]
+
+
+def write_overlays(
+    model: CheXNet,
+    image: np.ndarray,
+    path: Path,
+    findings: list[str],
+    probabilities: np.ndarray,
+    labels: list[str],
+    *,
+    out_dir: Path,
+    target_layer: str,
+    device: torch.device,
+    stem: str | None = None,
+) -> list[str]:
+    """Grad-CAM++ overlays of one uint8 image for each finding, as ``<out_dir>/<stem>_<Finding>.png``."""
+    indices = [labels.index(label) for label in findings]
+    heats, _ = cam.grad_cam_pp_batch(
+        model, np.repeat(image[None], len(indices), axis=0), indices, target_layer=target_layer, device=device
+    )
+    written = []
+    for label, j, heat in zip(findings, indices, heats, strict=True):
+        target = out_dir / f"{stem or path.stem}_{file_safe(label)}.png"
+        title = f"{path.name} — {label}: p={probabilities[j]:.3f}"
+        figures.cam_figure(target, image, cam.overlay(image, heat), title)
+        written.append(str(target))
+    return written

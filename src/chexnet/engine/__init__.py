@@ -1,0 +1,1 @@
+"""Running networks: precision, transforms, loaders, the training loop and inference."""

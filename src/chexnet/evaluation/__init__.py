@@ -1,0 +1,1 @@
+"""Judging scores: per-finding metrics, thresholds, patient-bootstrap intervals, figures."""

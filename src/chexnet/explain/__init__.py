@@ -1,0 +1,1 @@
+"""Heat maps: Grad-CAM++ and how well they point at the boxes experts drew."""

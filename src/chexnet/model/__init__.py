@@ -1,0 +1,1 @@
+"""The network and the model file that says how to use it."""

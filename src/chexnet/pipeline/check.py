@@ -1,0 +1,66 @@
+"""``chexnet check``: what DVC cannot say clearly, said before ``dvc repro`` starts.
+
+DVC interpolates ``${...}`` params into ``dvc.yaml`` and checks every dependency before any stage runs,
+so an empty file param ends ``dvc repro`` with a bare "ERROR: unexpected error", and a missing file with
+a message that names no param. A preset, layer or device that does not exist would only fail in the stage that
+uses it, after the stages before it ran. This reads ``params.yaml`` as the stages do (the schema, YAML
+1.2 as DVC reads it) and checks each of these up front, one line each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from chexnet.config.params import load_params
+from chexnet.config.schema import IMAGENET_FILE, NO_FILE, file_params, read_yaml
+from chexnet.core.errors import ChexnetError
+from chexnet.pipeline.paths import demo_hint
+
+
+def pipeline_outputs(dvc_yaml: Path) -> list[Path]:
+    """Paths some stage writes (its ``outs``, ``metrics``, ``plots``): they need not exist before a run."""
+    if not dvc_yaml.is_file():
+        return []
+    stages = (read_yaml(dvc_yaml.read_text(encoding="utf-8"), dvc_yaml) or {}).get("stages", {})
+    outputs = []
+    for stage in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []) or []:
+                outputs.extend(Path(k) for k in (entry if isinstance(entry, dict) else {entry: None}))
+    return outputs
+
+
+def check(params_file: str | Path = "params.yaml", dvc_yaml: str | Path = "dvc.yaml") -> list[str]:
+    """The problems found, one line each (empty: ``dvc repro`` will get past its checks)."""
+    from chexnet.data.presets import registry
+    from chexnet.engine.inference import resolve_device
+    from chexnet.model.network import CheXNet, check_target_layer
+
+    try:
+        params = load_params(params_file)
+    except ChexnetError as error:
+        return [str(error)]
+    problems = []
+    made = pipeline_outputs(Path(dvc_yaml))
+    keywords = {"", "none", "imagenet", NO_FILE, IMAGENET_FILE}
+    for key, value in file_params(params).items():
+        path = Path(value)
+        made_here = any(path == out or out in path.parents for out in made)
+        if value in keywords or path.exists() or (made_here and not demo_hint(path, params.data)):
+            continue
+        problems.append(
+            f"params: {key}: {value} does not exist{demo_hint(path, params.data)} (dvc repro would stop on "
+            f"this dependency); fix the path, or write {NO_FILE} for no file"
+        )
+    for what, run in (
+        ("data.preset", lambda: registry.get(params.data.preset)),
+        ("demo.layout", lambda: registry.get(params.demo.layout, "demo.layout")),
+        ("explain.target_layer", lambda: check_target_layer(CheXNet(2), params.explain.target_layer)),
+        ("device", lambda: resolve_device(params.device)),
+    ):
+        try:
+            run()
+        except ChexnetError as error:  # a message that names its param already is kept as it is
+            message = str(error)
+            problems.append(message if message.startswith("params:") else f"params: {what}: {message}")
+    return problems
