@@ -1,0 +1,60 @@
+"""The default demo run's recorded metrics meet the project's targets (benchmarks/README.md, "The demo").
+
+``metrics/`` is what ``dvc repro`` of the committed params wrote, committed with them (DVC's lock says
+which run they come from). The benchmark scripts measure the targets; this test only guards that what the
+repository ships, the first run a newcomer reproduces, still meets them: a change that lowers the demo's
+test AUROC below 0.90 or its pointing game below 0.70 fails here, and so does a ``dvc repro`` whose
+metrics were not committed with the params that made them.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from chexnet.pipeline.paths import reads_demo
+from tests.conftest import REPO
+
+AUROC_TARGET, POINTING_TARGET = 0.90, 0.70
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+LOCK = yaml.safe_load((REPO / "dvc.lock").read_text(encoding="utf-8"))
+
+pytestmark = pytest.mark.skipif(
+    not reads_demo(PARAMS["data"]["table"], PARAMS["data"]["images"]),
+    reason="params.yaml points at your own data: metrics/ are not the demo run's",
+)
+
+
+def _metric(stage: str) -> dict:
+    return json.loads((REPO / "metrics" / f"{stage}.json").read_text(encoding="utf-8"))
+
+
+def test_the_recorded_metrics_come_from_the_committed_params():
+    """Each metrics file is the one DVC's lock records for its stage (same md5), and the lock's params
+    are params.yaml's: the figures below belong to the run the repository describes."""
+    import hashlib
+
+    for stage in ("evaluate", "explain"):
+        outs = {out["path"]: out["md5"] for out in LOCK["stages"][stage]["outs"]}
+        path = f"metrics/{stage}.json"
+        assert hashlib.md5((REPO / path).read_bytes()).hexdigest() == outs[path], f"{path} is not dvc.lock's"
+        for key, value in LOCK["stages"][stage]["params"]["params.yaml"].items():
+            node = PARAMS
+            for part in key.split("."):
+                node = node[part]
+            assert node == value, f"params.yaml {key} is {node!r}, the recorded run's {value!r}: dvc repro"
+
+
+def test_the_default_demo_run_meets_the_auroc_target():
+    auroc = _metric("evaluate")["auroc"]["macro"]["value"]
+    assert auroc >= AUROC_TARGET, f"test mean AUROC {auroc:.3f} < {AUROC_TARGET}"
+
+
+def test_the_default_demo_run_meets_the_pointing_game_target():
+    explain = _metric("explain")
+    assert explain["cases"] >= 300, f"only {explain['cases']} boxes: the pointing game is noise"
+    assert explain["pointing_game"] >= POINTING_TARGET, (
+        f"pointing game {explain['pointing_game']:.3f} over {explain['cases']} boxes < {POINTING_TARGET}"
+    )
