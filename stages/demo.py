@@ -4,6 +4,8 @@ point at your own data, it generates nothing (a note in data/demo/ says why): no
 
 import logging
 
+from chexnet.config.data import DataParams
+from chexnet.config.demo import DemoParams
 from chexnet.core import io
 from chexnet.data.demo import generate_demo
 from chexnet.pipeline import paths
@@ -25,4 +27,4 @@ def main(params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(__doc__, main)
+    run_stage(__doc__, main, sections=(DemoParams, DataParams))

@@ -6,6 +6,7 @@ import logging
 
 import pandas as pd
 
+from chexnet.config import data, evaluate, train
 from chexnet.core import io
 from chexnet.data import cache
 from chexnet.engine import inference
@@ -52,9 +53,8 @@ def main(params) -> None:
     figures.evaluation_figures(result, test, truth, images, cfg.grid_images, confusion=paths.CONFUSION_PNG,
                                reliability=paths.RELIABILITY_PNG, grid=paths.PREDICTION_GRID)  # fmt: skip
     io.write_text(paths.MODEL_CARD, model_card.model_card_of_this_run(params, result.summary, labels))
-    macro = result.summary["auroc"]["macro"]
-    log.info("test mean AUROC %s (95%% CI %s–%s)", macro["value"], macro["ci_low"], macro["ci_high"])
+    log.info("test mean AUROC %(value)s (95%% CI %(ci_low)s–%(ci_high)s)", result.summary["auroc"]["macro"])
 
 
 if __name__ == "__main__":
-    run_stage(__doc__, main)
+    run_stage(__doc__, main, sections=(evaluate.EvaluateParams, train.TrainParams, data.DataParams))

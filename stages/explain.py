@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from chexnet.config import data, explain, train
 from chexnet.core import io
 from chexnet.core.errors import ChexnetError
 from chexnet.data import cache
@@ -48,8 +49,7 @@ def main(params) -> None:
         scores = localisation(model, images, predictions, boxes, names, fraction=cfg.cam_threshold,
                               **explaining)  # fmt: skip
         summary["localisation"] = {"split": "test", "box_table": str(box_table), **scores}
-        log.info("pointing game %s, IoBB > 0.5 %s over %d (image, finding) boxes",
-                 scores["pointing_game"], scores["iobb_over_0.5"], scores["cases"])  # fmt: skip
+        log.info("pointing game %(pointing_game)s, IoBB > 0.5 %(iobb_over_0.5)s over %(cases)d boxes", scores)
     else:
         log.info("no box table (data.bbox_table = %r): localisation not scored", params.data.bbox_table)
     record("explain", summary)
@@ -57,4 +57,4 @@ def main(params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(__doc__, main)
+    run_stage(__doc__, main, sections=(explain.ExplainParams, train.TrainParams, data.DataParams))

@@ -3,6 +3,7 @@ data/prepared/."""
 
 import logging
 
+from chexnet.config.data import DataParams
 from chexnet.data import prepare
 from chexnet.data.presets import registry
 from chexnet.pipeline import paths
@@ -24,7 +25,7 @@ def main(params) -> None:
         seed=params.seed,
         workers=cfg.workers,
         max_rejected_fraction=cfg.max_rejected_fraction,
-        label_options=params.label_options(),
+        label_options=cfg.label_options(params.labels),
         preset=cfg.preset,
         views=cfg.views,
     )
@@ -41,4 +42,4 @@ def main(params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(__doc__, main)
+    run_stage(__doc__, main, sections=(DataParams,))

@@ -2,6 +2,7 @@
 
 import logging
 
+from chexnet.config.split import SplitParams
 from chexnet.core import io
 from chexnet.data import cache, splits
 from chexnet.pipeline import paths
@@ -40,4 +41,4 @@ def main(params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(__doc__, main)
+    run_stage(__doc__, main, sections=(SplitParams,))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from chexnet.config.train import TrainParams
 from chexnet.core import io
 from chexnet.data import cache
 from chexnet.data.dataset import split_dataset
@@ -55,4 +56,4 @@ def train(params, ctx: distributed.Context) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(__doc__, main)
+    run_stage(__doc__, main, sections=(TrainParams,))

@@ -8,7 +8,7 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-from chexnet.config.params import DemoParams
+from chexnet.config.demo import DemoParams
 from chexnet.core.labels import NIH14 as LABELS
 from chexnet.core.labels import split_findings
 from chexnet.data.demo import DEMO_BOXES, generate_demo

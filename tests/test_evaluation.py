@@ -221,7 +221,7 @@ def test_thresholds_never_look_at_test_labels(evaluated: Path):
 
 def test_the_test_summary_is_built_by_the_library():
     """reports/evaluate.json's layout, from truth and scores: the stage only writes it."""
-    from chexnet.config.params import EvaluateParams
+    from chexnet.config.evaluate import EvaluateParams
 
     rng = np.random.default_rng(0)
     truth = (rng.random((60, 2)) < 0.4).astype(float)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from chexnet.config.params import DemoParams
+from chexnet.config.demo import DemoParams
 from chexnet.core.labels import LabelMismatchError
 from chexnet.data.demo import DEMO_BOXES, generate_demo
 from chexnet.explain import boxes

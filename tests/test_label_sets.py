@@ -19,7 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from chexnet.config.params import DemoParams
+from chexnet.config.demo import DemoParams
 from chexnet.core.labels import NIH14, file_safe
 from chexnet.data.demo import DEMO_BOXES, generate_demo
 from chexnet.data.presets import registry

@@ -36,7 +36,7 @@ COPY = [
     ".gitignore",
     "pyproject.toml",
 ]
-STAGES = ["demo", "prepare", "split", "train", "evaluate", "explain"]
+STAGES = ["check", "demo", "prepare", "split", "train", "evaluate", "explain"]
 
 
 def _env() -> dict[str, str]:
@@ -189,10 +189,14 @@ def test_a_rerun_that_changes_nothing_changes_no_metric(repo: Path):
 @pytest.mark.parametrize(
     ("module", "stages"),
     [
-        ("data/tables.py", {"prepare"}),
+        ("data/tables.py", {"check", "demo", "prepare"}),  # the presets read tables (their names: check)
         ("data/images.py", {"prepare"}),
-        ("data/presets/nih.py", {"demo", "prepare"}),  # a preset: its table rules and its demo layout
+        ("data/presets/nih.py", {"check", "demo", "prepare"}),  # its table rules and its demo layout
         ("data/painter.py", {"demo"}),
+        # the params schema: the check stage reads every section, a stage only those it names
+        ("config/split.py", {"check", "split"}),
+        ("config/train.py", {"check", "train", "evaluate", "explain"}),
+        ("config/explain.py", {"check", "explain"}),
     ],
 )
 def test_editing_table_reading_decoding_or_the_demo_painter_does_not_retrain(repo: Path, module, stages):
@@ -206,6 +210,25 @@ def test_editing_table_reading_decoding_or_the_demo_painter_does_not_retrain(rep
         assert changed == stages, changed
     finally:
         source.write_bytes(original)
+    assert "up to date" in run(repo, "dvc", "status")
+
+
+def test_a_bad_value_in_any_section_stops_dvc_repro_before_the_first_stage(repo: Path):
+    """Each stage reads only its own sections, but dvc repro runs the check stage (every section) first."""
+    params_path = repo / "params.yaml"
+    text = params_path.read_text()
+    try:
+        params = yaml.safe_load(text)
+        params["explain"]["top_k"] = 0  # read by the last stage only
+        params["demo"]["seed"] = 7  # and a change that would rerun the first
+        params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+        result = subprocess.run(["dvc", "repro"], cwd=repo, env=_env(), capture_output=True, text=True)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0 and "explain.top_k" in output, output[-3000:]
+        assert "Running stage 'check'" in output and "Running stage 'demo'" not in output
+    finally:
+        params_path.write_text(text)
+    run(repo, "dvc", "repro")  # the check stage again: its stamp is unchanged, so nothing else reruns
     assert "up to date" in run(repo, "dvc", "status")
 
 

@@ -499,7 +499,7 @@ def test_out_of_memory_in_a_stage_is_one_line(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["train.py"])
     with pytest.raises(SystemExit) as stopped:
-        stage_runner.run_stage("test", body)
+        stage_runner.run_stage("test", body, sections=())
     assert stopped.value.code == 1
 
 

@@ -217,7 +217,9 @@ def test_a_read_only_output_file_system_is_one_line(tmp_path: Path, monkeypatch)
     monkeypatch.setattr(sys, "argv", ["prepare.py"])
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stopped:
-        stage_runner.run_stage("test", lambda params: io.write_text(tmp_path / "metrics" / "x.json", "{}"))
+        stage_runner.run_stage(
+            "test", lambda params: io.write_text(tmp_path / "metrics" / "x.json", "{}"), sections=()
+        )
     assert stopped.value.code == 1
 
 
@@ -271,19 +273,29 @@ def test_an_out_of_range_param_is_refused_naming_its_key(key: str, value):
         params_module.params_from_dict(raw)
 
 
+CHECK = str(REPO / "stages" / "check.py")
+
+
 @pytest.mark.parametrize(
-    "bad",
+    ("bad", "stages"),
     [
-        "{train: {early_stopping_patience: -1}}",
-        "{evaluate: {calibration_bins: 0}}",
-        "{lr: .nan}",
-        "labels: [a, a]",
+        ("{train: {early_stopping_patience: -1}}", [CHECK, str(REPO / "stages" / "train.py")]),
+        ("{evaluate: {calibration_bins: 0}}", [CHECK, str(REPO / "stages" / "evaluate.py")]),
+        ("{explain: {top_k: 0}}", [CHECK, str(REPO / "stages" / "explain.py")]),
+        ("{lr: .nan}", [CHECK, PREPARE]),
+        ("labels: [a, a]", [CHECK, PREPARE]),
+        ("{data: {preset: padchestt}}", [CHECK, PREPARE]),
     ],
 )
-def test_bad_params_stop_a_stage_before_it_writes(tmp_path: Path, bad: str):
+def test_bad_params_stop_the_check_stage_and_the_stage_that_reads_them_before_they_write(
+    tmp_path: Path, bad: str, stages: list[str]
+):
+    """The check stage (first under dvc repro) reads every section; a stage reads the top level and
+    its own sections: both refuse a bad value in one line, naming its key, before writing anything."""
     (tmp_path / "params.yaml").write_text(bad)
-    _one_clean_line(_stage(tmp_path, PREPARE), "params:")
-    assert not (tmp_path / "data").exists()
+    for script in stages:
+        _one_clean_line(_stage(tmp_path, script), "params:")
+    assert not (tmp_path / "data").exists() and not (tmp_path / "reports").exists()
 
 
 # --- faults ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from chexnet.config.params import DemoParams
+from chexnet.config.demo import DemoParams
 from chexnet.core.labels import NIH14, LabelOptions
 from chexnet.data import cache, prepare, tables
 from chexnet.data.demo import generate_demo

@@ -26,7 +26,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from chexnet.config.params import DemoParams
+from chexnet.config.demo import DemoParams
 from chexnet.core import io
 from chexnet.core.labels import NIH14
 from chexnet.data.painter import Anatomy, draw_radiograph

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from chexnet.config.params import TTA_MODES
+from chexnet.config.evaluate import TTA_MODES
 from chexnet.core.errors import ChexnetError
 from chexnet.core.labels import LabelList
 from chexnet.data.dataset import normalize_batch, split_dataset

@@ -37,7 +37,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from chexnet.config.params import Params, TrainParams
+from chexnet.config.common import CommonParams
+from chexnet.config.stage import StageParams
+from chexnet.config.train import TrainParams
 from chexnet.core.errors import ChexnetError
 from chexnet.core.labels import LabelList
 from chexnet.data.dataset import CachedImages
@@ -63,7 +65,7 @@ class NonFiniteLossError(ChexnetError, RuntimeError):
     """The loss became NaN or infinite; training stops instead of saving a broken model."""
 
 
-_DEFAULTS = Params()  # the defaults live in the params schema, nowhere else
+_DEFAULTS = CommonParams()  # the defaults live in the params schema, nowhere else
 LR_PRETRAINED = 1e-4  # the seed's Adam learning rate, for a model that starts from trained weights
 LR_FROM_SCRATCH = 3e-4  # from random initialisation 1e-4 learns too little in a 5-epoch demo (measured)
 
@@ -80,7 +82,7 @@ def learning_rate(lr: float | str, pretrained: bool) -> float:
 @dataclass(frozen=True)
 class TrainOptions(TrainParams):
     """What :func:`fit` needs: the ``train:`` section exactly as the params schema declares it (its
-    fields, defaults and meaning are inherited from :class:`chexnet.config.params.TrainParams`, never listed
+    fields, defaults and meaning are inherited from :class:`chexnet.config.train.TrainParams`, never listed
     twice), plus the seed's recipe from the top level, with ``lr`` resolved to a number."""
 
     epochs: int = _DEFAULTS.epochs
@@ -90,7 +92,7 @@ class TrainOptions(TrainParams):
     num_workers: int = _DEFAULTS.num_workers
 
     @classmethod
-    def from_params(cls, params: Params, pretrained: bool) -> TrainOptions:
+    def from_params(cls, params: StageParams, pretrained: bool) -> TrainOptions:
         """``pretrained``: whether the model starts from trained weights (what ``lr: auto`` depends on)."""
         top = {"epochs": params.epochs, "batch_size": params.batch_size, "seed": params.seed,
                "num_workers": params.num_workers, "lr": learning_rate(params.lr, pretrained)}  # fmt: skip

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from chexnet.config.params import THRESHOLD_METHODS, EvaluateParams
+from chexnet.config.evaluate import THRESHOLD_METHODS, EvaluateParams
 from chexnet.core.errors import ChexnetError
 from chexnet.evaluation import bootstrap, classification
 from chexnet.evaluation.classification import known, undefined_reason

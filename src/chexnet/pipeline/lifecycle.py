@@ -107,6 +107,8 @@ def stage_param_keys(stage: str, dvc_yaml: str | Path = "dvc.yaml") -> list[str]
         entries = document["stages"][stage]["params"]
     except (ChexnetError, KeyError, TypeError):
         return None
+    if any(isinstance(entry, dict) and not entry.get("params.yaml", True) for entry in entries):
+        return None  # "- params.yaml:" with no keys: DVC tracks every param of the file
     return [entry for entry in entries if isinstance(entry, str)]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from chexnet.config.params import Params, params_to_dict
+from chexnet.config.stage import StageParams
 from chexnet.core import io
 from chexnet.core.labels import LABELS_FILE, LabelList
 from chexnet.pipeline import paths
@@ -201,7 +201,7 @@ def model_card(
 
 
 def model_card_for(
-    params: Params, evaluation: dict[str, Any], labels: LabelList, *, prepare_report: Path,
+    params: StageParams, evaluation: dict[str, Any], labels: LabelList, *, prepare_report: Path,
     split_report: Path, train_metrics: Path, label_counts: Path, demo_dir: Path,
 ) -> str:  # fmt: skip
     """This run's model card: the evaluate summary with the earlier stages' files (the pipeline says
@@ -212,14 +212,14 @@ def model_card_for(
         prepare=io.read_json(prepare_report),
         split=io.read_json(split_report),
         train=io.read_json(train_metrics),
-        params=params_to_dict(params),
+        params=params.as_dict(),
         demo_data=reads_demo(params.data.table, params.data.images, demo_dir),  # the demo stage's own rule
         labels=labels,
         label_counts=io.read_json(label_counts),
     )
 
 
-def model_card_of_this_run(params: Params, evaluation: dict[str, Any], labels: LabelList) -> str:
+def model_card_of_this_run(params: StageParams, evaluation: dict[str, Any], labels: LabelList) -> str:
     """:func:`model_card_for` with the earlier stages' files where the pipeline keeps them."""
     return model_card_for(
         params, evaluation, labels, prepare_report=paths.report_file("prepare"),

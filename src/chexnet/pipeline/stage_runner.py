@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from chexnet.config.params import Params, load_params
+from chexnet.config.stage import StageParams, load_stage_params
 from chexnet.core.errors import ChexnetError
 from chexnet.pipeline import lifecycle
 
@@ -54,8 +54,9 @@ def _out_of_memory(error: BaseException) -> bool:
     )
 
 
-def run_stage(description: str, body: Callable[[Params], None]) -> None:
-    """Parse arguments, load params, run ``body``; turn user errors into one line and exit 1."""
+def run_stage(description: str, body: Callable[[StageParams], None], sections: tuple[type, ...]) -> None:
+    """Parse arguments, load the top level of the params and the ``sections`` (their schema classes) the
+    stage reads, run ``body``; turn user errors into one line and exit 1."""
     parser = stage_parser(description)
     args = parser.parse_args()
     setup_logging(args.verbose)
@@ -68,7 +69,7 @@ def run_stage(description: str, body: Callable[[Params], None]) -> None:
     try:
         keys = lifecycle.stage_param_keys(stage)
         snapshot = lifecycle.params_snapshot(args.params, keys)
-        body(load_params(args.params))
+        body(load_stage_params(args.params, sections))
         if not worker:
             lifecycle.require_unchanged(args.params, keys, snapshot)
     except KeyboardInterrupt as interrupt:

@@ -1,0 +1,66 @@
+"""``data:``: where the table and the images are, which columns hold what, and how findings are read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from chexnet.config.common import PRESET_NAME
+from chexnet.config.schema import ParamsError, check_ranges, param
+from chexnet.core.labels import BLANK_POLICIES, UNCERTAIN_POLICIES, LabelOptions
+
+VIEWS = ("PA", "AP", "lateral")  # data.views: what the chexpert and mimic presets can filter on
+
+
+@dataclass(frozen=True)
+class DataParams:
+    SECTION: ClassVar[str] = "data"
+
+    table: str = param("data/demo/table.parquet", free=True)
+    images: str = param("data/demo/images", free=True)
+    preset: str = param("seed", pattern=PRESET_NAME)  # the layout of the table (README "Your own data")
+    metadata_table: str = param("", file=True)  # mimic: mimic-cxr-2.0.0-metadata.csv(.gz)
+    image_column: str = param("", free=True)  # "" = the preset's; set one to override it
+    label_column: str = param("", free=True)
+    patient_column: str = param("", free=True)  # "none": patient ids from NIH file names PPPPPPPP_FFF.png
+    bbox_table: str = param("data/demo/BBox_List.csv", file=True)  # inputs/none: no boxes
+    workers: int = param(0, low=0)  # decoder threads for prepare; 0 = every core
+    max_rejected_fraction: float = param(0.01, low=0, high=1)  # prepare fails above this share
+    # How findings are read (the label list itself is the top-level ``labels``; docs/data.md).
+    no_finding: str = param("No Finding", pattern=r".*\S.*")  # the "nothing found" token (not a class)
+    aliases: dict[str, str] = param(factory=dict)  # exact names mapped, e.g. Pleural Effusion: Effusion
+    ignore_findings: list[str] = param(factory=list)  # findings removed before anything (counted)
+    min_positives: int = param(10, low=1)  # fewer positives in the whole table stop prepare ...
+    drop_rare: bool = False  # ... unless they are dropped (counted in metrics/prepare.json)
+    uncertain: str | dict[str, str] = param("ignore", choices=UNCERTAIN_POLICIES)  # or {Finding: policy}
+    blank: str = param("negative", choices=BLANK_POLICIES)  # chexpert/mimic blank (not mentioned)
+    views: list[str] = param(factory=list, choices=VIEWS)  # keep only these views ([] = all)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, f"{self.SECTION}.")
+        policies = [self.uncertain] if isinstance(self.uncertain, str) else self.uncertain.values()
+        if any(p not in UNCERTAIN_POLICIES for p in policies):
+            raise ParamsError(
+                f"params: data.uncertain must be one of {', '.join(UNCERTAIN_POLICIES)} (or a mapping "
+                f"finding: policy, with an optional default), got {self.uncertain!r}"
+            )
+        if self.blank not in BLANK_POLICIES:
+            raise ParamsError(f"params: data.blank must be one of {', '.join(BLANK_POLICIES)}")
+        if any(v not in VIEWS for v in self.views):
+            raise ParamsError(f"params: data.views may hold {', '.join(VIEWS)}, got {self.views}")
+        if not self.no_finding.strip():
+            raise ParamsError("params: data.no_finding must name the table's no-finding token")
+
+    def label_options(self, labels: str | list[str]) -> LabelOptions:
+        """These params with the top-level ``labels`` as the one object :mod:`chexnet.core.labels` builds
+        the label list from."""
+        return LabelOptions(
+            spec=labels if isinstance(labels, str) else tuple(labels),
+            no_finding=self.no_finding,
+            aliases=dict(self.aliases),
+            ignore=tuple(self.ignore_findings),
+            min_positives=self.min_positives,
+            drop_rare=self.drop_rare,
+            uncertain=self.uncertain if isinstance(self.uncertain, str) else dict(self.uncertain),
+            blank=self.blank,
+        )

@@ -1,0 +1,25 @@
+"""check stage: all of params.yaml against the whole schema, and the preset names, before any work.
+
+Each other stage reads only its own sections (so that editing one section's schema reruns only the
+stages that use it) and depends on this stage's stamp, reports/check.json, so that a misspelled key or a
+bad value anywhere still stops dvc repro before the first stage runs. The stamp's content never depends
+on the params' values: when only they change, this stage reruns and nothing downstream because of it.
+"""
+
+from chexnet.config.params import SECTION_CLASSES
+from chexnet.core import io
+from chexnet.data.presets import registry
+from chexnet.pipeline import paths
+from chexnet.pipeline.stage_runner import run_stage
+
+
+def main(params) -> None:
+    registry.get(params.data.preset)
+    registry.get(params.demo.layout, "demo.layout")
+    io.write_json(
+        paths.report_file("check"), {"checked": ["top level", *(c.SECTION for c in SECTION_CLASSES)]}
+    )
+
+
+if __name__ == "__main__":
+    run_stage(__doc__, main, sections=SECTION_CLASSES)
