@@ -6,7 +6,7 @@ import logging
 
 import pandas as pd
 
-from chexnet.config import data, evaluate, train
+from chexnet.config import data, evaluate
 from chexnet.core import io
 from chexnet.data import cache
 from chexnet.engine import inference
@@ -26,7 +26,7 @@ def main(params) -> None:
     split, labels = pd.read_parquet(paths.SPLIT_FILE), cache.load_labels(paths.PREPARED_DIR)
     model, info = load_model(paths.MODEL_FILE)
     require_labels(info, labels, paths.MODEL_FILE, "the prepared data (data/prepared/labels.json)")
-    precision = inference.Precision.of(params.train.amp, params.train.channels_last, device)  # as trained
+    precision = inference.Precision.recorded(info.run_as, device)  # as trained: the model's record says
     names, model = list(labels.names), model.to(device)
     loading = {"batch_size": params.batch_size, "seed": params.seed, "num_workers": params.num_workers,
                "device": device, "tta": cfg.tta, "precision": precision}  # fmt: skip
@@ -57,4 +57,4 @@ def main(params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(__doc__, main, sections=(evaluate.EvaluateParams, train.TrainParams, data.DataParams))
+    run_stage(__doc__, main, sections=(evaluate.EvaluateParams, data.DataParams))

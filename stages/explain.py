@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from chexnet.config import data, explain, train
+from chexnet.config import data, explain
 from chexnet.core import io
 from chexnet.core.errors import ChexnetError
 from chexnet.data import cache
@@ -30,7 +30,7 @@ def main(params) -> None:
     images = cache.load_images(paths.PREPARED_DIR)
     labels = cache.load_labels(paths.PREPARED_DIR)
     require_labels(info, labels, paths.MODEL_FILE, "the prepared data (data/prepared/labels.json)")
-    precision = inference.Precision.of(params.train.amp, params.train.channels_last, device)  # as trained
+    precision = inference.Precision.recorded(info.run_as, device)  # as trained: the model's record says
     model, names = model.to(device, memory_format=precision.memory_format), list(labels.names)
     explaining = {"target_layer": cfg.target_layer, "device": device, "precision": precision}
 
@@ -57,4 +57,4 @@ def main(params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(__doc__, main, sections=(explain.ExplainParams, train.TrainParams, data.DataParams))
+    run_stage(__doc__, main, sections=(explain.ExplainParams, data.DataParams))

@@ -16,7 +16,7 @@ from chexnet.core import io
 from chexnet.data import cache
 from chexnet.data.dataset import split_dataset
 from chexnet.engine import distributed, inference, resume, training
-from chexnet.model.file import ModelInfo, build_model, save_model
+from chexnet.model.file import build_model, save_model
 from chexnet.pipeline import paths
 from chexnet.pipeline.stage_runner import record, run_stage
 
@@ -50,7 +50,8 @@ def train(params, ctx: distributed.Context) -> None:
     if not ctx.is_main:
         return
     logger.end()
-    save_model(paths.MODEL_FILE, result.best_state, ModelInfo(labels, image_size=image_size))
+    info = training.model_record(params, labels, image_size, pretrained, ctx.device)
+    save_model(paths.MODEL_FILE, result.best_state, info)
     record("train", training.summary(result, pretrained, options, ctx))
     checkpoint.unlink(missing_ok=True)  # finished: the next run with other params starts fresh
 

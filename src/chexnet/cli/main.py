@@ -81,7 +81,7 @@ def _thresholds(args: argparse.Namespace, labels: list[str]) -> tuple[dict[str, 
 
 def _load(args: argparse.Namespace):
     """The model (ours or the seed's format, weights_only), its findings, image size and thresholds."""
-    from chexnet.engine.inference import resolve_device
+    from chexnet.engine.inference import Precision, resolve_device
     from chexnet.model.file import load_model
 
     device = resolve_device(args.device)
@@ -113,7 +113,9 @@ def _load(args: argparse.Namespace):
         check_target_layer(model, args.layer)
         folder = args.heatmaps if args.command == "predict" else args.out
         io.require_writable_dir(folder, "--heatmaps" if args.command == "predict" else "--out")
-    return model.to(device).eval(), device, labels, image_size, thresholds, source
+    precision = Precision.recorded(info.run_as, device)  # the thresholds were chosen on outputs in it
+    model = model.to(device, memory_format=precision.memory_format).eval()
+    return model, device, labels, image_size, thresholds, source, precision
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -121,7 +123,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ChexnetError(f"--batch-size must be 1 or more, got {args.batch_size}")
-    model, device, labels, image_size, thresholds, source = _load(args)
+    model, device, labels, image_size, thresholds, source, precision = _load(args)
     files = collect_inputs(args.inputs)
     if not files:
         log.error("no PNG, JPEG or DICOM files in %s", ", ".join(map(str, args.inputs)))
@@ -136,6 +138,7 @@ def _predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         heatmaps=args.heatmaps,
         target_layer=args.layer,
+        precision=precision,
     )
     if args.json:
         document = {
@@ -173,7 +176,7 @@ def _explain(args: argparse.Namespace) -> int:
 
     from chexnet.deploy.predict import explain_file
 
-    model, device, labels, image_size, thresholds, _ = _load(args)
+    model, device, labels, image_size, thresholds, _, precision = _load(args)
     unknown = [name for name in args.finding or [] if name not in labels]
     if unknown:
         raise LabelMismatchError(f"--finding {unknown}: the model {args.model} predicts {labels}")
@@ -190,6 +193,7 @@ def _explain(args: argparse.Namespace) -> int:
                 out_dir=args.out,
                 thresholds=thresholds,
                 findings=args.finding,
+                precision=precision,
             )
         except (OSError, ValueError, Image.DecompressionBombError) as error:
             log.error("%s: cannot be explained: %s", image, error)

@@ -101,6 +101,7 @@ def predict_files(
     batch_size: int = 16,
     heatmaps: Path | None = None,
     target_layer: str = "features[-1]",
+    precision: inference.Precision = inference.FP32,
 ) -> list[Prediction]:
     """Probabilities and findings for every file, in order; heat maps of positive findings if asked.
 
@@ -114,7 +115,7 @@ def predict_files(
                 log.error("%s: cannot be read: %s", path, error)
                 results[path] = Prediction(file=str(path), error=error)
             if pixels is not None:
-                probabilities = inference.predict_images(model, pixels, device)
+                probabilities = inference.predict_images(model, pixels, device, precision)
                 for path, image, p in zip(good, pixels, probabilities, strict=True):
                     positive = [label for label, flag in zip(labels, p >= cut, strict=True) if flag]
                     result = Prediction(
@@ -134,6 +135,7 @@ def predict_files(
                             target_layer=target_layer,
                             device=device,
                             stem=stems[path],
+                            precision=precision,
                         )
                     results[path] = result
             bar.update(len(good) + len(failures))
@@ -151,6 +153,7 @@ def explain_file(
     out_dir: str | Path,
     thresholds: dict[str, float] | None = None,
     findings: list[str] | None = None,
+    precision: inference.Precision = inference.FP32,
 ) -> list[dict[str, object]]:
     """Explain one image file (any format :func:`chexnet.data.images.load_gray` reads: PNG, JPEG, DICOM).
 
@@ -161,7 +164,7 @@ def explain_file(
     image = load_gray(path, image_size)
     thresholds = thresholds or dict.fromkeys(labels, 0.5)
     with torch.no_grad():
-        probabilities = inference.predict_images(model, image[None], device)[0]
+        probabilities = inference.predict_images(model, image[None], device, precision)[0]
     if findings is None:
         findings = [label for j, label in enumerate(labels) if probabilities[j] >= thresholds[label]]
         findings = findings or [labels[int(np.argmax(probabilities))]]
@@ -175,6 +178,7 @@ def explain_file(
         out_dir=Path(out_dir),
         target_layer=target_layer,
         device=device,
+        precision=precision,
     )
     return [
         {"finding": label, "probability": float(probabilities[labels.index(label)]), "overlay": overlay}
@@ -194,11 +198,17 @@ def write_overlays(
     target_layer: str,
     device: torch.device,
     stem: str | None = None,
+    precision: inference.Precision = inference.FP32,
 ) -> list[str]:
     """Grad-CAM++ overlays of one uint8 image for each finding, as ``<out_dir>/<stem>_<Finding>.png``."""
     indices = [labels.index(label) for label in findings]
     heats, _ = cam.grad_cam_pp_batch(
-        model, np.repeat(image[None], len(indices), axis=0), indices, target_layer=target_layer, device=device
+        model,
+        np.repeat(image[None], len(indices), axis=0),
+        indices,
+        target_layer=target_layer,
+        device=device,
+        precision=precision,
     )
     written = []
     for label, j, heat in zip(findings, indices, heats, strict=True):

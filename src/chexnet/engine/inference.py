@@ -27,8 +27,10 @@ from chexnet.core.errors import ChexnetError
 from chexnet.core.labels import LabelList
 from chexnet.data.dataset import normalize_batch, split_dataset
 from chexnet.engine.distributed import Context, gather_rows
+from chexnet.model.file import RunAs
 from chexnet.model.network import CheXNet, LogitsView
 
+log = logging.getLogger(__name__)
 SINGLE = Context(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
 
@@ -90,6 +92,35 @@ class Precision:
         the model as it was trained (on a CPU with native bf16: bf16 and channels_last; on CUDA: the
         autocast dtype, NCHW unless asked)."""
         return cls(amp_dtype(amp, device), on_cpu_by_default(channels_last, device))
+
+    @classmethod
+    def recorded(cls, run_as: RunAs | None, device: torch.device) -> Precision:
+        """The precision a model's record says it was trained in, on ``device``, so that its thresholds
+        (chosen on outputs in that precision) meet outputs in that precision. Where the device lacks it
+        (bf16 on a CPU without native bf16, fp16 off CUDA) or the record does not say (a seed
+        checkpoint, an older record): fp32, said in one log line."""
+        if run_as is None:
+            log.info("the model does not record the precision it was trained in: it runs in fp32")
+            return cls(None, False)
+        channels_last = run_as.memory_format == "channels_last"
+        wanted = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(run_as.dtype)
+        usable = (device.type == "cuda" and (wanted != torch.bfloat16 or torch.cuda.is_bf16_supported())) or (
+            device.type == "cpu" and wanted == torch.bfloat16 and cpu_has_native_bf16()
+        )
+        if wanted is not None and not usable:
+            log.warning(
+                "the model was trained in %s, which %s does not run natively: it runs in fp32 here, so its "
+                "probabilities differ from the training precision's by that precision's rounding",
+                run_as.dtype,
+                device,
+            )
+            return cls(None, channels_last)
+        return cls(wanted, channels_last)
+
+    def run_as(self) -> RunAs:
+        """This precision as a model record says it (what train writes beside the model)."""
+        dtype = "float32" if self.dtype is None else str(self.dtype).removeprefix("torch.")
+        return RunAs(dtype, "channels_last" if self.channels_last else "contiguous")
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -262,8 +293,14 @@ def predict_split(
 
 
 @torch.no_grad()
-def predict_images(model: CheXNet, images: np.ndarray, device: torch.device) -> np.ndarray:
-    """Probabilities ``B×findings`` for uint8 ``B×S×S`` images (fp32)."""
+def predict_images(
+    model: CheXNet, images: np.ndarray, device: torch.device, precision: Precision = FP32
+) -> np.ndarray:
+    """Probabilities ``B×findings`` for uint8 ``B×S×S`` images, in ``precision`` (the model's recorded one
+    where the caller has it: :meth:`Precision.recorded`); the sigmoid in fp32."""
     model.eval()
-    batch = normalize_batch(torch.from_numpy(np.array(images, dtype=np.uint8))[:, None], device)
-    return torch.sigmoid(model.logits(batch)).cpu().numpy()
+    pixels = torch.from_numpy(np.array(images, dtype=np.uint8))[:, None]
+    batch = normalize_batch(pixels, device, channels_last=precision.channels_last)
+    with precision.autocast(device):
+        logits = model.logits(batch)
+    return torch.sigmoid(logits.float()).cpu().numpy()

@@ -55,6 +55,7 @@ from chexnet.engine.inference import (
 from chexnet.engine.loss import MaskedBCEWithLogitsLoss, positive_weights
 from chexnet.engine.resume import EpochRecord, FitResult, Progress, ResumeState
 from chexnet.evaluation.classification import mean_auroc, per_class_auroc
+from chexnet.model.file import ModelInfo
 from chexnet.model.network import CheXNet, LogitsView, set_memory_efficient
 
 log = logging.getLogger(__name__)
@@ -310,6 +311,16 @@ def _log_epoch(record: EpochRecord, epochs: int) -> None:
         record.images_per_second,
         record.seconds,
     )
+
+
+def model_record(
+    params: StageParams, labels: LabelList, image_size: int, pretrained: bool, device: torch.device
+) -> ModelInfo:
+    """What train writes beside the model: the precision and layout :func:`build_run` trained in (so
+    evaluate, explain and predict run it so), where it started from, and the params it was trained with."""
+    precision = Precision.of(params.train.amp, params.train.channels_last, device)
+    origin = {"kind": "trained", "initial_weights": params.weights, "pretrained": pretrained}
+    return ModelInfo(labels, image_size, run_as=precision.run_as(), origin=origin, training=params.as_dict())
 
 
 def describe(options: TrainOptions, ctx: Context, pretrained: bool, labels: LabelList) -> str:

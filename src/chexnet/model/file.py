@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,11 @@ from chexnet.core.labels import NIH14, LabelList, LabelMismatchError, seed_check
 from chexnet.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 from chexnet.model.network import IMAGENET_WEIGHTS, CheckpointError, CheXNet, hub_weights_path
 
-MODEL_INFO_FORMAT = "chexnet-model/1"
+MODEL_INFO_FORMAT = "chexnet-model/2"
+# Version 1 (before 2026-12-02) held the labels and the image size only: read with what chexnet wrote then
+# (DenseNet121, ImageNet input); its precision is unknown, so readers run it in fp32 and say so.
+READABLE_FORMATS = ("chexnet-model/1", MODEL_INFO_FORMAT)
+ARCHITECTURES = ("densenet121",)  # what this version builds (model/network.py)
 
 log = logging.getLogger(__name__)
 
@@ -59,24 +63,100 @@ def model_info_path(model_path: str | Path) -> Path:
 
 
 @dataclass(frozen=True)
+class InputSpec:
+    """How an image becomes the network's input; every reader applies the record's, never its own."""
+
+    channels: int = 3  # 8-bit grayscale repeated to 3 channels
+    scale: float = 255.0  # pixel values / scale: 0..1
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    resize: str = "square"  # the whole image resized to image_size × image_size, no crop
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"channels": self.channels, "scale": self.scale, "mean": list(self.mean),
+                "std": list(self.std), "resize": self.resize}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """The precision and memory layout a model was trained in, so that its thresholds (chosen on outputs
+    in this precision) are applied to outputs in the same precision."""
+
+    dtype: str = "float32"  # float32 | bfloat16 | float16 (the autocast dtype)
+    memory_format: str = "contiguous"  # contiguous | channels_last
+
+
+@dataclass(frozen=True)
 class ModelInfo:
-    """What travels with a model: its findings in output order, the input size it was trained at and
-    the input transform. The state_dict itself stays in the seed's format; this file sits beside it."""
+    """What travels with a model (``<model>.json``, format ``chexnet-model/2``): its findings in output
+    order, the architecture, the input it expects, the precision it was trained in, where it came from
+    and how it was trained. The state_dict itself stays in the seed's format; this file sits beside it."""
 
     labels: LabelList
     image_size: int | None  # None: unknown (a seed checkpoint); predict then needs --image-size
     source: str = "chexnet"  # chexnet (written by train) | seed (no file beside the checkpoint)
+    architecture: str = "densenet121"
+    input: InputSpec = InputSpec()
+    run_as: RunAs | None = None  # None: unknown (a seed checkpoint, a version-1 record): run in fp32
+    origin: dict[str, Any] = field(default_factory=dict)  # {"kind": "trained", "initial_weights": ...}
+    training: dict[str, Any] = field(default_factory=dict)  # the params it was trained with
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "format": MODEL_INFO_FORMAT,
+            "architecture": self.architecture,
             "labels": list(self.labels.names),
             "label_source": self.labels.source,
-            "image_size": self.image_size,
-            "input": "8-bit grayscale repeated to 3 channels, /255, ImageNet mean/std",
-            "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+            "outputs": len(self.labels),
             "output": "sigmoid probability per label, in this order",
+            "image_size": self.image_size,
+            "input": self.input.as_dict(),
+            "run_as": None if self.run_as is None else asdict(self.run_as),
+            "origin": self.origin,
+            "training": self.training,
         }
+
+
+def _record_parts(document: dict[str, Any], info_file: Path) -> dict[str, Any]:
+    """The version-2 fields of a record (defaults for version 1); refuses an unknown version and what
+    this chexnet cannot build or feed (another architecture or input), naming the field."""
+    version = document.get("format")
+    if version not in READABLE_FORMATS:
+        raise CheckpointError(
+            f"{info_file}: model record format {version!r} is not one this chexnet reads "
+            f"({', '.join(READABLE_FORMATS)}); it was written by another version: upgrade chexnet"
+        )
+    if version == "chexnet-model/1":
+        return {}
+    try:
+        architecture = document["architecture"]
+        spec = document["input"]
+        spec = InputSpec(int(spec["channels"]), float(spec["scale"]), tuple(map(float, spec["mean"])),
+                         tuple(map(float, spec["std"])), str(spec["resize"]))  # fmt: skip
+        run_as = document["run_as"]
+        run_as = None if run_as is None else RunAs(str(run_as["dtype"]), str(run_as["memory_format"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{info_file} is not a complete chexnet-model/2 record ({type(error).__name__}: {error}); "
+            "restore it from the run that made the model"
+        ) from error
+    if architecture not in ARCHITECTURES:
+        raise CheckpointError(
+            f"{info_file}: architecture {architecture!r}: this chexnet builds {ARCHITECTURES}"
+        )
+    if spec != InputSpec():
+        raise CheckpointError(
+            f"{info_file}: the model expects input {spec.as_dict()}, which this chexnet does not produce "
+            f"(it feeds {InputSpec().as_dict()}): running it so would give wrong probabilities"
+        )
+    origin, training = dict(document.get("origin") or {}), dict(document.get("training") or {})
+    return {
+        "architecture": architecture,
+        "input": spec,
+        "run_as": run_as,
+        "origin": origin,
+        "training": training,
+    }
 
 
 def save_model(path: str | Path, state: dict[str, torch.Tensor], info: ModelInfo) -> None:
@@ -106,7 +186,7 @@ def read_model_info(path: str | Path, n_outputs: int, labels: LabelList | None =
                 f"--labels {list(labels.names)} differ from {info_file}: {list(found.names)}; "
                 "the file beside the model is what it was trained with: drop --labels"
             )
-        info = ModelInfo(found, image_size)
+        info = ModelInfo(found, image_size, **_record_parts(document, info_file))
     elif labels is not None:
         info = ModelInfo(labels, None, source="seed")
     else:

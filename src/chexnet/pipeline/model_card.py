@@ -56,6 +56,7 @@ def model_card(
     demo_data: bool,
     labels: LabelList,
     label_counts: dict[str, Any],
+    record: dict[str, Any],
 ) -> str:
     """Render ``reports/model_card.md`` from the stages' metrics, the label list and the params."""
     names = list(labels.names)
@@ -66,6 +67,8 @@ def model_card(
         "nih14": "NIH ChestX-ray14's 14 findings in CheXNet's order",
         "explicit": "the list given in params.yaml (`labels`)",
     }.get(labels.source, labels.source)
+    trained, run_as = record.get("training") or {}, record.get("run_as") or {}
+    trained_train = trained.get("train") or {}
     auroc, ap = evaluation["auroc"], evaluation["average_precision"]
     boot = evaluation["bootstrap"]
     lines = [
@@ -82,9 +85,10 @@ def model_card(
         f"- Initial weights: {'ImageNet (torchvision DEFAULT)' if train.get('pretrained') else 'random initialisation (ImageNet weights were not available or not asked for)'}.",
         f"- Trained on {train.get('train_device', '?')}, {train.get('epochs_trained', '?')} epochs; kept: epoch "
         f"{train.get('best_epoch', '?')} (best validation mean AUROC {_num(train.get('best_val_mean_auroc'))}).",
-        f"- Params: epochs {params['epochs']}, batch size {params['batch_size']}, Adam lr {train.get('learning_rate', params['lr'])}, image size "
-        f"{params['image_size']} px, seed {params['seed']}, weights `{params['weights']}`, amp `{params['train']['amp']}`, "
-        f"pos_weight {params['train']['pos_weight']}, test-time augmentation `{params['evaluate']['tta']}`.",
+        f"- Trained with (its record, `models/chexnet_model.json`): epochs {trained.get('epochs', '?')}, batch size {trained.get('batch_size', '?')}, Adam lr {train.get('learning_rate', trained.get('lr', '?'))}, image size "
+        f"{record.get('image_size') or '?'} px, seed {trained.get('seed', '?')}, weights `{trained.get('weights', '?')}`, amp `{trained_train.get('amp', '?')}` "
+        f"({run_as.get('dtype', 'precision not recorded: run in fp32')}{', ' + run_as['memory_format'] if run_as else ''}: evaluated so, or in fp32 with a warning where the machine lacks it), pos_weight {trained_train.get('pos_weight', '?')}; "
+        f"test-time augmentation `{params['evaluate']['tta']}`.",
         "",
         "## Data",
         "",
@@ -202,7 +206,7 @@ def model_card(
 
 def model_card_for(
     params: StageParams, evaluation: dict[str, Any], labels: LabelList, *, prepare_report: Path,
-    split_report: Path, train_metrics: Path, label_counts: Path, demo_dir: Path,
+    split_report: Path, train_metrics: Path, label_counts: Path, demo_dir: Path, model_record: Path,
 ) -> str:  # fmt: skip
     """This run's model card: the evaluate summary with the earlier stages' files (the pipeline says
     where they are). ``train_metrics``: the headline file, not the report, whose timings change every run
@@ -216,6 +220,7 @@ def model_card_for(
         demo_data=reads_demo(params.data.table, params.data.images, demo_dir),  # the demo stage's own rule
         labels=labels,
         label_counts=io.read_json(label_counts),
+        record=io.read_json(model_record),
     )
 
 
@@ -224,5 +229,5 @@ def model_card_of_this_run(params: StageParams, evaluation: dict[str, Any], labe
     return model_card_for(
         params, evaluation, labels, prepare_report=paths.report_file("prepare"),
         split_report=paths.report_file("split"), train_metrics=paths.metrics_file("train"),
-        label_counts=paths.PREPARED_DIR / LABELS_FILE, demo_dir=paths.DEMO_DIR,
+        label_counts=paths.PREPARED_DIR / LABELS_FILE, demo_dir=paths.DEMO_DIR, model_record=paths.MODEL_INFO,
     )  # fmt: skip
