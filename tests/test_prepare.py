@@ -280,3 +280,12 @@ def test_normalize_batch_matches_the_seeds_transform():
     assert torch.allclose(ours, expected, atol=1e-6)
     nhwc = dataset.normalize_batch(torch.from_numpy(gray)[None, None], "cpu", channels_last=True)
     assert nhwc.is_contiguous(memory_format=torch.channels_last) and torch.equal(nhwc[0], ours)
+
+
+def test_a_preset_name_that_names_nothing_lists_every_preset_and_what_it_reads():
+    with pytest.raises(
+        tables.DataError, match=r"params: demo\.layout must be one of: seed \(.+\); nih \(.+got 'nih14'"
+    ):
+        registry.get("nih14", "demo.layout")
+    assert list(registry.PRESETS) == ["seed", "nih", "chexpert", "mimic"]
+    assert all(preset.notes and preset.demo.table for preset in registry.PRESETS.values())

@@ -509,3 +509,19 @@ def test_the_card_calls_every_demo_layout_synthetic():
     assert reads_demo("data/demo/CheXpert-v1.0-small/train.csv", "data/demo")
     assert reads_demo("data/demo/mimic-cxr-2.0.0-chexpert.csv", "data/demo")
     assert not reads_demo("/data/chexpert/train.csv", "/data/chexpert")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "data: {preset: padchestt, bbox_table: inputs/none}",
+        "{demo: {layout: nih14}, data: {bbox_table: inputs/none}}",
+    ],
+)
+def test_chexnet_check_refuses_a_preset_or_layout_that_names_nothing(tmp_path: Path, bad: str):
+    (tmp_path / "params.yaml").write_text(bad)
+    result = _cli("check", "--params", str(tmp_path / "params.yaml"), cwd=tmp_path)
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert result.returncode == 1 and len(errors) == 1 and "must be one of: seed (" in errors[0], (
+        result.stderr
+    )

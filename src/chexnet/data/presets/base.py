@@ -74,8 +74,7 @@ class Preset:
     columns: Columns
     demo: DemoLayout
     read: Reader = as_read
-    needs_metadata_table: bool = False
-    notes: str = ""  # one line for docs and errors: what files the preset reads
+    notes: str = ""  # what files the preset reads: said when data.preset names no preset
 
     def resolve_columns(self, image_column: str, label_column: str, patient_column: str) -> Columns:
         """The preset's column names, each overridden by its own param when that is set."""

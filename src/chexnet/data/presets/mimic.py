@@ -136,6 +136,5 @@ PRESET = Preset(
     ),
     demo=DemoLayout(table="mimic-cxr-2.0.0-chexpert.csv", images="", entry=_entry, write=_write_demo),
     read=read,
-    needs_metadata_table=True,
     notes="MIMIC-CXR-JPG's -chexpert (or -negbio) table with data.metadata_table: -metadata",
 )

@@ -1,8 +1,8 @@
 """Every dataset preset by name: what ``data.preset`` and ``demo.layout`` may say.
 
-The schema (:mod:`chexnet.config.params`) cannot import this (it sits below the data layer, and every
-stage reads it), so these names are checked here, where they are used: by prepare and the demo stage
-before any work, and by ``chexnet check`` before ``dvc repro``.
+The schema (:mod:`chexnet.config`) cannot import this (it sits below the data layer), so these names
+are checked here: by the check stage (first under ``dvc repro``), by prepare and the demo stage before
+any work, and by ``chexnet check``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (seed.PRESET, nih.PRESET, chexp
 def get(name: str, key: str = "data.preset") -> Preset:
     """The preset called ``name``; anything else is refused naming the param and the choices."""
     if name not in PRESETS:
-        raise DataError(f"params: {key} must be one of {', '.join(PRESETS)}, got {name!r}")
+        known = "; ".join(f"{p.name} ({p.notes})" for p in PRESETS.values())
+        raise DataError(f"params: {key} must be one of: {known}; got {name!r}")
     return PRESETS[name]
 
 
