@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from chexnet.config.params import Params, load_params, params_from_dict
@@ -71,3 +73,11 @@ def load_params_text(text: str):
     import yaml
 
     return params_from_dict(yaml.safe_load(text))
+
+
+def test_the_sections_are_listed_once_in_file_order():
+    from chexnet.config.common import SECTIONS
+    from chexnet.config.params import SECTION_CLASSES
+
+    assert tuple(cls.SECTION for cls in SECTION_CLASSES) == SECTIONS
+    assert [f.name for f in dataclasses.fields(Params)][-len(SECTIONS) :] == list(SECTIONS)

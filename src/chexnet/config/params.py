@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chexnet.config.common import SECTIONS, CommonParams
+from chexnet.config.common import CommonParams
 from chexnet.config.data import DataParams
 from chexnet.config.demo import DemoParams
 from chexnet.config.evaluate import EvaluateParams
 from chexnet.config.explain import ExplainParams
-from chexnet.config.schema import build, read_yaml
+from chexnet.config.schema import build, read_params_file
 from chexnet.config.split import SplitParams
 from chexnet.config.train import TrainParams
 
@@ -40,9 +40,6 @@ class Params(CommonParams):
         return dataclasses.asdict(self)
 
 
-assert tuple(cls.SECTION for cls in SECTION_CLASSES) == SECTIONS  # one list of sections, in file order
-
-
 def params_from_dict(raw: dict[str, Any] | None) -> Params:
     """Build and validate :class:`Params` from a parsed mapping; missing keys take their defaults."""
     return build(Params, raw)
@@ -50,7 +47,4 @@ def params_from_dict(raw: dict[str, Any] | None) -> Params:
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read ``params.yaml`` (missing file: all defaults) and validate all of it against the schema."""
-    path = Path(path)
-    if not path.exists():
-        return Params()
-    return params_from_dict(read_yaml(path.read_text(encoding="utf-8"), path))
+    return params_from_dict(read_params_file(path))

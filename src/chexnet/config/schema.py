@@ -215,6 +215,12 @@ def read_yaml(text: str, where: str | Path) -> Any:
         raise ParamsError(f"params: {where} is not valid YAML: {' '.join(str(error).split())}") from error
 
 
+def read_params_file(path: str | Path) -> Any:
+    """``params.yaml`` parsed as DVC parses it; a missing file reads as empty (every default)."""
+    path = Path(path)
+    return read_yaml(path.read_text(encoding="utf-8"), path) if path.exists() else {}
+
+
 def file_params(params: Any) -> dict[str, str]:
     """Every ``file=True`` param (those ``dvc.yaml`` lists as ``${key}`` dependencies) by its dotted key,
     with its value."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from chexnet.config.common import SECTIONS, CommonParams
-from chexnet.config.schema import ParamsError, build, read_yaml
+from chexnet.config.schema import ParamsError, build, read_params_file
 
 _COMMON = tuple(spec.name for spec in dataclasses.fields(CommonParams))
 
@@ -64,6 +64,4 @@ def stage_params_from_dict(raw: dict[str, Any] | None, sections: tuple[type, ...
 
 def load_stage_params(path: str | Path, sections: tuple[type, ...]) -> StageParams:
     """``params.yaml`` (missing: all defaults) read for a stage that uses ``sections``."""
-    path = Path(path)
-    raw = read_yaml(path.read_text(encoding="utf-8"), path) if path.exists() else {}
-    return stage_params_from_dict(raw, sections)
+    return stage_params_from_dict(read_params_file(path), sections)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from chexnet.core import io
 from chexnet.core.labels import findings_string
+from chexnet.evaluation import classification
 
 
 def _names(row: np.ndarray, labels: list[str]) -> str:
@@ -47,8 +48,6 @@ def write_curves(
 ) -> None:  # fmt: skip
     """The curve tables ``dvc plots`` draws: ROC and PR one long-format file each (one line per finding,
     for any label list) and the pooled reliability bins."""
-    from chexnet.evaluation import classification
-
     roc_points, pr_points = (
         classification.roc_points(truth, scores, labels),
         classification.pr_points(truth, scores, labels),
