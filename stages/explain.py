@@ -25,19 +25,19 @@ def main(params) -> None:
     cfg, device = params.explain, inference.resolve_device(params.device)
     io.require(paths.PREDICTIONS_FILE, made_by="evaluate")
     model, info = load_model(paths.MODEL_FILE)
-    check_target_layer(model, cfg.target_layer)  # a layer that names nothing: one line, before any work
+    layer = check_target_layer(model, cfg.target_layer)  # one that names nothing: one line, before any work
     predictions = pd.read_parquet(paths.PREDICTIONS_FILE)
     images = cache.load_images(paths.PREPARED_DIR)
     labels = cache.load_labels(paths.PREPARED_DIR)
-    require_labels(info, labels, paths.MODEL_FILE, "the prepared data (data/prepared/labels.json)")
+    require_labels(info, labels, paths.MODEL_FILE, "the prepared data", cache.resize_rule(paths.PREPARED_DIR))
     precision = inference.Precision.recorded(info.run_as, device)  # as trained: the model's record says
     model, names = model.to(device, memory_format=precision.memory_format), list(labels.names)
-    explaining = {"target_layer": cfg.target_layer, "device": device, "precision": precision}
+    explaining = {"target_layer": layer, "device": device, "precision": precision}
 
     rows = top_k_overlays(model, images, predictions, names, k=cfg.top_k, out_dir=paths.CAM_DIR, **explaining)
     io.write_csv(paths.EXPLAIN_TABLE, pd.DataFrame(rows, columns=list(OVERLAY_COLUMNS)))
     findings = len({row["finding"] for row in rows})
-    summary: dict = {"target_layer": cfg.target_layer, "top_k": cfg.top_k, "findings_explained": findings}
+    summary: dict = {"target_layer": layer, "top_k": cfg.top_k, "findings_explained": findings}
     box_table = Path(params.data.bbox_table) if params.data.bbox_table else None
     if box_table is not None and not box_table.is_file():
         raise ChexnetError(

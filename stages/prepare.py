@@ -28,6 +28,7 @@ def main(params) -> None:
         label_options=cfg.label_options(params.labels),
         preset=cfg.preset,
         views=cfg.views,
+        resize=cfg.resize,
     )
     record("prepare", report.as_dict())
     log.info(

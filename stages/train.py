@@ -1,12 +1,9 @@
-"""train stage: DenseNet121 with the seed's head, Adam + BCE; keeps the best epoch by validation AUROC.
-
-One plain process with train.processes: 1; with more, it starts torchrun itself (distributed.launch),
-and every process dies with its parent.
-Writes models/chexnet_model.pth (+ .json), metrics/train.json, reports/train.json and dvclive/
-(per-epoch curves); resumes from <train.checkpoint_dir>/train_checkpoint.pt after an interruption.
-"""
+"""train stage: DenseNet121 (or `architecture`) with the seed's head, Adam + BCE, the best epoch by validation
+AUROC kept; epochs: 0 takes `weights` as it is (evaluate-only). With train.processes > 1 it starts torchrun
+itself. Writes models/, metrics/ and reports/train.json, dvclive/; resumes from train.checkpoint_dir."""
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -15,9 +12,10 @@ from chexnet.config.train import TrainParams
 from chexnet.core import io
 from chexnet.data import cache
 from chexnet.data.dataset import split_dataset
-from chexnet.engine import distributed, inference, resume, training
-from chexnet.model.file import build_model, save_model
-from chexnet.pipeline import paths
+from chexnet.engine import distributed, inference, records, resume, training
+from chexnet.model.file import save_model
+from chexnet.model.initial import build_model
+from chexnet.pipeline import evaluate_only, paths
 from chexnet.pipeline.stage_runner import record, run_stage
 
 log = logging.getLogger("chexnet.train")
@@ -31,12 +29,14 @@ def main(params) -> None:
 
 def train(params, ctx: distributed.Context) -> None:
     training.seed_everything(params.seed)
-    io.require(*PREPARED[1:], made_by="prepare")
-    io.require(paths.SPLIT_FILE, made_by="split")
+    io.require(*PREPARED[1:], made_by="prepare"), io.require(paths.SPLIT_FILE, made_by="split")
     split, labels = pd.read_parquet(paths.SPLIT_FILE), cache.load_labels(paths.PREPARED_DIR)
     image_size = cache.image_size(paths.PREPARED_DIR)
+    if params.epochs == 0:  # evaluate-only: the model in `weights` as it is
+        return evaluate_only.write_given_model(params.weights, labels, image_size) if ctx.is_main else None
     with distributed.main_first(ctx):  # one download of the ImageNet weights into the hub cache
-        model, pretrained = build_model(params.weights, labels)
+        model, pretrained = build_model(params.weights, labels, params.architecture)
+    model.input_spec = replace(model.input_spec, resize=cache.resize_rule(paths.PREPARED_DIR))  # as fed
     options = training.TrainOptions.from_params(params, pretrained)
     fingerprint = resume.run_fingerprint(options, params.weights, ctx.world_size, labels,
                                          [paths.SPLIT_FILE, *PREPARED])  # fmt: skip
@@ -44,13 +44,13 @@ def train(params, ctx: distributed.Context) -> None:
     logger = training.EpochLogger(paths.DVCLIVE_DIR) if ctx.is_main else None
     if ctx.is_main:
         log.info(training.describe(options, ctx, pretrained, labels))
-    train_set, val_set = (split_dataset(paths.PREPARED_DIR, split, name, labels) for name in ("train", "val"))
-    result = training.fit(model, train_set, val_set, options, ctx, checkpoint=checkpoint,
-                          run_fingerprint=fingerprint, on_epoch=logger)  # fmt: skip
+    sets = [split_dataset(paths.PREPARED_DIR, split, name, labels) for name in ("train", "val")]
+    result = training.fit(model, *sets, options, ctx, checkpoint=checkpoint, run_fingerprint=fingerprint,
+                          on_epoch=logger)  # fmt: skip
     if not ctx.is_main:
         return
     logger.end()
-    info = training.model_record(params, labels, image_size, pretrained, ctx.device)
+    info = records.model_record(params, labels, image_size, pretrained, ctx.device, model)
     save_model(paths.MODEL_FILE, result.best_state, info)
     record("train", training.summary(result, pretrained, options, ctx))
     checkpoint.unlink(missing_ok=True)  # finished: the next run with other params starts fresh

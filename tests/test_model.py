@@ -8,8 +8,9 @@ from torch import nn
 from torchvision.models import densenet121
 
 from chexnet.core.labels import NIH14, LabelList, LabelMismatchError
-from chexnet.model import file as model_file
-from chexnet.model.file import ModelInfo, build_model, load_checkpoint, load_model, save_model
+from chexnet.model import initial
+from chexnet.model.file import ModelInfo, load_model, save_model
+from chexnet.model.initial import build_model
 from chexnet.model.network import CheckpointError, CheXNet, resolve_layer
 
 
@@ -27,7 +28,7 @@ def test_seed_format_state_dict_loads(tmp_path: Path):
     seed_model = densenet121(weights=None)
     seed_model.classifier = nn.Sequential(nn.Linear(seed_model.classifier.in_features, 14), nn.Sigmoid())
     torch.save(seed_model.state_dict(), tmp_path / "chexnet_model.pth")
-    ours, info = load_checkpoint(CheXNet(), tmp_path / "chexnet_model.pth")
+    ours, info = load_model(tmp_path / "chexnet_model.pth")
     ours.eval()
     assert info.source == "seed" and info.labels.names == tuple(sorted(NIH14)) and info.image_size is None
     x = torch.randn(1, 3, 64, 64)
@@ -39,16 +40,16 @@ def test_checkpoint_that_does_not_fit_names_the_keys(tmp_path: Path):
     other = densenet121(weights=None)  # a plain Linear head: classifier.weight, not classifier.0.weight
     torch.save(other.state_dict(), tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match=r"classifier\.0\.weight.*classifier\.weight"):
-        load_checkpoint(CheXNet(), tmp_path / "other.pth")
+        load_model(tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="does not exist"):
-        load_checkpoint(CheXNet(), tmp_path / "absent.pth")
+        load_model(tmp_path / "absent.pth")
 
 
 def test_offline_imagenet_falls_back_to_random_init_with_one_warning(monkeypatch, caplog):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(model_file, "densenet121", offline)
+    monkeypatch.setattr(initial, "get_model", offline)
     with caplog.at_level(logging.WARNING, logger="chexnet.model"):
         net, pretrained = build_model("imagenet")
     assert pretrained is False and isinstance(net, CheXNet)

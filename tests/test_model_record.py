@@ -14,7 +14,7 @@ import torch
 from chexnet.config.stage import stage_params_from_dict
 from chexnet.config.train import TrainParams
 from chexnet.core.labels import LabelList
-from chexnet.engine import inference, training
+from chexnet.engine import inference, records
 from chexnet.engine.inference import FP32, Precision
 from chexnet.model.file import InputSpec, ModelInfo, RunAs, load_model, save_model
 from chexnet.model.network import CheckpointError, CheXNet
@@ -67,8 +67,10 @@ def test_a_version_1_record_is_read_with_what_chexnet_wrote_then(tmp_path: Path,
     [
         ({"format": "chexnet-model/9"}, r"format 'chexnet-model/9' is not one this chexnet reads"),
         ({"architecture": "vit_b_16"}, r"architecture 'vit_b_16'"),
-        ({"input": {"channels": 1, "scale": 1.0, "mean": [0.0], "std": [1.0], "resize": "center_crop"}},
-         r"expects input .*channels': 1.*wrong probabilities"),
+        ({"input": {"channels": 1, "scale": 1.0, "mean": [0.0], "std": [1.0], "resize": "letterbox"}},
+         r"resize 'letterbox'.*wrong probabilities"),
+        ({"input": {"channels": 2, "scale": 1.0, "mean": [0.0], "std": [1.0], "resize": "square"}},
+         r"channels 2 \(1 or 3\).*1 means"),
         ({"run_as": {"dtype": "bfloat16"}}, r"not a complete chexnet-model/2 record"),
     ],
 )  # fmt: skip
@@ -81,7 +83,7 @@ def test_a_record_this_chexnet_cannot_honour_is_refused_naming_why(tmp_path: Pat
 
 def test_train_records_the_precision_it_trained_in(tmp_path: Path):
     params = stage_params_from_dict({"weights": "inputs/none", "train": {"amp": "off"}}, (TrainParams,))
-    info = training.model_record(params, LABELS, 64, pretrained=False, device=CPU)
+    info = records.model_record(params, LABELS, 64, pretrained=False, device=CPU)
     assert info.run_as == Precision.of("off", "auto", CPU).run_as() == RunAs("float32", "channels_last")
     assert info.origin == {"kind": "trained", "initial_weights": "none", "pretrained": False}
     assert info.training["train"]["amp"] == "off" and info.training["epochs"] == 5

@@ -35,8 +35,8 @@ def test_unknown_key_is_named():
 def test_wrong_type_and_range_are_errors():
     with pytest.raises(ParamsError, match="epochs must be int"):
         params_from_dict({"epochs": "ten"})
-    with pytest.raises(ParamsError, match=r"epochs must be in \[1, inf\], got 0"):
-        params_from_dict({"epochs": 0})
+    with pytest.raises(ParamsError, match=r"epochs must be in \[0, inf\], got -1"):
+        params_from_dict({"epochs": -1})
     with pytest.raises(ParamsError, match="sum to less than 1"):
         params_from_dict({"split": {"val_fraction": 0.5, "test_fraction": 0.5}})
     assert params_from_dict({"lr": 1}).lr == 1.0  # ints are fine where floats are expected

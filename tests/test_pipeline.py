@@ -464,3 +464,22 @@ def test_exp_run_with_the_nih14_label_list(repo: Path):
     assert "Running stage 'prepare'" in output and "Running stage 'train'" in output
     assert json.loads((repo / "models/chexnet_model.json").read_text())["labels"] == list(LABELS)
     assert list(json.loads((repo / "models/thresholds.json").read_text())["thresholds"]) == list(LABELS)
+
+
+def test_an_evaluate_only_run_judges_a_given_model_as_it_is(repo: Path):
+    """``dvc exp run -S weights=... -S epochs=0``: no epochs, the given model's own test AUROC (the same
+    model, the same data, its recorded precision), and the model card says where it came from."""
+    before = json.loads((repo / "metrics/evaluate.json").read_text())
+    labels = json.loads((repo / "models/chexnet_model.json").read_text())["labels"]
+    shutil.copy(repo / "models/chexnet_model.pth", repo / "inputs/given.pth")
+    shutil.copy(repo / "models/chexnet_model.json", repo / "inputs/given.json")
+    output = run(repo, "dvc", "exp", "run", "-S", "weights=inputs/given.pth", "-S", "epochs=0")
+    assert "Running stage 'train'" in output and "epochs: 0" in output and "epoch 1/" not in output
+    assert "Running stage 'prepare'" not in output
+    after = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert after["auroc"] == before["auroc"]
+    record = json.loads((repo / "models/chexnet_model.json").read_text())
+    assert record["origin"]["kind"] == "evaluate-only" and record["labels"] == labels
+    assert json.loads((repo / "metrics/train.json").read_text())["epochs_trained"] == 0
+    card = (repo / "reports/model_card.md").read_text()
+    assert "**Evaluate-only**" in card and record["origin"]["sha256"] in card

@@ -92,7 +92,7 @@ def test_killed_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(tm
     assert (work / "dvclive" / "plots" / "metrics" / "val" / "loss.tsv").read_text() == reference_live
 
 
-@pytest.mark.parametrize("bad", ["{epochs: 0}", "{train: {amp: fp8}}", "{train: {procesess: 2}}"])
+@pytest.mark.parametrize("bad", ["{epochs: -1}", "{train: {amp: fp8}}", "{train: {procesess: 2}}"])
 def test_bad_params_give_one_line_and_exit_1(tmp_path: Path, bad: str):
     work = _workdir(tmp_path, epochs=1)
     (work / "params.yaml").write_text(bad)

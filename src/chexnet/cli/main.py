@@ -2,6 +2,9 @@
 
 chexnet predict IMAGE|FOLDER ... [--json | --csv] [--heatmaps DIR] [--model PATH] [--labels LIST|FILE]
 chexnet explain IMAGE ... [--finding Mass] [--out DIR] [--model PATH] [--labels LIST|FILE]
+chexnet import SOURCE --out models/NAME.pth [--format F] [--labels LIST|FILE] [--weights-name N]
+                                         a foreign checkpoint (seed, arnoweng, jrzech, torchxrayvision,
+                                         torchvision) as a chexnet model file (docs/models.md)
 chexnet check [--params params.yaml]     params checked as the stages read them, before dvc repro
 
 A model trained here carries its findings and input size in the JSON file beside it
@@ -64,12 +67,18 @@ def read_thresholds(path: Path, labels: list[str], model: Path) -> dict[str, flo
     return {label: float(values[label]) for label in labels}
 
 
-def _thresholds(args: argparse.Namespace, labels: list[str]) -> tuple[dict[str, float], str]:
-    """The model's own thresholds; a file the user named must exist, the implicit one may not."""
+def _thresholds(args: argparse.Namespace, labels: list[str], info) -> tuple[dict[str, float], str]:
+    """The model's own thresholds: ``--thresholds``, else evaluate's beside the model, else the operating
+    points an imported model came with (its record), else 0.5; a file the user named must exist."""
     path, named = thresholds_path(args)
     if not path.is_file():
         if named:
             raise ChexnetError(f"--thresholds {path} does not exist; check the path (or leave it out)")
+        if info.thresholds is not None:
+            log.info("thresholds: %s (the model's record)", info.thresholds["source"])
+            return dict(
+                info.thresholds["values"]
+            ), f"{args.model.with_suffix('.json')}: {info.thresholds['source']}"
         log.warning(
             "no thresholds file beside the model (%s; the evaluate stage writes it): findings are called at "
             "probability ≥ 0.5",
@@ -91,7 +100,7 @@ def _load(args: argparse.Namespace):
     image_size = info.image_size
     if args.image_size is not None:
         if args.image_size < 32:
-            raise ChexnetError(f"--image-size must be 32 or more (DenseNet121), got {args.image_size}")
+            raise ChexnetError(f"--image-size must be 32 or more, got {args.image_size}")
         if image_size is not None and args.image_size != image_size:
             raise ChexnetError(
                 f"--image-size {args.image_size}: model {args.model} was trained at {image_size} px "
@@ -106,11 +115,11 @@ def _load(args: argparse.Namespace):
             args.model,
             image_size,
         )
-    thresholds, source = _thresholds(args, labels)
+    thresholds, source = _thresholds(args, labels, info)
     if getattr(args, "heatmaps", None) is not None or args.command == "explain":
         from chexnet.model.network import check_target_layer
 
-        check_target_layer(model, args.layer)
+        args.layer = check_target_layer(model, args.layer)
         folder = args.heatmaps if args.command == "predict" else args.out
         io.require_writable_dir(folder, "--heatmaps" if args.command == "predict" else "--out")
     precision = Precision.recorded(info.run_as, device)  # the thresholds were chosen on outputs in it
@@ -214,7 +223,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="from the evaluate stage (default: thresholds.json beside --model)",
     )
     parser.add_argument(
-        "--layer", default="features[-1]", help="Grad-CAM++ target layer (default: the seed's)"
+        "--layer",
+        default="auto",
+        help="Grad-CAM++ target layer (default auto: the network's own, DenseNet121's features[-1] as the "
+        "seed, ResNet50's layer4)",
     )
     parser.add_argument(
         "--labels",
@@ -250,6 +262,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     explain.add_argument("--out", type=Path, default=Path("heatmaps"), help="folder for the overlay PNGs")
     _common(explain)
+    importing = commands.add_parser(
+        "import", help="a foreign checkpoint as a chexnet model file (usable as --model and as weights:)"
+    )
+    importing.add_argument("source", type=Path, help="the checkpoint file (.pth, .pth.tar, .pt, checkpoint)")
+    importing.add_argument(
+        "--out", type=Path, required=True, help="the model file to write, e.g. models/x.pth"
+    )
+    importing.add_argument("--format", default="auto", help="auto (detected) | seed | arnoweng | jrzech | "
+                           "torchxrayvision | torchvision")  # fmt: skip
+    importing.add_argument("--labels", help="its findings in output order, 'A,B,...' or a file (default: "
+                           "the format's own list)")  # fmt: skip
+    importing.add_argument("--weights-name", help="torchxrayvision: which published weights, e.g. "
+                           "densenet121-res224-all (default: from the file name)")  # fmt: skip
+    importing.add_argument("-v", "--verbose", action="store_true")
     checking = commands.add_parser(
         "check", help="check params.yaml before dvc repro (empty or missing files, layer, device)"
     )
@@ -258,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
-        commands_by_name = {"predict": _predict, "explain": _explain, "check": _check}
+        commands_by_name = {"predict": _predict, "explain": _explain, "check": _check, "import": _import}
         return commands_by_name[args.command](args)
     except ChexnetError as error:
         log.error("%s", error)
@@ -266,6 +292,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+
+
+def _import(args: argparse.Namespace) -> int:
+    from chexnet.model.sources import import_checkpoint
+
+    labels = parse_labels_argument(args.labels).names if args.labels else None
+    info = import_checkpoint(args.source, args.out, fmt=args.format, labels=labels,
+                             weights_name=args.weights_name)  # fmt: skip
+    print(json.dumps({"model": str(args.out), **info.as_dict()}, indent=2, ensure_ascii=False))
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -20,12 +20,15 @@ SECTIONS = ("demo", "data", "train", "split", "evaluate", "explain")
 # schema sits below the data layer): the check stage, prepare, the demo stage and chexnet check refuse a
 # name it does not hold before any work.
 PRESET_NAME = r"[a-z][a-z0-9_]*"
+# ``architecture`` names a backbone of chexnet.model.network.ARCHITECTURES (its one home, above this
+# layer): the check stage, train and chexnet check refuse a name it does not hold.
+ARCHITECTURE_NAME = r"auto|[a-z][a-z0-9_]*"
 
 
 @dataclass(frozen=True)
 class CommonParams:
     seed: int = param(42, low=0)
-    epochs: int = param(5, low=1)
+    epochs: int = param(5, low=0)  # 0: evaluate-only (the weights file judged as it is, no training)
     # The seed's is 32. 16 gives a CPU first run twice the optimisation steps in the same time: from
     # random initialisation its heat maps point (0.707 against 0.62-0.68 at 32; benchmarks/README.md)
     batch_size: int = param(16, low=1)
@@ -35,6 +38,8 @@ class CommonParams:
     image_size: int = param(224, low=32, high=4096)  # DenseNet121 needs 32 px or more
     subset: int = param(20000, low=1)
     weights: str = param("imagenet", file=True)  # inputs/imagenet | inputs/none | path to a state_dict
+    # auto: the weights file's backbone (its record says), else densenet121 (the seed's) | resnet50
+    architecture: str = param("auto", pattern=ARCHITECTURE_NAME)
     labels: str | list[str] = "auto"  # auto | from_data | nih14 | [explicit, names]
     device: str = param("auto", pattern=r"auto|cpu|cuda(:\d+)?|mps")  # auto | cpu | cuda | cuda:N
     num_workers: int = param(0, low=0)

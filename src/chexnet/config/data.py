@@ -10,6 +10,9 @@ from chexnet.config.schema import ParamsError, check_ranges, param
 from chexnet.core.labels import BLANK_POLICIES, UNCERTAIN_POLICIES, LabelOptions
 
 VIEWS = ("PA", "AP", "lateral")  # data.views: what the chexpert and mimic presets can filter on
+# data.resize: how prepare fits an image to S × S (chexnet.data.input_spec applies them). square: the
+# whole image resized (the seed's); center_crop: the central square resized (torchxrayvision's models).
+RESIZE_RULES = ("square", "center_crop")
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class DataParams:
     patient_column: str = param("", free=True)  # "none": patient ids from NIH file names PPPPPPPP_FFF.png
     bbox_table: str = param("data/demo/BBox_List.csv", file=True)  # inputs/none: no boxes
     workers: int = param(0, low=0)  # decoder threads for prepare; 0 = every core
+    resize: str = param("square", choices=RESIZE_RULES)  # must be the model's input rule (its record)
     max_rejected_fraction: float = param(0.01, low=0, high=1)  # prepare fails above this share
     # How findings are read (the label list itself is the top-level ``labels``; docs/data.md).
     no_finding: str = param("No Finding", pattern=r".*\S.*")  # the "nothing found" token (not a class)

@@ -136,3 +136,14 @@ def save_figure(path: str | os.PathLike[str], figure: Any, **kwargs: Any) -> Pat
         return write_with(path, lambda tmp: figure.savefig(tmp, format="png", **kwargs))
     finally:
         plt.close(figure)
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    """The file's SHA-256 (hex): what a model record names its source file by."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -15,13 +15,15 @@ Files under ``data/prepared/``:
   refer to), then one column per finding in the label list's order: uint8 0/1, or nullable UInt8 with
   nulls where a label is masked (uncertain or blank under the ``ignore`` policies of wide tables).
 - ``labels.json``: ``labels`` (names in output-unit order), ``source`` (from_data | nih14 | explicit),
-  ``no_finding``, ``positives_in_table``, ``positives_in_cache``, ``masked_in_table``,
-  ``uncertain_in_table``, ``dropped_rare``, ``ignored``.
+  ``resize`` (how the images were fitted to S × S: ``square`` or ``center_crop``, ``data.resize``;
+  absent in caches from before 2026-12-02: ``square``), ``no_finding``, ``positives_in_table``,
+  ``positives_in_cache``, ``masked_in_table``, ``uncertain_in_table``, ``dropped_rare``, ``ignored``.
 - ``rejects.csv``: rows that were skipped: ``image``, ``table_row``, ``reason``, ``detail``.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +34,8 @@ from chexnet.core.labels import LABELS_FILE, LabelList, read_labels_json
 
 IMAGES_FILE, INDEX_FILE, REJECTS_FILE = "images.npy", "index.parquet", "rejects.csv"
 __all__ = ["IMAGES_FILE", "INDEX_FILE", "LABELS_FILE", "REJECTS_FILE", "CacheError", "image_size",
-           "label_matrix", "load_images", "load_index", "load_labels"]  # fmt: skip
+           "label_matrix", "load_images", "load_index", "load_labels",
+           "require_rule", "resize_rule"]  # fmt: skip
 
 
 class CacheError(ChexnetError, ValueError):
@@ -51,6 +54,25 @@ def load_labels(prepared_dir: str | Path) -> LabelList:
 def load_images(prepared_dir: str | Path) -> np.ndarray:
     """The ``N × S × S`` uint8 stack, memory-mapped (read-only): nothing is loaded until it is used."""
     return np.load(Path(prepared_dir) / IMAGES_FILE, mmap_mode="r")
+
+
+def resize_rule(prepared_dir: str | Path) -> str:
+    """How the cache's images were fitted to a square (``data.resize``); a model fed otherwise is refused."""
+    path = Path(prepared_dir) / LABELS_FILE
+    if not path.is_file():
+        raise CacheError(f"{path} does not exist: run the prepare stage (dvc repro prepare) first")
+    return str(json.loads(path.read_text(encoding="utf-8")).get("resize", "square"))
+
+
+def require_rule(prepared_dir: str | Path, model_rule: str, model_path: str | Path) -> None:
+    """Refuse a model whose input rule is not the cache's: its probabilities would be silently wrong."""
+    rule = resize_rule(prepared_dir)
+    if rule != model_rule:
+        raise CacheError(
+            f"model {model_path} expects images fitted by {model_rule!r} (its record's input rule), but "
+            f"the prepared cache was made with data.resize: {rule}; set data.resize: {model_rule} in "
+            "params.yaml and run dvc repro"
+        )
 
 
 def image_size(prepared_dir: str | Path) -> int:

@@ -12,9 +12,9 @@ from torch.utils.data import Dataset
 
 from chexnet.core.labels import LabelList
 from chexnet.data.cache import IMAGES_FILE, CacheError, label_matrix
+from chexnet.data.input_spec import IMAGENET_INPUT, IMAGENET_MEAN, IMAGENET_STD, InputSpec
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "CachedImages", "normalize_batch", "split_dataset"]
 
 
 class CachedImages(Dataset):
@@ -42,33 +42,39 @@ class CachedImages(Dataset):
 
 
 @functools.lru_cache(maxsize=8)
-def _affine(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _affine(device: torch.device, spec: InputSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel ``scale`` and ``shift`` with ``x = gray * scale + shift``, kept on ``device``.
 
-    Cached per device: building them each batch would copy from pageable host memory, which makes
-    the CPU wait for the GPU every batch and stops it from queuing work ahead.
+    Cached per device and rule: building them each batch would copy from pageable host memory, which
+    makes the CPU wait for the GPU every batch and stops it from queuing work ahead.
     """
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32)
-    scale, shift = 1.0 / (255.0 * std), -mean / std
-    return scale.view(1, 3, 1, 1).to(device), shift.view(1, 3, 1, 1).to(device)
+    mean = torch.tensor(spec.mean, dtype=torch.float32)
+    std = torch.tensor(spec.std, dtype=torch.float32)
+    scale, shift = 1.0 / (spec.scale * std), -mean / std
+    shape = (1, spec.channels, 1, 1)
+    return scale.view(shape).to(device), shift.view(shape).to(device)
 
 
 def normalize_batch(
-    images: torch.Tensor, device: torch.device | str, *, channels_last: bool = False
+    images: torch.Tensor,
+    device: torch.device | str,
+    spec: InputSpec = IMAGENET_INPUT,
+    *,
+    channels_last: bool = False,
 ) -> torch.Tensor:
-    """uint8 ``B×1×S×S`` → float ``B×3×S×S`` on ``device``, ImageNet-normalised (the seed's transform).
+    """Gray ``B×1×S×S`` (uint8, or float in the same units) → the network's input on ``device``.
 
-    Grayscale is repeated to three channels, which is exactly what the seed's ``convert("RGB")`` does:
-    ``(gray / 255 - mean_c) / std_c``, computed as one fused multiply-add per pixel on the device.
+    For the seed's rule (:data:`IMAGENET_INPUT`) gray is repeated to three channels, which is exactly
+    what the seed's ``convert("RGB")`` does: ``(gray / 255 - mean_c) / std_c``; a one-channel rule
+    (torchxrayvision's) keeps one. One fused multiply-add per pixel, on the device.
     """
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    scale, shift = _affine(device)
+    scale, shift = _affine(device, spec)
     gray = images.to(device, non_blocking=True)
     out = torch.empty(
-        (gray.shape[0], 3, *gray.shape[2:]),
+        (gray.shape[0], spec.channels, *gray.shape[2:]),
         device=device,
         memory_format=torch.channels_last if channels_last else torch.contiguous_format,
     )

@@ -103,10 +103,10 @@ def default_workers(requested: int) -> int:
 
 
 def decode_tasks(
-    names: list[str], table_rows: list[int], image_root: str | Path, image_size: int
-) -> tuple[list[tuple[int, str, int]], list[dict[str, object]]]:
-    """Where each image file is (``(position, path, size)`` tasks), and the rows whose file is not found
-    or would leave the image folder."""
+    names: list[str], table_rows: list[int], image_root: str | Path, image_size: int, resize: str = "square"
+) -> tuple[list[tuple[int, str, int, str]], list[dict[str, object]]]:
+    """Where each image file is (``(position, path, size, resize rule)`` tasks), and the rows whose file
+    is not found or would leave the image folder."""
     root = Path(image_root)
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist: set data.images in params.yaml")
@@ -126,12 +126,12 @@ def decode_tasks(
                 {"image": name, "table_row": int(table_rows[position]), "reason": reason, "detail": where}
             )
         else:
-            tasks.append((position, str(path), image_size))
+            tasks.append((position, str(path), image_size, resize))
     return tasks, rejects
 
 
 def decode_into(
-    images_file: Path, tasks: list[tuple[int, str, int]], image_size: int, workers: int
+    images_file: Path, tasks: list[tuple[int, str, int, str]], image_size: int, workers: int
 ) -> tuple[list[int], list[tuple[int, int]], list[tuple[int, str, str]]]:
     """Decode every task once into the uint8 stack at ``images_file`` (already a temporary path);
     returns the positions written, their original sizes, and ``(position, reason, detail)`` failures."""

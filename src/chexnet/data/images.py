@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from chexnet.core.errors import ChexnetError
+from chexnet.data.input_spec import RESIZE_RULES, InputSpecError
 
 
 class ImageIndexError(ChexnetError, ValueError):
@@ -199,12 +200,51 @@ def to_gray8(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB").convert("L"), dtype=np.uint8)
 
 
-def load_gray(path: str | Path, size: int) -> np.ndarray:
-    """Decode an image file (PNG, JPEG, DICOM) and resize it (antialiased) to ``size × size`` 8-bit gray."""
-    return load_gray_sized(path, size)[0]
+def center_square(gray: np.ndarray) -> np.ndarray:
+    """The central ``min(h, w)`` square, cut exactly as torchxrayvision's ``XRayCenterCrop``."""
+    height, width = gray.shape[:2]
+    side = min(height, width)
+    top, left = height // 2 - side // 2, width // 2 - side // 2
+    return gray[top : top + side, left : left + side]
 
 
-def load_gray_sized(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+def fit_to_square(gray: np.ndarray, size: int, rule: str = "square", fill: float = 127.5) -> np.ndarray:
+    """An 8-bit gray ``H × W`` image fitted to ``size × size`` by ``rule`` (``data.resize``).
+
+    ``square`` returns uint8 (the seed's path, unchanged); ``center_crop`` returns float32 in the same
+    0..255 units, unrounded, with ``fill`` (``InputSpec.fill``) as the border value, so that normalising
+    it afterwards equals torchxrayvision's normalise-then-resize.
+    """
+    if rule == "square":
+        if gray.shape == (size, size):
+            return gray
+        # PIL's bilinear filter widens its support when shrinking, so 1024 → 224 is antialiased.
+        return np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR))
+    if rule != "center_crop":
+        raise InputSpecError(f"resize rule {rule!r}: one of {', '.join(RESIZE_RULES)}")
+    from skimage.transform import resize  # scikit-image is imported only by the rule that needs it
+
+    square = center_square(gray).astype(np.float32)
+    out = resize(square, (size, size), mode="constant", cval=fill, preserve_range=True)
+    return np.asarray(out, dtype=np.float32)
+
+
+def to_cache_pixels(fitted: np.ndarray) -> np.ndarray:
+    """What the prepared cache stores (uint8): a ``center_crop`` image rounded to the nearest level."""
+    if fitted.dtype == np.uint8:
+        return fitted
+    return np.clip(np.rint(fitted), 0, 255).astype(np.uint8)
+
+
+def load_gray(path: str | Path, size: int, rule: str = "square", fill: float = 127.5) -> np.ndarray:
+    """Decode an image file (PNG, JPEG, DICOM) to 8-bit gray and fit it to ``size × size`` by ``rule``
+    (:func:`chexnet.data.input_spec.fit_to_square`: uint8 for ``square``, float32 for ``center_crop``)."""
+    return load_gray_sized(path, size, rule, fill)[0]
+
+
+def load_gray_sized(
+    path: str | Path, size: int, rule: str = "square", fill: float = 127.5
+) -> tuple[np.ndarray, tuple[int, int]]:
     """:func:`load_gray`, and the original ``(width, height)``."""
     if is_dicom(path):
         gray = read_dicom(path)
@@ -212,11 +252,7 @@ def load_gray_sized(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int,
         with Image.open(path) as image:
             image.load()
             gray = to_gray8(image)
-    original = (gray.shape[1], gray.shape[0])
-    if gray.shape != (size, size):
-        # PIL's bilinear filter widens its support when shrinking, so 1024 → 224 is antialiased.
-        gray = np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR))
-    return gray, original
+    return fit_to_square(gray, size, rule, fill), (gray.shape[1], gray.shape[0])
 
 
 @dataclass(frozen=True)
@@ -230,17 +266,18 @@ class Decoded:
     original_size: tuple[int, int] = (0, 0)  # (width, height) before resizing: boxes are in these pixels
 
 
-def decode_one(task: tuple[int, str, int]) -> Decoded:
-    """Decode ``(position, path, size)``; classify failures as empty, truncated or unreadable files.
+def decode_one(task: tuple[int, str, int] | tuple[int, str, int, str]) -> Decoded:
+    """Decode ``(position, path, size[, rule])`` to the cache's uint8 pixels; classify failures as empty,
+    truncated or unreadable files.
 
     Runs in decoder threads: it never raises for a bad file, it reports it.
     """
-    position, path, size = task
+    position, path, size, rule = (*task, "square")[:4]
     try:
         if os.path.getsize(path) == 0:
             return Decoded(position, None, "empty_file", path)
-        pixels, original = load_gray_sized(path, size)
-        return Decoded(position, pixels, original_size=original)
+        pixels, original = load_gray_sized(path, size, rule)
+        return Decoded(position, to_cache_pixels(pixels), original_size=original)
     except FileNotFoundError:
         return Decoded(position, None, "missing_file", path)
     except Image.DecompressionBombError as error:  # a header declaring e.g. 30000 × 30000 pixels

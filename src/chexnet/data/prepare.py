@@ -223,12 +223,16 @@ def _index_frame(
     return index
 
 
-def _write_labels(path: Path, labelled: Labelled, kept_labels: np.ndarray, no_finding: str) -> None:
-    """``labels.json``: the label list and what became of each finding, in the table and in the cache."""
+def _write_labels(
+    path: Path, labelled: Labelled, kept_labels: np.ndarray, no_finding: str, resize: str
+) -> None:
+    """``labels.json``: the label list and what became of each finding, in the table and in the cache,
+    and the rule the images were fitted to a square by."""
     names = labelled.label_list.names
     write_labels_json(
         path,
         labelled.label_list,
+        resize=resize,
         no_finding=no_finding,
         positives_in_table={name: int(labelled.positives.get(name, 0)) for name in names},
         positives_in_cache={name: int(np.nansum(kept_labels[:, j])) for j, name in enumerate(names)},
@@ -256,6 +260,7 @@ def prepare_cache(
     label_options: LabelOptions | None = None,
     preset: str = "seed",
     views: tuple[str, ...] | list[str] = (),
+    resize: str = "square",
 ) -> PrepareReport:
     """Choose the label list, binarise, take the seeded subset, decode each image once into ``out_dir``.
 
@@ -281,7 +286,7 @@ def prepare_cache(
     chosen = np.sort(np.random.default_rng(seed).choice(len(table), size=n_selected, replace=False))
     table, labels = table.iloc[chosen].reset_index(drop=True), labelled.labels[chosen]
     names, table_rows = table[columns.image].astype(str).tolist(), table["table_row"].tolist()
-    tasks, missing = decode_tasks(names, table_rows, image_root, image_size)
+    tasks, missing = decode_tasks(names, table_rows, image_root, image_size, resize)
     rejects += missing
 
     out_dir = Path(out_dir)
@@ -305,7 +310,7 @@ def prepare_cache(
     io.write_parquet(
         out_dir / INDEX_FILE, _index_frame(names, patients, kept, sizes, kept_labels, label_list)
     )
-    _write_labels(out_dir / LABELS_FILE, labelled, kept_labels, options.no_finding)
+    _write_labels(out_dir / LABELS_FILE, labelled, kept_labels, options.no_finding, resize)
     return PrepareReport(
         rows_in_table=rows_in_table,
         rows_selected=n_selected,

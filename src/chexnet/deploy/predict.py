@@ -17,11 +17,12 @@ import torch
 from tqdm import tqdm
 
 from chexnet.core.labels import file_safe
-from chexnet.data.images import is_dicom, load_gray
+from chexnet.data.images import is_dicom, load_gray, to_cache_pixels
+from chexnet.data.input_spec import IMAGENET_INPUT, InputSpec
 from chexnet.engine import inference
 from chexnet.evaluation import figures
 from chexnet.explain import cam
-from chexnet.model.network import CheXNet
+from chexnet.model.network import Network
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
@@ -53,15 +54,16 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
 
 
 def _batches(
-    files: list[Path], size: int, batch_size: int
+    files: list[Path], size: int, batch_size: int, spec: InputSpec = IMAGENET_INPUT
 ) -> Iterator[tuple[list[Path], np.ndarray | None, list]]:
-    """Decoded batches; unreadable files come back one by one with their error."""
+    """Decoded batches, fitted to a square by the model's rule; unreadable files come back one by one
+    with their error."""
     good: list[Path] = []
     pixels: list[np.ndarray] = []
     failures: list[tuple[Path, str]] = []
     for path in files:
         try:
-            pixels.append(load_gray(path, size))
+            pixels.append(load_gray(path, size, spec.resize, spec.fill))
             good.append(path)
         except Exception as error:  # any reader failure is reported, never fatal
             failures.append((path, f"{type(error).__name__}: {error}"))
@@ -110,7 +112,7 @@ def predict_files(
     stems = unique_stems(files)
     results: dict[Path, Prediction] = {}
     with tqdm(total=len(files), desc="predict", unit="img") as bar:
-        for good, pixels, failures in _batches(files, image_size, batch_size):
+        for good, pixels, failures in _batches(files, image_size, batch_size, model.input_spec):
             for path, error in failures:
                 log.error("%s: cannot be read: %s", path, error)
                 results[path] = Prediction(file=str(path), error=error)
@@ -144,7 +146,7 @@ def predict_files(
 
 def explain_file(
     path: str | Path,
-    model: CheXNet,
+    model: Network,
     labels: list[str],
     *,
     image_size: int,
@@ -161,7 +163,8 @@ def explain_file(
     none is given), else for the single most probable finding. Writes ``<stem>_<Finding>.png`` overlays
     under ``out_dir`` and returns one row per finding explained.
     """
-    image = load_gray(path, image_size)
+    spec = model.input_spec
+    image = load_gray(path, image_size, spec.resize, spec.fill)
     thresholds = thresholds or dict.fromkeys(labels, 0.5)
     with torch.no_grad():
         probabilities = inference.predict_images(model, image[None], device, precision)[0]
@@ -187,7 +190,7 @@ def explain_file(
 
 
 def write_overlays(
-    model: CheXNet,
+    model: Network,
     image: np.ndarray,
     path: Path,
     findings: list[str],
@@ -200,7 +203,8 @@ def write_overlays(
     stem: str | None = None,
     precision: inference.Precision = inference.FP32,
 ) -> list[str]:
-    """Grad-CAM++ overlays of one uint8 image for each finding, as ``<out_dir>/<stem>_<Finding>.png``."""
+    """Grad-CAM++ overlays of one image (as the model is fed it) for each finding, as
+    ``<out_dir>/<stem>_<Finding>.png``."""
     indices = [labels.index(label) for label in findings]
     heats, _ = cam.grad_cam_pp_batch(
         model,
@@ -210,7 +214,7 @@ def write_overlays(
         device=device,
         precision=precision,
     )
-    written = []
+    written, image = [], to_cache_pixels(image)  # shown in 8 bits
     for label, j, heat in zip(findings, indices, heats, strict=True):
         target = out_dir / f"{stem or path.stem}_{file_safe(label)}.png"
         title = f"{path.name} — {label}: p={probabilities[j]:.3f}"

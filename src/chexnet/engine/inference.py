@@ -26,9 +26,10 @@ from chexnet.config.evaluate import TTA_MODES
 from chexnet.core.errors import ChexnetError
 from chexnet.core.labels import LabelList
 from chexnet.data.dataset import normalize_batch, split_dataset
+from chexnet.data.input_spec import IMAGENET_INPUT, InputSpec
 from chexnet.engine.distributed import Context, gather_rows
 from chexnet.model.file import RunAs
-from chexnet.model.network import CheXNet, LogitsView
+from chexnet.model.network import LogitsView, Network
 
 log = logging.getLogger(__name__)
 SINGLE = Context(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -185,10 +186,16 @@ def make_loader(
 
 
 def prepare_batch(
-    images: torch.Tensor, device: torch.device, *, hflip: bool, channels_last: bool
+    images: torch.Tensor,
+    device: torch.device,
+    *,
+    hflip: bool,
+    channels_last: bool,
+    spec: InputSpec = IMAGENET_INPUT,
 ) -> torch.Tensor:
-    """uint8 batch → normalised float on the device; random horizontal flips there, not per sample."""
-    x = normalize_batch(images, device, channels_last=channels_last)
+    """uint8 batch → the network's input (by the model's rule ``spec``) on the device; random horizontal
+    flips there, not per sample."""
+    x = normalize_batch(images, device, spec, channels_last=channels_last)
     if hflip:
         flip = torch.rand(x.shape[0], device=x.device) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -218,6 +225,11 @@ def tta_views(batch: torch.Tensor, mode: str) -> list[torch.Tensor]:
     return crops + [crop.flip(-1) for crop in crops]
 
 
+def _gray_array(images: np.ndarray) -> np.ndarray:
+    """uint8 stays uint8 (the cache, the square rule); float stays float32 (unrounded center_crop)."""
+    return np.array(images, dtype=np.uint8 if np.asarray(images).dtype == np.uint8 else np.float32)
+
+
 # --- probabilities ----------------------------------------------------------------------------------
 @torch.no_grad()
 def predict_loader(
@@ -228,13 +240,15 @@ def predict_loader(
     precision: Precision = FP32,
     desc: str = "predict",
     tta: str = "none",
+    spec: InputSpec = IMAGENET_INPUT,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and labels for every sample of ``loader``, in dataset order, from ``net``'s logits
-    (a :class:`LogitsView`, possibly wrapped by DDP or ``torch.compile``); every process gets them all."""
+    (a :class:`LogitsView`, possibly wrapped by DDP or ``torch.compile``) fed by ``spec`` (the model's
+    input rule); every process gets them all."""
     net.eval()
     scores, truth = [], []
     for images, labels in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not ctx.is_main):
-        x = prepare_batch(images, ctx.device, hflip=False, channels_last=precision.channels_last)
+        x = prepare_batch(images, ctx.device, hflip=False, channels_last=precision.channels_last, spec=spec)
         with precision.autocast(ctx.device):
             views = [torch.sigmoid(net(view).float()) for view in tta_views(x, tta)]
         scores.append(torch.stack(views).mean(dim=0).cpu())
@@ -247,7 +261,7 @@ def predict_loader(
 
 
 def predict(
-    model: CheXNet,
+    model: Network,
     loader: DataLoader,
     device: torch.device,
     desc: str = "predict",
@@ -260,11 +274,11 @@ def predict(
     """
     ctx = Context(rank=0, world_size=1, local_rank=0, device=device)
     net = LogitsView(model.to(device, memory_format=precision.memory_format))
-    return predict_loader(net, loader, ctx, precision=precision, desc=desc, tta=tta)
+    return predict_loader(net, loader, ctx, precision=precision, desc=desc, tta=tta, spec=model.input_spec)
 
 
 def predict_split(
-    model: CheXNet,
+    model: Network,
     prepared_dir: str | Path,
     split: pd.DataFrame,
     name: str,
@@ -294,13 +308,14 @@ def predict_split(
 
 @torch.no_grad()
 def predict_images(
-    model: CheXNet, images: np.ndarray, device: torch.device, precision: Precision = FP32
+    model: Network, images: np.ndarray, device: torch.device, precision: Precision = FP32
 ) -> np.ndarray:
-    """Probabilities ``B×findings`` for uint8 ``B×S×S`` images, in ``precision`` (the model's recorded one
-    where the caller has it: :meth:`Precision.recorded`); the sigmoid in fp32."""
+    """Probabilities ``B×findings`` for gray ``B×S×S`` images (uint8, or float32 from the ``center_crop``
+    rule), fed by the model's input rule, in ``precision`` (the model's recorded one where the caller has
+    it: :meth:`Precision.recorded`); the sigmoid in fp32."""
     model.eval()
-    pixels = torch.from_numpy(np.array(images, dtype=np.uint8))[:, None]
-    batch = normalize_batch(pixels, device, channels_last=precision.channels_last)
+    pixels = torch.from_numpy(_gray_array(images))[:, None]
+    batch = normalize_batch(pixels, device, model.input_spec, channels_last=precision.channels_last)
     with precision.autocast(device):
         logits = model.logits(batch)
     return torch.sigmoid(logits.float()).cpu().numpy()

@@ -21,7 +21,7 @@ import torch
 
 from chexnet.core import io
 from chexnet.core.labels import LabelList
-from chexnet.model.network import CheXNet
+from chexnet.model.network import Network
 
 if TYPE_CHECKING:  # the loop's types, for hints only (training imports this module)
     from chexnet.engine.training import Run, TrainOptions
@@ -101,7 +101,7 @@ class Progress:
     resumed_from_epoch: int = 0
     stopped_early: bool = False
 
-    def record(self, record: EpochRecord, model: CheXNet) -> float:
+    def record(self, record: EpochRecord, model: Network) -> float:
         """Add an epoch; keep a copy of the weights when it is the best so far. Returns its score
         (validation mean AUROC, or minus the validation loss when AUROC is undefined)."""
         self.history.append(record)

@@ -55,8 +55,11 @@ from chexnet.engine.inference import (
 from chexnet.engine.loss import MaskedBCEWithLogitsLoss, positive_weights
 from chexnet.engine.resume import EpochRecord, FitResult, Progress, ResumeState
 from chexnet.evaluation.classification import mean_auroc, per_class_auroc
-from chexnet.model.file import ModelInfo
-from chexnet.model.network import CheXNet, LogitsView, set_memory_efficient
+from chexnet.model.network import (
+    LogitsView,
+    Network,
+    set_memory_efficient,
+)
 
 log = logging.getLogger(__name__)
 _CHECK_EVERY_CUDA = 20  # batches between host syncs on a GPU (loss shown, finiteness checked)
@@ -124,7 +127,7 @@ def compile_model(net: nn.Module, mode: str = "default") -> nn.Module:
 class Run:
     """Everything one training run steps with, built once by :func:`build_run`."""
 
-    model: CheXNet  # the weights saved (unwrapped)
+    model: Network  # the weights saved (unwrapped)
     net: nn.Module  # what is called: LogitsView, under DDP and torch.compile when asked
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
@@ -142,7 +145,7 @@ class Run:
         return self.precision.channels_last
 
 
-def build_run(model: CheXNet, train_labels: torch.Tensor, options: TrainOptions, ctx: Context) -> Run:
+def build_run(model: Network, train_labels: torch.Tensor, options: TrainOptions, ctx: Context) -> Run:
     """The network on its device in its memory layout, wrapped for DDP and compilation, and the
     optimiser, gradient scaler (fp16 only), LR scheduler (when asked) and loss."""
     device = ctx.device
@@ -212,7 +215,9 @@ def train_one_epoch(
     check_every = _CHECK_EVERY_CUDA if device.type == "cuda" else 1  # a CPU loses nothing by syncing
     bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not run.ctx.is_main)
     for batch, (images, labels) in enumerate(bar, start=1):
-        x = prepare_batch(images, device, hflip=hflip, channels_last=run.channels_last)
+        x = prepare_batch(
+            images, device, hflip=hflip, channels_last=run.channels_last, spec=run.model.input_spec
+        )
         labels = labels.to(device, non_blocking=True)
         detached = train_step(run.net, x, labels, run.criterion, run.optimizer, run.scaler, run.dtype)
         total += detached * len(labels)
@@ -228,7 +233,9 @@ def train_one_epoch(
 def validate(run: Run, loader: DataLoader) -> tuple[float, float | None]:
     """Validation loss by the training criterion (masked BCE, ``pos_weight`` when on) and mean AUROC
     (``None`` when no finding has both classes)."""
-    scores, truth = predict_loader(run.net, loader, run.ctx, precision=run.precision, desc="validate")
+    scores, truth = predict_loader(
+        run.net, loader, run.ctx, precision=run.precision, desc="validate", spec=run.model.input_spec
+    )
     val_auroc = mean_auroc(per_class_auroc(truth, scores, [str(j) for j in range(truth.shape[1])]))
     # the probabilities gathered across processes, back to scores (clipped as BCE on probabilities is)
     logits = torch.logit(torch.from_numpy(scores).double(), eps=1e-7)
@@ -239,7 +246,7 @@ def validate(run: Run, loader: DataLoader) -> tuple[float, float | None]:
 
 # --- the loop ---------------------------------------------------------------------------------------
 def fit(
-    model: CheXNet,
+    model: Network,
     train_set: CachedImages,
     val_set: CachedImages,
     options: TrainOptions,
@@ -311,16 +318,6 @@ def _log_epoch(record: EpochRecord, epochs: int) -> None:
         record.images_per_second,
         record.seconds,
     )
-
-
-def model_record(
-    params: StageParams, labels: LabelList, image_size: int, pretrained: bool, device: torch.device
-) -> ModelInfo:
-    """What train writes beside the model: the precision and layout :func:`build_run` trained in (so
-    evaluate, explain and predict run it so), where it started from, and the params it was trained with."""
-    precision = Precision.of(params.train.amp, params.train.channels_last, device)
-    origin = {"kind": "trained", "initial_weights": params.weights, "pretrained": pretrained}
-    return ModelInfo(labels, image_size, run_as=precision.run_as(), origin=origin, training=params.as_dict())
 
 
 def describe(options: TrainOptions, ctx: Context, pretrained: bool, labels: LabelList) -> str:

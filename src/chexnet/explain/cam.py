@@ -15,11 +15,11 @@ from torchcam.methods import GradCAMpp
 
 from chexnet.data.dataset import normalize_batch
 from chexnet.engine.inference import FP32, Precision
-from chexnet.model.network import CheXNet, LogitsView, resolve_layer
+from chexnet.model.network import LogitsView, Network, resolve_layer
 
 
 def grad_cam_pp_batch(
-    model: CheXNet,
+    model: Network,
     images: np.ndarray,
     class_indices: list[int],
     *,
@@ -27,7 +27,8 @@ def grad_cam_pp_batch(
     device: torch.device,
     precision: Precision = FP32,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Grad-CAM++ for a batch: image ``i`` (uint8 ``S×S``) explained for class ``class_indices[i]``.
+    """Grad-CAM++ for a batch: image ``i`` (gray ``S×S``, fed by the model's input rule) explained for
+    class ``class_indices[i]``.
 
     Returns heat maps ``B×S×S`` in 0..1 and each image's probability for its class. The hooks live only
     inside this call (torchcam's context manager removes them, also on error), so explaining hundreds
@@ -36,8 +37,8 @@ def grad_cam_pp_batch(
     model.eval()
     wrapper = LogitsView(model)  # torchcam backpropagates from the pre-sigmoid scores
     layer = resolve_layer(model, target_layer)
-    pixels = torch.from_numpy(np.array(images, dtype=np.uint8))[:, None]
-    batch = normalize_batch(pixels, device, channels_last=precision.channels_last)
+    pixels = torch.from_numpy(np.array(images, dtype=np.uint8 if images.dtype == np.uint8 else np.float32))
+    batch = normalize_batch(pixels[:, None], device, model.input_spec, channels_last=precision.channels_last)
     extractor = GradCAMpp(wrapper, target_layer=layer, input_shape=tuple(batch.shape[1:]))
     with extractor, precision.autocast(device):
         logits = wrapper(batch)
@@ -50,7 +51,7 @@ def grad_cam_pp_batch(
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """Blend a jet-coloured heat map over a grayscale image; returns RGB uint8."""
-    gray = np.repeat(image[..., None].astype(np.float32) / 255.0, 3, axis=2)
+    """Blend a jet-coloured heat map over a grayscale image (0..255); returns RGB uint8."""
+    gray = np.repeat(np.clip(image[..., None].astype(np.float32), 0, 255) / 255.0, 3, axis=2)
     colour = colormaps["jet"](heat)[..., :3]
     return np.round(255 * ((1 - alpha) * gray + alpha * colour)).clip(0, 255).astype(np.uint8)

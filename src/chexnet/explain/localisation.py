@@ -17,7 +17,7 @@ from chexnet.engine import inference
 from chexnet.evaluation import figures
 from chexnet.explain import boxes as box_scores
 from chexnet.explain import cam
-from chexnet.model.network import CheXNet
+from chexnet.model.network import Network
 
 OVERLAY_COLUMNS = (
     "finding",
@@ -35,7 +35,7 @@ def _batches(items: list, size: int) -> Iterator[list]:
 
 
 def top_k_overlays(
-    model: CheXNet,
+    model: Network,
     images: np.ndarray,
     predictions: pd.DataFrame,
     labels: list[str],
@@ -109,7 +109,7 @@ def box_cases(
 
 
 def localisation(
-    model: CheXNet,
+    model: Network,
     images: np.ndarray,
     predictions: pd.DataFrame,
     boxes: pd.DataFrame,

@@ -2,79 +2,48 @@
 
 ``models/chexnet_model.pth`` is exactly what the seed's ``torch.save(model.state_dict())`` writes, so
 either code loads the other's; ``chexnet_model.json`` beside it holds the findings in output order, the
-input size and the input transform (:class:`ModelInfo`). A checkpoint is read with
-``torch.load(weights_only=True)`` and loaded strictly: a key that does not fit is refused, never skipped.
-Initial weights for training (ImageNet, a backbone file, a checkpoint to fine-tune) are built here too.
+input size, the architecture, the input rule, the precision it ran in and where it came from
+(:class:`ModelInfo`). A checkpoint is read with ``torch.load(weights_only=True)`` and loaded strictly: a
+key that does not fit is refused, never skipped. Initial weights for training are
+:mod:`chexnet.model.initial`'s; foreign checkpoints are :mod:`chexnet.model.sources`'.
 """
 
 from __future__ import annotations
 
 import logging
-import re
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.models import densenet121
+from torch import nn
 
 from chexnet.core import io
-from chexnet.core.labels import NIH14, LabelList, LabelMismatchError, seed_checkpoint_labels
-from chexnet.data.dataset import IMAGENET_MEAN, IMAGENET_STD
-from chexnet.model.network import IMAGENET_WEIGHTS, CheckpointError, CheXNet, hub_weights_path
+from chexnet.core.labels import LabelList, LabelMismatchError, seed_checkpoint_labels
+from chexnet.data.input_spec import IMAGENET_INPUT, InputSpec, InputSpecError
+from chexnet.model.network import (
+    ARCHITECTURES,
+    DEFAULT_ARCHITECTURE,
+    ArchitectureError,
+    CheckpointError,
+    architecture,
+    build_network,
+)
+
+__all__ = ["InputSpec", "ModelInfo", "RunAs", "load_model", "read_model_info", "require_labels", "save_model"]
 
 MODEL_INFO_FORMAT = "chexnet-model/2"
 # Version 1 (before 2026-12-02) held the labels and the image size only: read with what chexnet wrote then
 # (DenseNet121, ImageNet input); its precision is unknown, so readers run it in fp32 and say so.
 READABLE_FORMATS = ("chexnet-model/1", MODEL_INFO_FORMAT)
-ARCHITECTURES = ("densenet121",)  # what this version builds (model/network.py)
 
 log = logging.getLogger(__name__)
-
-_LEGACY_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
-)
-
-
-def _remap_legacy_keys(state: dict[str, Any]) -> dict[str, Any]:
-    """torchvision's published DenseNet file uses ``norm.1`` where the modules are named ``norm1``."""
-    out = {}
-    for key, value in state.items():
-        match = _LEGACY_KEY.match(key)
-        out[match.group(1) + match.group(2) if match else key] = value
-    return out
-
-
-def _load_backbone(model: CheXNet, state: dict[str, Any], source: str) -> None:
-    """Load an ImageNet DenseNet121 state_dict into everything but the head."""
-    state = {k: v for k, v in _remap_legacy_keys(state).items() if not k.startswith("classifier")}
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith("classifier")]
-    if missing or result.unexpected_keys:
-        raise CheckpointError(
-            f"{source} is not a DenseNet121 state_dict: missing {missing[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}"
-        )
 
 
 def model_info_path(model_path: str | Path) -> Path:
     """Where what a model needs to be used right lives: ``chexnet_model.pth`` → ``chexnet_model.json``."""
     return Path(model_path).with_suffix(".json")
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """How an image becomes the network's input; every reader applies the record's, never its own."""
-
-    channels: int = 3  # 8-bit grayscale repeated to 3 channels
-    scale: float = 255.0  # pixel values / scale: 0..1
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    resize: str = "square"  # the whole image resized to image_size × image_size, no crop
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"channels": self.channels, "scale": self.scale, "mean": list(self.mean),
-                "std": list(self.std), "resize": self.resize}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -95,11 +64,14 @@ class ModelInfo:
     labels: LabelList
     image_size: int | None  # None: unknown (a seed checkpoint); predict then needs --image-size
     source: str = "chexnet"  # chexnet (written by train) | seed (no file beside the checkpoint)
-    architecture: str = "densenet121"
-    input: InputSpec = InputSpec()
+    architecture: str = DEFAULT_ARCHITECTURE
+    input: InputSpec = IMAGENET_INPUT
     run_as: RunAs | None = None  # None: unknown (a seed checkpoint, a version-1 record): run in fp32
     origin: dict[str, Any] = field(default_factory=dict)  # {"kind": "trained", "initial_weights": ...}
     training: dict[str, Any] = field(default_factory=dict)  # the params it was trained with
+    # operating points that came with an imported model ({"source": ..., "values": {label: p}}), used by
+    # predict when no thresholds chosen on validation data sit beside the model
+    thresholds: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -114,12 +86,36 @@ class ModelInfo:
             "run_as": None if self.run_as is None else asdict(self.run_as),
             "origin": self.origin,
             "training": self.training,
+            "thresholds": self.thresholds,
         }
+
+
+def _thresholds_of(document: dict[str, Any], labels: list[str], info_file: Path) -> dict[str, Any] | None:
+    """A record's imported operating points: a probability in [0, 1] for exactly its labels, or none."""
+    thresholds = document.get("thresholds")
+    if thresholds is None:
+        return None
+    values = thresholds.get("values") if isinstance(thresholds, dict) else None
+    good = (
+        isinstance(values, dict)
+        and set(values) == set(labels)
+        and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 1
+            for v in values.values()
+        )
+    )
+    if not good:
+        raise CheckpointError(
+            f"{info_file}: 'thresholds' must hold a probability for each of {labels}; it is damaged: "
+            "import the model again (chexnet import)"
+        )
+    values = {label: float(values[label]) for label in labels}
+    return {"source": str(thresholds.get("source", "imported")), "values": values}
 
 
 def _record_parts(document: dict[str, Any], info_file: Path) -> dict[str, Any]:
     """The version-2 fields of a record (defaults for version 1); refuses an unknown version and what
-    this chexnet cannot build or feed (another architecture or input), naming the field."""
+    this chexnet cannot build or feed (another architecture or input rule), naming the field."""
     version = document.get("format")
     if version not in READABLE_FORMATS:
         raise CheckpointError(
@@ -129,10 +125,7 @@ def _record_parts(document: dict[str, Any], info_file: Path) -> dict[str, Any]:
     if version == "chexnet-model/1":
         return {}
     try:
-        architecture = document["architecture"]
-        spec = document["input"]
-        spec = InputSpec(int(spec["channels"]), float(spec["scale"]), tuple(map(float, spec["mean"])),
-                         tuple(map(float, spec["std"])), str(spec["resize"]))  # fmt: skip
+        name, spec = document["architecture"], document["input"]
         run_as = document["run_as"]
         run_as = None if run_as is None else RunAs(str(run_as["dtype"]), str(run_as["memory_format"]))
     except (KeyError, TypeError, ValueError) as error:
@@ -140,22 +133,21 @@ def _record_parts(document: dict[str, Any], info_file: Path) -> dict[str, Any]:
             f"{info_file} is not a complete chexnet-model/2 record ({type(error).__name__}: {error}); "
             "restore it from the run that made the model"
         ) from error
-    if architecture not in ARCHITECTURES:
+    try:
+        architecture(name)
+        spec = InputSpec.from_dict(spec, f"{info_file}: 'input'")
+    except (ArchitectureError, InputSpecError) as error:
         raise CheckpointError(
-            f"{info_file}: architecture {architecture!r}: this chexnet builds {ARCHITECTURES}"
-        )
-    if spec != InputSpec():
-        raise CheckpointError(
-            f"{info_file}: the model expects input {spec.as_dict()}, which this chexnet does not produce "
-            f"(it feeds {InputSpec().as_dict()}): running it so would give wrong probabilities"
-        )
-    origin, training = dict(document.get("origin") or {}), dict(document.get("training") or {})
+            f"{error}; this chexnet builds {', '.join(ARCHITECTURES)} and feeds the rules of "
+            "chexnet.data.input_spec: running it otherwise would give wrong probabilities"
+        ) from error
     return {
-        "architecture": architecture,
+        "architecture": name,
         "input": spec,
         "run_as": run_as,
-        "origin": origin,
-        "training": training,
+        "origin": dict(document.get("origin") or {}),
+        "training": dict(document.get("training") or {}),
+        "thresholds": _thresholds_of(document, list(document.get("labels") or []), info_file),
     }
 
 
@@ -212,7 +204,8 @@ def read_model_info(path: str | Path, n_outputs: int, labels: LabelList | None =
     return info
 
 
-def _read_state(path: Path) -> dict[str, Any]:
+def read_state(path: Path) -> dict[str, Any]:
+    """A state_dict file, read with ``weights_only=True`` (tensors only: no code from the file runs)."""
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint {path} does not exist; run the train stage (dvc repro train) first"
@@ -231,109 +224,72 @@ def _read_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def _head_outputs(state: dict[str, Any], path: Path) -> int:
-    weight = state.get("classifier.0.weight")
+def state_architecture(state: dict[str, Any]) -> str:
+    """The backbone a state_dict with no record beside it is for: ResNet50 by its ``layer4``, else the
+    seed's DenseNet121 (whose keys the strict load then checks)."""
+    return "resnet50" if any(k.startswith("layer4.") for k in state) else DEFAULT_ARCHITECTURE
+
+
+def head_outputs(state: dict[str, Any], path: Path, name: str = DEFAULT_ARCHITECTURE) -> int:
+    """The number of outputs of a state_dict's ``Linear → Sigmoid`` head (``<head>.0.weight``)."""
+    head_name = architecture(name).network.HEAD
+    weight = state.get(f"{head_name}.0.weight")
     if weight is None or weight.ndim != 2:
-        head = sorted(k for k in state if k.startswith("classifier")) or sorted(state)[:3]
+        head = sorted(k for k in state if k.startswith(head_name)) or sorted(state)[:3]
         raise CheckpointError(
-            f"checkpoint {path} does not fit DenseNet121 with a Linear→Sigmoid head: no "
-            f"classifier.0.weight; its head keys: {head}"
+            f"checkpoint {path} does not fit {name} with a Linear→Sigmoid head: no "
+            f"{head_name}.0.weight; its head keys: {head}"
         )
     return int(weight.shape[0])
 
 
-def _transfer_head(model: CheXNet, state: dict[str, Any], old: LabelList, new: LabelList, path: Path) -> None:
-    """Fine-tuning across label lists: rows of findings both lists share (by name) are copied, the
-    others keep their fresh initialisation; the log says which."""
-    weight, bias = model.classifier[0].weight, model.classifier[0].bias
-    shared = [name for name in new.names if name in old.names]
-    with torch.no_grad():
-        for name in shared:
-            weight[new.index(name)] = state["classifier.0.weight"][old.index(name)]
-            bias[new.index(name)] = state["classifier.0.bias"][old.index(name)]
-    fresh = [name for name in new.names if name not in old.names]
-    unused = [name for name in old.names if name not in new.names]
-    log.info(
-        "fine-tuning from %s: backbone loaded; head rows copied for %d shared findings %s; new, freshly "
-        "initialised: %s; in the checkpoint but not in the data (left out): %s",
-        path,
-        len(shared),
-        shared,
-        fresh or "none",
-        unused or "none",
-    )
-
-
-def build_model(weights: str = "imagenet", labels: LabelList | None = None) -> tuple[CheXNet, bool]:
-    """Build the model for ``labels`` and initialise it; returns ``(model, pretrained)``.
-
-    ``weights``: ``imagenet`` tries torchvision's DEFAULT weights (torch hub cache, then download) and,
-    when that fails (offline, air-gapped), logs one warning naming the file to place in the hub cache
-    and continues from random initialisation; ``none`` starts from random init; any other value is a
-    local file: an ImageNet DenseNet121 state_dict (backbone only) or a CheXNet checkpoint, whose head
-    rows are matched to ``labels`` by name (its own list beside it, or the seed's sorted order).
-    """
-    labels = labels or LabelList(NIH14, "nih14")
-    model = CheXNet(len(labels))
-    if weights == "none":
-        return model, False
-    if weights == "imagenet":
-        try:
-            reference = densenet121(weights=IMAGENET_WEIGHTS)
-        except Exception as error:  # URLError, OSError, hash mismatch: all mean "not available here"
-            log.warning(
-                "ImageNet weights for DenseNet121 are not available (%s: %s); training starts from random "
-                "initialisation. To use them offline, copy %s to %s",
-                type(error).__name__,
-                error,
-                Path(IMAGENET_WEIGHTS.url).name,
-                hub_weights_path(),
-            )
-            return model, False
-        _load_backbone(model, reference.state_dict(), "torchvision DenseNet121")
-        return model, True
-    path = Path(weights)
-    if not path.is_file():
-        raise CheckpointError(f"weights: {path} is not a file; use 'imagenet', 'none' or a state_dict path")
-    state = _read_state(path)
-    if not any(k.startswith("classifier.0.") for k in state):
-        _load_backbone(model, state, str(path))
-        return model, True
-    old = read_model_info(path, _head_outputs(state, path)).labels
-    _load_backbone(model, state, str(path))
-    _transfer_head(model, state, old, labels, path)
-    return model, True
-
-
-def load_checkpoint(
-    model: CheXNet, path: str | Path, labels: LabelList | None = None
-) -> tuple[CheXNet, ModelInfo]:
-    """Load a CheXNet state_dict (ours or the seed's, same keys) strictly, with its label list.
-
-    ``model`` may be built for any number of outputs: it is rebuilt to the checkpoint's head size.
-    """
-    path = Path(path)
-    state = _read_state(path)
-    info = read_model_info(path, _head_outputs(state, path), labels)
-    if model.classifier[0].out_features != len(info.labels):
-        model = CheXNet(len(info.labels))
+def load_state_strictly(model: nn.Module, state: dict[str, Any], path: Path | str) -> None:
+    """Every key of the model from ``state`` and nothing else: a partial load is refused, listing keys."""
     expected, found = set(model.state_dict()), set(state)
     if expected != found:
         raise CheckpointError(
-            f"checkpoint {path} does not fit DenseNet121 with a Linear→Sigmoid head: "
-            f"missing keys {sorted(expected - found)[:5]}, unexpected keys {sorted(found - expected)[:5]}"
+            f"checkpoint {path} does not fit {getattr(model, 'ARCHITECTURE', 'the network')} with a "
+            f"Linear→Sigmoid head: missing keys {sorted(expected - found)[:5]}, unexpected keys "
+            f"{sorted(found - expected)[:5]} ({len(expected - found)} missing, {len(found - expected)} "
+            "unexpected in all)"
         )
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:  # same keys, other shapes (another head size, input channels)
+        raise CheckpointError(f"checkpoint {path}: {str(error).strip().splitlines()[-1].strip()}") from error
+
+
+def load_model(path: str | Path, labels: LabelList | None = None) -> tuple[nn.Module, ModelInfo]:
+    """The model at ``path``, built as its record says (architecture, input rule, outputs), loaded
+    strictly, with what it needs to be used right (labels, image size, precision). A state_dict with no
+    record beside it is read as the seed's (DenseNet121, ImageNet input; ResNet50 by its keys)."""
+    path = Path(path)
+    state = read_state(path)
+    info_file = model_info_path(path)
+    name = state_architecture(state)
+    if info_file.is_file():
+        document = io.read_json(info_file)
+        name = document.get("architecture", DEFAULT_ARCHITECTURE) if isinstance(document, dict) else name
+        name = name if name in ARCHITECTURES else DEFAULT_ARCHITECTURE  # refused by read_model_info
+    info = read_model_info(path, head_outputs(state, path, name), labels)
+    if info.source == "seed" and name != DEFAULT_ARCHITECTURE:
+        info = ModelInfo(info.labels, None, source="seed", architecture=name)
+    model = build_network(info.architecture, len(info.labels), info.input)
+    load_state_strictly(model, state, path)
     return model, info
 
 
-def load_model(path: str | Path, labels: LabelList | None = None) -> tuple[CheXNet, ModelInfo]:
-    """The model at ``path`` with what it needs to be used right (labels, image size)."""
-    return load_checkpoint(CheXNet(), path, labels)
-
-
-def require_labels(info: ModelInfo, expected: LabelList, model_path: str | Path, against: str) -> None:
-    """Refuse a model whose findings (names or order) are not those of the data it is asked about."""
+def require_labels(
+    info: ModelInfo, expected: LabelList, model_path: str | Path, against: str, resize: str | None = None
+) -> None:
+    """Refuse a model whose findings (names or order) are not those of the data it is asked about, or
+    (``resize``: the data's ``data.resize``) whose images are fitted to a square by another rule."""
+    if resize is not None and resize != info.input.resize:
+        raise LabelMismatchError(
+            f"model {model_path} expects images fitted by {info.input.resize!r} (its record's input rule), "
+            f"but {against} was prepared with data.resize: {resize}; set data.resize: "
+            f"{info.input.resize} in params.yaml and run dvc repro"
+        )
     if info.labels.names != expected.names:
         raise LabelMismatchError(
             f"model {model_path} predicts {list(info.labels.names)}, but {against} has "

@@ -34,7 +34,8 @@ def check(params_file: str | Path = "params.yaml", dvc_yaml: str | Path = "dvc.y
     """The problems found, one line each (empty: ``dvc repro`` will get past its checks)."""
     from chexnet.data.presets import registry
     from chexnet.engine.inference import resolve_device
-    from chexnet.model.network import CheXNet, check_target_layer
+    from chexnet.model.initial import planned_architecture
+    from chexnet.model.network import build_network, check_target_layer
 
     try:
         params = load_params(params_file)
@@ -52,10 +53,19 @@ def check(params_file: str | Path = "params.yaml", dvc_yaml: str | Path = "dvc.y
             f"params: {key}: {value} does not exist{demo_hint(path, params.data)} (dvc repro would stop on "
             f"this dependency); fix the path, or write {NO_FILE} for no file"
         )
+    backbone: list[str] = []  # the architecture the run builds, once known
+
+    def network():
+        return build_network(backbone[0], 2)
+
     for what, run in (
         ("data.preset", lambda: registry.get(params.data.preset)),
         ("demo.layout", lambda: registry.get(params.demo.layout, "demo.layout")),
-        ("explain.target_layer", lambda: check_target_layer(CheXNet(2), params.explain.target_layer)),
+        ("architecture", lambda: backbone.append(planned_architecture(params.weights, params.architecture))),
+        (
+            "explain.target_layer",
+            lambda: backbone and check_target_layer(network(), params.explain.target_layer),
+        ),
         ("device", lambda: resolve_device(params.device)),
     ):
         try:
