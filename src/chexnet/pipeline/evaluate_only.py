@@ -16,9 +16,10 @@ log = logging.getLogger("chexnet.train")
 
 def write_given_model(weights: str, labels: LabelList, image_size: int) -> None:
     """``models/chexnet_model.pth`` (+ record), ``reports/train.json`` and ``dvclive/`` of an evaluate-only
-    run; the dvclive files exist (with no epochs) because dvc.yaml declares them."""
+    run; the dvclive outputs exist (empty: no epochs) because dvc.yaml declares them."""
     state, info, summary = given.model_as_given(weights, labels, image_size, paths.PREPARED_DIR)
     training.EpochLogger(paths.DVCLIVE_DIR).end()
+    (paths.DVCLIVE_DIR / "plots").mkdir(parents=True, exist_ok=True)  # dvclive writes none without steps
     save_model(paths.MODEL_FILE, state, info)
     record("train", summary)
     log.info(
