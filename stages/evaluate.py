@@ -25,7 +25,7 @@ def main(params) -> None:
     io.require(paths.MODEL_FILE, made_by="train")
     split, labels = pd.read_parquet(paths.SPLIT_FILE), cache.load_labels(paths.PREPARED_DIR)
     model, info = load_model(paths.MODEL_FILE)
-    require_labels(info, labels, paths.MODEL_FILE, "the prepared data", cache.resize_rule(paths.PREPARED_DIR))
+    require_labels(info, labels, paths.MODEL_FILE, "the prepared data", paths.PREPARED_DIR)
     precision = inference.Precision.recorded(info.run_as, device)  # as trained: the model's record says
     names, model = list(labels.names), model.to(device)
     loading = {"batch_size": params.batch_size, "seed": params.seed, "num_workers": params.num_workers,

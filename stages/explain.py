@@ -29,7 +29,7 @@ def main(params) -> None:
     predictions = pd.read_parquet(paths.PREDICTIONS_FILE)
     images = cache.load_images(paths.PREPARED_DIR)
     labels = cache.load_labels(paths.PREPARED_DIR)
-    require_labels(info, labels, paths.MODEL_FILE, "the prepared data", cache.resize_rule(paths.PREPARED_DIR))
+    require_labels(info, labels, paths.MODEL_FILE, "the prepared data", paths.PREPARED_DIR)
     precision = inference.Precision.recorded(info.run_as, device)  # as trained: the model's record says
     model, names = model.to(device, memory_format=precision.memory_format), list(labels.names)
     explaining = {"target_layer": layer, "device": device, "precision": precision}

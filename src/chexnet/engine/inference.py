@@ -225,7 +225,7 @@ def tta_views(batch: torch.Tensor, mode: str) -> list[torch.Tensor]:
     return crops + [crop.flip(-1) for crop in crops]
 
 
-def _gray_array(images: np.ndarray) -> np.ndarray:
+def gray_array(images: np.ndarray) -> np.ndarray:
     """uint8 stays uint8 (the cache, the square rule); float stays float32 (unrounded center_crop)."""
     return np.array(images, dtype=np.uint8 if np.asarray(images).dtype == np.uint8 else np.float32)
 
@@ -314,7 +314,7 @@ def predict_images(
     rule), fed by the model's input rule, in ``precision`` (the model's recorded one where the caller has
     it: :meth:`Precision.recorded`); the sigmoid in fp32."""
     model.eval()
-    pixels = torch.from_numpy(_gray_array(images))[:, None]
+    pixels = torch.from_numpy(gray_array(images))[:, None]
     batch = normalize_batch(pixels, device, model.input_spec, channels_last=precision.channels_last)
     with precision.autocast(device):
         logits = model.logits(batch)

@@ -14,7 +14,7 @@ from matplotlib import colormaps
 from torchcam.methods import GradCAMpp
 
 from chexnet.data.dataset import normalize_batch
-from chexnet.engine.inference import FP32, Precision
+from chexnet.engine.inference import FP32, Precision, gray_array
 from chexnet.model.network import LogitsView, Network, resolve_layer
 
 
@@ -37,7 +37,7 @@ def grad_cam_pp_batch(
     model.eval()
     wrapper = LogitsView(model)  # torchcam backpropagates from the pre-sigmoid scores
     layer = resolve_layer(model, target_layer)
-    pixels = torch.from_numpy(np.array(images, dtype=np.uint8 if images.dtype == np.uint8 else np.float32))
+    pixels = torch.from_numpy(gray_array(images))
     batch = normalize_batch(pixels[:, None], device, model.input_spec, channels_last=precision.channels_last)
     extractor = GradCAMpp(wrapper, target_layer=layer, input_shape=tuple(batch.shape[1:]))
     with extractor, precision.autocast(device):

@@ -21,6 +21,7 @@ from torch import nn
 
 from chexnet.core import io
 from chexnet.core.labels import LabelList, LabelMismatchError, seed_checkpoint_labels
+from chexnet.data import cache
 from chexnet.data.input_spec import IMAGENET_INPUT, InputSpec, InputSpecError
 from chexnet.model.network import (
     ARCHITECTURES,
@@ -280,16 +281,16 @@ def load_model(path: str | Path, labels: LabelList | None = None) -> tuple[nn.Mo
 
 
 def require_labels(
-    info: ModelInfo, expected: LabelList, model_path: str | Path, against: str, resize: str | None = None
+    info: ModelInfo,
+    expected: LabelList,
+    model_path: str | Path,
+    against: str,
+    prepared_dir: Path | None = None,
 ) -> None:
     """Refuse a model whose findings (names or order) are not those of the data it is asked about, or
-    (``resize``: the data's ``data.resize``) whose images are fitted to a square by another rule."""
-    if resize is not None and resize != info.input.resize:
-        raise LabelMismatchError(
-            f"model {model_path} expects images fitted by {info.input.resize!r} (its record's input rule), "
-            f"but {against} was prepared with data.resize: {resize}; set data.resize: "
-            f"{info.input.resize} in params.yaml and run dvc repro"
-        )
+    whose images are fitted to a square by another rule than the prepared cache's (``prepared_dir``)."""
+    if prepared_dir is not None:
+        cache.require_rule(prepared_dir, info.input.resize, model_path)
     if info.labels.names != expected.names:
         raise LabelMismatchError(
             f"model {model_path} predicts {list(info.labels.names)}, but {against} has "

@@ -19,7 +19,14 @@ from torchvision.models import get_model
 
 from chexnet.core.labels import NIH14, LabelList
 from chexnet.data.input_spec import IMAGENET_INPUT
-from chexnet.model.file import head_outputs, model_info_path, read_model_info, read_state, state_architecture
+from chexnet.model.file import (
+    ModelInfo,
+    head_outputs,
+    model_info_path,
+    read_model_info,
+    read_state,
+    state_architecture,
+)
 from chexnet.model.network import (
     DEFAULT_ARCHITECTURE,
     ArchitectureError,
@@ -107,13 +114,25 @@ def _imagenet(name: str, labels: LabelList) -> tuple[nn.Module, bool]:
     return model, True
 
 
-def weights_architecture(path: Path) -> str:
-    """The backbone of a weights file: its record's, else its keys' (ResNet50's layer4, else DenseNet121)."""
+def read_weights_file(path: Path) -> tuple[dict[str, Any], ModelInfo | None, str]:
+    """A weights file read once: its state_dict, its record (``None`` for a backbone-only file: no head)
+    and its backbone (the record's, else its keys': ResNet50's layer4, else DenseNet121)."""
     state = read_state(path)
     found = state_architecture(state)
     has_head = any(k.startswith(f"{architecture(found).network.HEAD}.0.") for k in state)
-    if has_head and model_info_path(path).is_file():
-        return read_model_info(path, head_outputs(state, path, found)).architecture
+    info = read_model_info(path, head_outputs(state, path, found)) if has_head else None
+    if info is not None and model_info_path(path).is_file():
+        found = info.architecture
+    return state, info, found
+
+
+def _agreeing(name: str, found: str, weights: str) -> str:
+    """``found`` (the weights file's backbone), refusing an ``architecture`` param that names another."""
+    if name != "auto" and found != architecture(name).name:
+        raise ArchitectureError(
+            f"architecture: {name}, but weights {weights} is a {found} model; set architecture: auto (or "
+            f"{found}), or give {name} weights"
+        )
     return found
 
 
@@ -123,13 +142,7 @@ def planned_architecture(weights: str, name: str = "auto") -> str:
     chosen = DEFAULT_ARCHITECTURE if name == "auto" else architecture(name).name
     if weights in ("none", "imagenet") or not Path(weights).is_file():
         return chosen
-    found = weights_architecture(Path(weights))
-    if name != "auto" and found != chosen:
-        raise ArchitectureError(
-            f"architecture: {name}, but weights {weights} is a {found} model; set architecture: auto (or "
-            f"{found}), or give {name} weights"
-        )
-    return found
+    return _agreeing(name, read_weights_file(Path(weights))[2], weights)
 
 
 def build_model(
@@ -146,15 +159,14 @@ def build_model(
     agree with the file's.
     """
     labels = labels or LabelList(NIH14, "nih14")
-    found = planned_architecture(weights, name)
     if weights in ("none", "imagenet"):
-        return (build_network(found, len(labels)), False) if weights == "none" else _imagenet(found, labels)
+        chosen = planned_architecture(weights, name)
+        return (build_network(chosen, len(labels)), False) if weights == "none" else _imagenet(chosen, labels)
     path = Path(weights)
     if not path.is_file():
         raise CheckpointError(f"weights: {path} is not a file; use 'imagenet', 'none' or a state_dict path")
-    state = read_state(path)
-    has_head = any(k.startswith(f"{architecture(found).network.HEAD}.0.") for k in state)
-    info = read_model_info(path, head_outputs(state, path, found)) if has_head else None
+    state, info, found = read_weights_file(path)
+    _agreeing(name, found, weights)
     model = build_network(found, len(labels), info.input if info is not None else IMAGENET_INPUT)
     load_backbone(model, state, str(path))
     if info is not None:
