@@ -8,6 +8,7 @@ on the params' values: when only they change, this stage reruns and nothing down
 
 from chexnet.config.params import SECTION_CLASSES
 from chexnet.core import io
+from chexnet.core.errors import ChexnetError
 from chexnet.data.presets import registry
 from chexnet.pipeline import paths
 from chexnet.pipeline.stage_runner import run_stage
@@ -16,6 +17,11 @@ from chexnet.pipeline.stage_runner import run_stage
 def main(params) -> None:
     registry.get(params.data.preset)
     registry.get(params.demo.layout, "demo.layout")
+    for name, spec in params.evaluate.external.items():
+        registry.get(spec.preset, f"evaluate.external.{name}.preset")
+    for refusal in paths.demo_external_refusals(params.data, params.evaluate.external):
+        raise ChexnetError(refusal)
+    io.write_text(paths.EXTERNAL_README, paths.EXTERNAL_README_TEXT)  # the folder the card stage reads
     io.write_json(
         paths.report_file("check"), {"checked": ["top level", *(c.SECTION for c in SECTION_CLASSES)]}
     )

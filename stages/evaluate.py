@@ -1,6 +1,7 @@
 """evaluate stage: the test split measured like a clinical study. Per-class AUROC and AP with patient
 bootstrap intervals, thresholds chosen on validation (saved for predict) and applied to test, the seed's
-report at 0.5 beside them, calibration, ROC / PR / reliability curves, figures and the model card."""
+report at 0.5 beside them, calibration, subgroups, ROC / PR / reliability curves and figures (the card
+stage writes the model card from them)."""
 
 import logging
 
@@ -10,10 +11,10 @@ from chexnet.config import data, evaluate
 from chexnet.core import io
 from chexnet.data import cache
 from chexnet.engine import inference
-from chexnet.evaluation import figures
+from chexnet.evaluation import figures, subgroups
 from chexnet.evaluation import report as evaluation
 from chexnet.model.file import load_model, require_labels
-from chexnet.pipeline import model_card, paths
+from chexnet.pipeline import paths
 from chexnet.pipeline.stage_runner import record, run_stage
 
 log = logging.getLogger("chexnet.evaluate")
@@ -35,24 +36,23 @@ def main(params) -> None:
     for name, (frame, _, _) in predicted.items():  # data/predictions/{val,test}.parquet
         io.write_parquet(paths.PREDICTIONS_DIR / f"{name}.parquet", frame)
     _, val_scores, val_truth = predicted["val"]  # thresholds from validation only: test is not in scope
-    thresholds, fallbacks = evaluation.choose_thresholds(val_truth, val_scores, names, cfg.threshold_method)
-    io.write_json(paths.THRESHOLDS_FILE, evaluation.thresholds_record(names, cfg.threshold_method, thresholds,
-                                                                      fallbacks))  # fmt: skip
+    chosen = evaluation.validation_operating_points(val_truth, val_scores, names, cfg.threshold_method)
+    io.write_json(paths.THRESHOLDS_FILE, chosen)  # models/thresholds.json: what predict applies
+    thresholds, fallbacks, cut = chosen["thresholds"], chosen["fallbacks"], chosen["no_finding"]["cut"]
     test, scores, truth = predicted["test"]
     split_positives = {k: v["positives"] for k, v in io.read_json(paths.report_file("split")).items()
                        if k in ("train", "val")}  # fmt: skip
+    groups = subgroups.attribute_groups(cache.load_groups(paths.PREPARED_DIR), test["row"], cfg.age_bands)
     result = evaluation.evaluate_test(truth, scores, test["patient"].to_numpy(), names, thresholds, fallbacks,
-                                      cfg, params.seed, split_positives)  # fmt: skip
+                                      cfg, params.seed, split_positives, groups, cut)  # fmt: skip
     record("evaluate", result.summary)
     io.write_json(paths.REPORT_JSON, result.classification_reports)
     io.write_text(paths.REPORT_TEXT, result.report_text)
-    print(result.report_text)
+    print(result.report_text)  # the seed prints its classification_report
     figures.write_curves(truth, scores, names, result.calibration_bins, roc=paths.ROC_CSV, pr=paths.PR_CSV,
                          calibration=paths.CALIBRATION_CSV)  # fmt: skip
     images = cache.load_images(paths.PREPARED_DIR)
-    figures.evaluation_figures(result, test, truth, images, cfg.grid_images, confusion=paths.CONFUSION_PNG,
-                               reliability=paths.RELIABILITY_PNG, grid=paths.PREDICTION_GRID)  # fmt: skip
-    io.write_text(paths.MODEL_CARD, model_card.model_card_of_this_run(params, result.summary, labels))
+    figures.evaluation_figures(result, test, truth, images, cfg.grid_images, **paths.EVALUATE_FIGURES)
     log.info("test mean AUROC %(value)s (95%% CI %(ci_low)s–%(ci_high)s)", result.summary["auroc"]["macro"])
 
 

@@ -27,13 +27,11 @@ def main(params) -> None:
     model, info = load_model(paths.MODEL_FILE)
     layer = check_target_layer(model, cfg.target_layer)  # one that names nothing: one line, before any work
     predictions = pd.read_parquet(paths.PREDICTIONS_FILE)
-    images = cache.load_images(paths.PREPARED_DIR)
-    labels = cache.load_labels(paths.PREPARED_DIR)
+    images, labels = cache.load_images(paths.PREPARED_DIR), cache.load_labels(paths.PREPARED_DIR)
     require_labels(info, labels, paths.MODEL_FILE, "the prepared data", paths.PREPARED_DIR)
     precision = inference.Precision.recorded(info.run_as, device)  # as trained: the model's record says
     model, names = model.to(device, memory_format=precision.memory_format), list(labels.names)
     explaining = {"target_layer": layer, "device": device, "precision": precision}
-
     rows = top_k_overlays(model, images, predictions, names, k=cfg.top_k, out_dir=paths.CAM_DIR, **explaining)
     io.write_csv(paths.EXPLAIN_TABLE, pd.DataFrame(rows, columns=list(OVERLAY_COLUMNS)))
     findings = len({row["finding"] for row in rows})
@@ -45,9 +43,11 @@ def main(params) -> None:
             "fix the path, or write inputs/none for no boxes"
         )
     if box_table is not None:
-        boxes = read_boxes(box_table, names, params.data.aliases)
+        boxes = read_boxes(
+            box_table, names, params.data.aliases, params.data.bbox_layout, params.data.bbox_columns
+        )
         scores = localisation(model, images, predictions, boxes, names, fraction=cfg.cam_threshold,
-                              **explaining)  # fmt: skip
+                              groups=cache.load_groups(paths.PREPARED_DIR), **explaining)  # fmt: skip
         summary["localisation"] = {"split": "test", "box_table": str(box_table), **scores}
         log.info("pointing game %(pointing_game)s, IoBB > 0.5 %(iobb_over_0.5)s over %(cases)d boxes", scores)
     else:

@@ -29,6 +29,7 @@ def main(params) -> None:
         preset=cfg.preset,
         views=cfg.views,
         resize=cfg.resize,
+        subgroups=dict(cfg.subgroups),
     )
     record("prepare", report.as_dict())
     log.info(

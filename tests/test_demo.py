@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ SEED_DEMO = registry.PRESETS["seed"].demo
 
 def test_demo_set_has_the_users_format_and_variety(tmp_path: Path):
     table = generate_demo(tmp_path, TINY)
-    assert list(table.columns) == ["imagem", "patologia", "paciente_id"]
+    assert list(table.columns) == ["imagem", "patologia", "paciente_id", "sexo", "idade", "incidencia"]
     assert table.equals(pd.read_parquet(tmp_path / SEED_DEMO.table))
     assert len(table) == 50 and table["paciente_id"].nunique() == 20
     assert (table.groupby("paciente_id").size() > 1).any()  # follow-ups
@@ -48,7 +49,15 @@ def test_boxes_are_in_nih_format_and_inside_the_image(tmp_path: Path):
     labelled = {
         (r.imagem, f) for r in table.itertuples() for f in r.patologia.split("|") if f != "No Finding"
     }
-    assert set(zip(boxes["Image Index"], boxes["Finding Label"], strict=True)) == labelled
+    boxed = set(zip(boxes["Image Index"], boxes["Finding Label"], strict=True))
+    occult = labelled - boxed  # the planted gap: some women's findings are labelled, not painted, not boxed
+    assert boxed <= labelled and occult
+    assert {image for image, _ in occult} <= set(table.loc[table["sexo"] == "F", "imagem"])
+    none = generate_demo(tmp_path / "no_gap", dataclasses.replace(TINY, female_occult=0.0))
+    boxes = pd.read_csv(tmp_path / "no_gap" / DEMO_BOXES)
+    assert set(zip(boxes["Image Index"], boxes["Finding Label"], strict=True)) == {
+        (r.imagem, f) for r in none.itertuples() for f in r.patologia.split("|") if f != "No Finding"
+    }
 
 
 def test_findings_are_drawn_where_their_boxes_say(tmp_path: Path):

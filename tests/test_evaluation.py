@@ -114,10 +114,10 @@ def test_tta_views():
     assert len(crops) == 10 and all(c.shape == batch.shape for c in crops)
 
 
-def _evaluate(work: Path) -> subprocess.CompletedProcess:
+def _evaluate(work: Path, stage: str = "evaluate") -> subprocess.CompletedProcess:
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
     return subprocess.run(
-        [sys.executable, str(REPO / "stages" / "evaluate.py")],
+        [sys.executable, str(REPO / "stages" / f"{stage}.py")],
         cwd=work,
         env=env,
         capture_output=True,
@@ -160,6 +160,8 @@ def evaluated(tmp_path: Path) -> Path:
     )
     result = _evaluate(work)
     assert result.returncode == 0, result.stderr[-3000:]
+    card = _evaluate(work, "card")  # the model card, from the reports evaluate wrote
+    assert card.returncode == 0, card.stderr[-3000:]
     return work
 
 

@@ -49,7 +49,7 @@ PORTUGUESE = dict(
     )
 )
 TINY = {"epochs": 1, "batch_size": 8, "image_size": 32, "weights": "none", "device": "cpu", "seed": 3}
-STAGES = ["prepare", "split", "train", "evaluate", "explain"]
+STAGES = ["prepare", "split", "train", "evaluate", "card", "explain"]
 
 
 def _env() -> dict[str, str]:

@@ -3,8 +3,15 @@
 ``metrics/`` is what ``dvc repro`` of the committed params wrote, committed with them (DVC's lock says
 which run they come from). The benchmark scripts measure the targets; this test only guards that what the
 repository ships, the first run a newcomer reproduces, still meets them: a change that lowers the demo's
-test AUROC below 0.90 or its pointing game below 0.70 fails here, and so does a ``dvc repro`` whose
-metrics were not committed with the params that made them.
+test AUROC below its targets or its pointing game below 0.70 fails here, and so does a ``dvc repro``
+whose metrics were not committed with the params that made them.
+
+Since 2026-12-02 the demo plants a subgroup gap: 30% of women's findings are labelled but not painted
+(``demo.female_occult``), so no model can find them, and they are label noise in training. The AUROC
+targets were re-derived for it (benchmarks/README.md, "The demo"): 0.82 on the whole test split
+(0.852 measured) and 0.87 on men, the group without the planted effect (0.898); before the plant, 0.90
+(0.939). The pointing game keeps its 0.70 (0.706 over 286 boxes: unpainted findings have no box, so
+the noise guard is 250 boxes instead of 300).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import yaml
 from chexnet.pipeline.paths import reads_demo
 from tests.conftest import REPO
 
-AUROC_TARGET, POINTING_TARGET = 0.90, 0.70
+AUROC_TARGET, MEN_AUROC_TARGET, POINTING_TARGET, MIN_BOXES = 0.82, 0.87, 0.70, 250
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
 LOCK = yaml.safe_load((REPO / "dvc.lock").read_text(encoding="utf-8"))
 
@@ -50,11 +57,14 @@ def test_the_recorded_metrics_come_from_the_committed_params():
 def test_the_default_demo_run_meets_the_auroc_target():
     auroc = _metric("evaluate")["auroc"]["macro"]["value"]
     assert auroc >= AUROC_TARGET, f"test mean AUROC {auroc:.3f} < {AUROC_TARGET}"
+    report = json.loads((REPO / "reports" / "evaluate.json").read_text(encoding="utf-8"))
+    men = report["subgroups"]["sex"]["groups"]["M"]["auroc"]["value"]
+    assert men >= MEN_AUROC_TARGET, f"men's test mean AUROC {men:.3f} < {MEN_AUROC_TARGET}"
 
 
 def test_the_default_demo_run_meets_the_pointing_game_target():
     explain = _metric("explain")
-    assert explain["cases"] >= 300, f"only {explain['cases']} boxes: the pointing game is noise"
+    assert explain["cases"] >= MIN_BOXES, f"only {explain['cases']} boxes: the pointing game is noise"
     assert explain["pointing_game"] >= POINTING_TARGET, (
         f"pointing game {explain['pointing_game']:.3f} over {explain['cases']} boxes < {POINTING_TARGET}"
     )

@@ -21,8 +21,13 @@ def test_defaults_are_the_seeds_or_say_why():
 
 
 def test_repo_params_yaml_matches_schema_and_defaults():
+    """Every default, except the one addition the repo makes: the demo's external test set (the schema
+    has none, so a params.yaml that names none runs none; docs/evaluation.md)."""
     p = load_params(REPO / "params.yaml")
-    assert p == Params()
+    assert list(p.evaluate.external) == ["demo_padchest"]
+    assert p.evaluate.external["demo_padchest"].table.startswith("data/demo/external/")
+    without = dataclasses.replace(p, evaluate=dataclasses.replace(p.evaluate, external={}))
+    assert without == Params()
 
 
 def test_unknown_key_is_named():

@@ -36,7 +36,7 @@ COPY = [
     ".gitignore",
     "pyproject.toml",
 ]
-STAGES = ["check", "demo", "prepare", "split", "train", "evaluate", "explain"]
+STAGES = ["check", "demo", "prepare", "split", "train", "evaluate", "external", "card", "explain"]
 
 
 def _env() -> dict[str, str]:
@@ -69,7 +69,7 @@ def repo(tmp_path_factory) -> Path:
             shutil.copy2(source, root / item)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params.update(epochs=1, batch_size=8, image_size=64, weights="inputs/none", device="cpu")
-    params["demo"].update(n_patients=30, n_images=60, image_size=96)
+    params["demo"].update(n_patients=30, n_images=60, image_size=96, external_patients=20, external_images=40)
     params["split"].update(val_fraction=0.2, test_fraction=0.3)
     params["data"].update(min_positives=1)  # 60 images: some findings have only a few positives
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -91,7 +91,8 @@ def test_repro_writes_model_metrics_plots_and_heat_maps(repo: Path):
     evaluate = json.loads((repo / "reports/evaluate.json").read_text())
     assert evaluate["split"] == "test"
     headline = json.loads((repo / "metrics/evaluate.json").read_text())
-    assert set(headline) == {"auroc"}
+    assert set(headline) == {"auroc", "subgroups"}
+    assert set(headline["subgroups"]) == {"age", "sex", "view"}
     flagged = set(evaluate["caution"]["findings"]) | (
         {*headline["auroc"]} if evaluate["caution"]["overall"] else set()
     )
@@ -451,6 +452,40 @@ def test_the_offline_page_is_what_the_pinned_package_gives():
 
     assert (REPO / offline_plots.TEMPLATE).read_text(encoding="utf-8") == offline_plots.page()
     assert "html_template = html/plots_offline.html" in (REPO / ".dvc/config").read_text()
+
+
+def test_an_external_test_set_in_another_layout_and_vocabulary_is_scored_and_reruns_alone(repo: Path):
+    """The default external set: the demo's second hospital in PadChest's layout and vocabulary
+    (``pleural effusion``, ``infiltrates``, ...), met by aliases; scored at the training data's
+    validation thresholds. Editing only its table reruns only its stage and the card."""
+    report = json.loads((repo / "reports/external/demo_padchest.json").read_text())
+    model_labels = json.loads((repo / "models/chexnet_model.json").read_text())["labels"]
+    assert report["split"] == "external:demo_padchest" and report["images"] == 40
+    assert report["findings_scored"] and set(report["findings_scored"]) <= set(model_labels)
+    assert report["not_predicted_by_the_model"] == []  # every PadChest name had an alias
+    assert set(report["not_in_this_set"]) == set(model_labels) - set(report["findings_scored"])
+    assert report["thresholds"]["chosen_on"].startswith("val")
+    metrics = json.loads((repo / "metrics/external/demo_padchest.json").read_text())
+    assert set(metrics["auroc"]) == {*report["findings_scored"], "macro", "micro"}
+    card = (repo / "reports/model_card.md").read_text()
+    assert "## External test sets" in card and "| demo_padchest | 40 |" in card
+    table = repo / "data/demo/external/PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
+    original = table.read_text()
+    try:
+        rows = original.splitlines()
+        rows[1] = (
+            rows[1].replace("['normal']", "['pleural effusion']").replace("['", "['pleural effusion', '", 1)
+        )
+        table.write_text("\n".join(rows) + "\n")
+        status = run(repo, "dvc", "status")
+        assert "external@demo_padchest:" in status
+        for stage in ("prepare:", "train:", "evaluate:", "explain:"):
+            assert stage not in status
+        output = run(repo, "dvc", "repro", "external@demo_padchest", "card")
+        assert "Running stage 'external@demo_padchest'" in output and "Running stage 'card'" in output
+    finally:
+        table.write_text(original)
+        run(repo, "dvc", "repro")
 
 
 @pytest.mark.parametrize("stage", STAGES)

@@ -90,10 +90,10 @@ def test_presets_and_overrides():
     assert (nih.image, nih.label, nih.patient) == ("Image Index", "Finding Labels", "Patient ID")
     assert registry.resolve_columns("seed", "", "", "").label == "patologia"
     assert registry.resolve_columns("seed", "file", "", "none") == presets_base.Columns(
-        "file", "patologia", None
+        "file", "patologia", None, groups=(("sex", "sexo"), ("age", "idade"), ("view", "incidencia"))
     )
     with pytest.raises(tables.DataError, match=r"data\.preset"):
-        registry.resolve_columns("padchest", "", "", "")
+        registry.resolve_columns("openi", "", "", "")
     assert registry.resolve_columns("chexpert", "", "", "").label is None  # wide: one column per finding
 
 
@@ -287,5 +287,7 @@ def test_a_preset_name_that_names_nothing_lists_every_preset_and_what_it_reads()
         tables.DataError, match=r"params: demo\.layout must be one of: seed \(.+\); nih \(.+got 'nih14'"
     ):
         registry.get("nih14", "demo.layout")
-    assert list(registry.PRESETS) == ["seed", "nih", "chexpert", "mimic"]
+    assert list(registry.PRESETS) == [
+        "seed", "nih", "chexpert", "mimic", "padchest", "vindr", "rsna", "google_nih"
+    ]  # fmt: skip
     assert all(preset.notes and preset.demo.table for preset in registry.PRESETS.values())

@@ -359,7 +359,7 @@ def _stage_outputs(work: Path, stage: str) -> dict[str, bytes]:
     outputs = {
         "split": ["data/split.parquet", "metrics/split.json", "reports/split.json"],
         "evaluate": ["metrics/evaluate.json", "reports/evaluate.json", "models/thresholds.json",
-                     "plots/roc.csv", "data/predictions/test.parquet", "reports/model_card.md"],
+                     "plots/roc.csv", "data/predictions/test.parquet"],
         "explain": ["reports/explain.csv", "reports/explain.json", "metrics/explain.json"],
     }[stage]  # fmt: skip
     return {name: (work / name).read_bytes() for name in outputs}

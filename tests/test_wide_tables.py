@@ -12,6 +12,8 @@ from chexnet.config.demo import DemoParams
 from chexnet.core.labels import NIH14, LabelOptions
 from chexnet.data import cache, prepare, tables
 from chexnet.data.demo import generate_demo
+from chexnet.data.findings import label_rows
+from chexnet.data.presets import chexpert as chexpert_preset
 from chexnet.data.presets import mimic, registry
 from chexnet.engine.loss import MaskedBCEWithLogitsLoss
 
@@ -42,11 +44,14 @@ def chexpert(tmp_path_factory) -> Path:
     return root
 
 
-def _expected(raw: pd.Series, uncertain: str, blank: str) -> np.ndarray:
-    """The policies written out by hand, cell by cell."""
+def _expected(raw: pd.Series, healthy: pd.Series, uncertain: str, blank: str) -> np.ndarray:
+    """The policies written out by hand, cell by cell: a blank on a row whose No Finding is 1.0 is a
+    negative whatever data.blank says (the labeler found no pathology there)."""
     out = []
-    for value in raw:
-        if pd.isna(value):
+    for value, no_finding in zip(raw, healthy, strict=True):
+        if pd.isna(value) and no_finding == 1.0:
+            out.append(0.0)
+        elif pd.isna(value):
             out.append(0.0 if blank == "negative" else np.nan)
         elif value == -1.0:
             out.append({"ignore": np.nan, "zeros": 0.0, "ones": 1.0}[uncertain])
@@ -67,7 +72,11 @@ def test_chexpert_policies_cell_by_cell(chexpert: Path, tmp_path: Path, uncertai
     truth = cache.label_matrix(index, labels)
     rows = table.set_index("Path").loc[index["image"]]
     for j, name in enumerate(labels.names):
-        np.testing.assert_array_equal(truth[:, j], _expected(rows[name], uncertain, blank), err_msg=name)
+        expected = _expected(rows[name], rows["No Finding"], uncertain, blank)
+        np.testing.assert_array_equal(truth[:, j], expected, err_msg=name)
+    assert (rows["No Finding"] == 1.0).any() and rows.loc[
+        rows["No Finding"] == 1.0, list(NIH14)
+    ].isna().any().any()
     assert list(index["patient"][:2]) == ["10000", "10000"] or index["patient"].str.isdigit().all()
     masked = int(np.isnan(truth).sum())
     assert (masked > 0) == (uncertain == "ignore" or blank == "ignore")
@@ -81,7 +90,7 @@ def test_per_finding_policy_and_the_masked_loss_by_hand(chexpert: Path, tmp_path
     truth = cache.label_matrix(index, labels)
     rows = table.set_index("Path").loc[index["image"]]
     for name, rule in (("Edema", "ones"), ("Atelectasis", "zeros"), ("Mass", "ignore")):
-        expected = _expected(rows[name], rule, "negative")
+        expected = _expected(rows[name], rows["No Finding"], rule, "negative")
         np.testing.assert_array_equal(truth[:, labels.index(name)], expected)
 
     # the loss over that matrix, by hand from the table's cells: uncertain cells of ignored findings skipped
@@ -184,3 +193,28 @@ def test_every_demo_layout_prepares_with_its_preset(tmp_path: Path, layout: str)
     assert report.images_written == 40 and report.rejected == {}
     boxes = pd.read_csv(tmp_path / "BBox_List.csv")
     assert set(boxes["Image Index"]) <= set(cache.load_index(tmp_path / "out")["image"])
+
+
+def test_no_finding_makes_blanks_negatives_except_support_devices_cell_by_cell(tmp_path: Path):
+    """CheXpert's rule (Irvin et al. 2019; torchxrayvision's CheX_Dataset reads it so): No Finding = 1
+    means no pathology was found, so a blank pathology cell on that row is a negative even under
+    ``blank: ignore``; Support Devices is not a pathology and keeps the blank policy; an explicit value
+    stays what it says."""
+    table = pd.DataFrame({
+        "Path": [f"CheXpert-v1.0-small/train/patient{i:05d}/study1/view1_frontal.jpg" for i in range(6)],
+        "Frontal/Lateral": "Frontal", "AP/PA": "PA", "Sex": "Male", "Age": 50,
+        "No Finding":      [1.0,    1.0,    np.nan, np.nan, 1.0,    np.nan],
+        "Edema":           [np.nan, 0.0,    np.nan, 1.0,    np.nan, -1.0],
+        "Support Devices": [np.nan, 1.0,    np.nan, np.nan, np.nan, 1.0],
+    })  # fmt: skip
+    table = chexpert_preset.read(table, "train.csv", "")
+    columns = registry.resolve_columns("chexpert", "", "", "")
+    table["table_row"] = range(len(table))
+    for blank in ("ignore", "negative"):
+        labelled = label_rows(table, columns, LabelOptions(min_positives=1, blank=blank), "chexpert", "t.csv")
+        edema = labelled.labels[:, labelled.label_list.index("Edema")]
+        devices = labelled.labels[:, labelled.label_list.index("Support Devices")]
+        other_blank = np.nan if blank == "ignore" else 0.0
+        np.testing.assert_array_equal(edema, [0.0, 0.0, other_blank, 1.0, 0.0, np.nan])
+        np.testing.assert_array_equal(devices, [other_blank, 1.0, other_blank, other_blank, other_blank, 1.0])
+        assert labelled.negatives_from_no_finding == {"Edema": 2}

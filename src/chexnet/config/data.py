@@ -13,6 +13,8 @@ VIEWS = ("PA", "AP", "lateral")  # data.views: what the chexpert and mimic prese
 # data.resize: how prepare fits an image to S × S (chexnet.data.input_spec applies them). square: the
 # whole image resized (the seed's); center_crop: the central square resized (torchxrayvision's models).
 RESIZE_RULES = ("square", "center_crop")
+# data.bbox_layout: how a box table is laid out (chexnet.explain.boxes reads each; docs/explanations.md)
+BOX_LAYOUTS = ("nih", "vindr", "rsna", "columns")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class DataParams:
     label_column: str = param("", free=True)
     patient_column: str = param("", free=True)  # "none": patient ids from NIH file names PPPPPPPP_FFF.png
     bbox_table: str = param("data/demo/BBox_List.csv", file=True)  # inputs/none: no boxes
+    bbox_layout: str = param("nih", choices=BOX_LAYOUTS)
+    bbox_columns: dict[str, str] = param(factory=dict)  # columns layout: {image, finding, x, y, w|x2, h|y2}
     workers: int = param(0, low=0)  # decoder threads for prepare; 0 = every core
     resize: str = param("square", choices=RESIZE_RULES)  # must be the model's input rule (its record)
     max_rejected_fraction: float = param(0.01, low=0, high=1)  # prepare fails above this share
@@ -39,6 +43,8 @@ class DataParams:
     uncertain: str | dict[str, str] = param("ignore", choices=UNCERTAIN_POLICIES)  # or {Finding: policy}
     blank: str = param("negative", choices=BLANK_POLICIES)  # chexpert/mimic blank (not mentioned)
     views: list[str] = param(factory=list, choices=VIEWS)  # keep only these views ([] = all)
+    # Subgroups for evaluate, beyond the preset's sex/age/view: {attribute: column}, e.g. {site: hospital}
+    subgroups: dict[str, str] = param(factory=dict)
 
     def __post_init__(self) -> None:
         check_ranges(self, f"{self.SECTION}.")

@@ -19,6 +19,9 @@ Files under ``data/prepared/``:
   absent in caches from before 2026-12-02: ``square``), ``no_finding``, ``positives_in_table``,
   ``positives_in_cache``, ``masked_in_table``, ``uncertain_in_table``, ``dropped_rare``, ``ignored``.
 - ``rejects.csv``: rows that were skipped: ``image``, ``table_row``, ``reason``, ``detail``.
+- ``groups.parquet``: ``row`` (as in the index), then one column per subgroup attribute prepare carried
+  (``sex`` F/M/other/unknown, ``age`` float years or null, ``view`` PA/AP/lateral/..., any
+  ``data.subgroups`` column as text): :mod:`chexnet.data.groups`. Absent in older caches: no subgroups.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from chexnet.core.labels import LABELS_FILE, LabelList, read_labels_json
 
 IMAGES_FILE, INDEX_FILE, REJECTS_FILE = "images.npy", "index.parquet", "rejects.csv"
 __all__ = ["IMAGES_FILE", "INDEX_FILE", "LABELS_FILE", "REJECTS_FILE", "CacheError", "image_size",
-           "label_matrix", "load_images", "load_index", "load_labels",
+           "label_matrix", "load_groups", "load_images", "load_index", "load_labels",
            "require_rule", "resize_rule"]  # fmt: skip
 
 
@@ -44,6 +47,14 @@ class CacheError(ChexnetError, ValueError):
 
 def load_index(prepared_dir: str | Path) -> pd.DataFrame:
     return pd.read_parquet(Path(prepared_dir) / INDEX_FILE)
+
+
+def load_groups(prepared_dir: str | Path) -> pd.DataFrame:
+    """The subgroup attributes of each cached image, by ``row``; no columns but ``row`` when none."""
+    path = Path(prepared_dir) / "groups.parquet"
+    if not path.is_file():
+        return pd.DataFrame({"row": load_index(prepared_dir)["row"]})
+    return pd.read_parquet(path)
 
 
 def load_labels(prepared_dir: str | Path) -> LabelList:

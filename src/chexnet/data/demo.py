@@ -19,6 +19,7 @@ evaluation and heat maps are wired together right.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,24 @@ def _save_image(path: Path, field: np.ndarray, mode: str) -> None:
     io.write_with(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
+EXTERNAL_DIR = "external"  # the second set's folder under the demo folder
+EXTERNAL_SEED_OFFSET = 1000  # its patients are drawn from another stream: none is the main set's
+
+
 def generate_demo(out_dir: str | Path, demo: DemoParams) -> pd.DataFrame:
+    """The demo set in ``demo.layout``, and the smaller external set (``demo.external_*``) under
+    ``external/`` in ``demo.external_layout``; returns the main table (:func:`draw_set`)."""
+    table = draw_set(out_dir, demo)
+    if demo.external_images:
+        sizes = {"n_patients": demo.external_patients, "n_images": demo.external_images,
+                 "contrast": demo.external_contrast}  # fmt: skip
+        other = dataclasses.replace(demo, layout=demo.external_layout, seed=demo.seed + EXTERNAL_SEED_OFFSET,
+                                    rgba_images=0, gray16_images=0, **sizes)  # fmt: skip
+        draw_set(Path(out_dir) / EXTERNAL_DIR, other)
+    return table
+
+
+def draw_set(out_dir: str | Path, demo: DemoParams) -> pd.DataFrame:
     """Write the demo set under ``out_dir`` in ``demo.layout`` and return its main table.
 
     ``seed`` (default): ``table.parquet`` (columns ``imagem``, ``patologia``, ``paciente_id``) and
@@ -119,6 +137,11 @@ def generate_demo(out_dir: str | Path, demo: DemoParams) -> pd.DataFrame:
     modes = {int(i): "RGBA" for i in special[: demo.rgba_images]}
     modes |= {int(i): "I;16" for i in special[demo.rgba_images : demo.rgba_images + demo.gray16_images]}
 
+    # Sex and age on their own stream, so that they leave every other draw of the seed as it was.
+    people = np.random.default_rng(demo.seed + 7)
+    sexes = np.where(people.random(demo.n_patients) < 0.5, "F", "M")
+    ages = people.integers(5, 90, demo.n_patients)
+    occult = np.random.default_rng(demo.seed + 11)  # which of women's findings go unpainted (its own stream)
     drawn_images, boxes = [], []
     progress = tqdm(total=demo.n_images, desc="demo images", unit="img")
     index = 0
@@ -127,9 +150,13 @@ def generate_demo(out_dir: str | Path, demo: DemoParams) -> pd.DataFrame:
         findings: set[str] = set()
         for follow_up in range(per_patient[patient]):
             findings = _sample_findings(rng, demo.no_finding_fraction, findings, demo.max_findings)
-            drawn = DrawnImage(patient, follow_up, index, frozenset(findings))
+            sex, age = str(sexes[patient]), int(ages[patient]) + follow_up
+            drawn = DrawnImage(patient, follow_up, index, frozenset(findings), sex, age)
             entry = layout.entry(drawn)
-            field, image_boxes = draw_radiograph(demo.image_size, anatomy, findings, rng, demo.contrast)
+            painted = findings  # the planted gap: a share of women's findings is labelled but not visible
+            if sex == "F" and demo.female_occult:
+                painted = {f for f in NIH14 if f in findings and occult.random() >= demo.female_occult}
+            field, image_boxes = draw_radiograph(demo.image_size, anatomy, painted, rng, demo.contrast)
             _save_image(image_dir / entry, field, modes.get(index, "L"))
             drawn_images.append(drawn)
             boxes.extend((entry, *box) for box in image_boxes)

@@ -48,12 +48,18 @@ def wide_findings(
     """One column per finding (1.0 positive, 0.0 negative, -1.0 uncertain, blank not mentioned) → per
     finding a float vector with NaN where the label is masked, under the uncertainty and blank policies.
 
-    Returns the vectors, positives per finding and uncertain entries per finding (before the policy).
+    A row whose no-finding column (``data.no_finding``, CheXpert's and MIMIC's ``No Finding``) is 1.0
+    was read by the labeler as holding no pathology: its blank cells are negatives, whatever
+    ``data.blank`` says, except for findings that are not pathologies (:data:`NOT_PATHOLOGIES`).
+    Returns the vectors, positives per finding, uncertain entries per finding (before the policy) and
+    per finding how many blank cells the no-finding rule made negative.
     """
     observed = finding_columns(table, columns)
     _check_uncertain_keys(options, [options.aliases.get(str(c), str(c)) for c in observed], table_path)
+    healthy = _healthy_rows(table, observed, options, table_path)
     vectors: dict[str, np.ndarray] = {}
     uncertain_counts: dict[str, int] = {}
+    from_no_finding: dict[str, int] = {}
     source_of: dict[str, str] = {}
     for column in observed:
         if str(column) in options.ignore:  # the table's own name, before aliases (docs/data.md)
@@ -81,11 +87,38 @@ def wide_findings(
         uncertain = vector == -1.0
         policy = options.uncertain_policy(name)
         vector[uncertain] = {"ignore": np.nan, "zeros": 0.0, "ones": 1.0}[policy]
-        vector[np.isnan(values.to_numpy(dtype=np.float64))] = 0.0 if options.blank == "negative" else np.nan
+        blank = np.isnan(values.to_numpy(dtype=np.float64))
+        vector[blank] = 0.0 if options.blank == "negative" else np.nan
+        if str(column) not in NOT_PATHOLOGIES and name not in NOT_PATHOLOGIES:
+            vector[blank & healthy] = 0.0
+            from_no_finding[name] = int((blank & healthy).sum())
         vectors[name] = vector
         uncertain_counts[name] = int(uncertain.sum())
     positives = {name: int((v == 1.0).sum()) for name, v in vectors.items()}
-    return vectors, positives, uncertain_counts
+    return vectors, positives, uncertain_counts, from_no_finding
+
+
+# CheXpert's labeler sets "No Finding" when no pathology is positive or uncertain, Support Devices
+# excepted (Irvin et al. 2019): a device on a healthy film says nothing about the rest.
+NOT_PATHOLOGIES = frozenset({"Support Devices"})
+
+
+def _healthy_rows(
+    table: pd.DataFrame, observed: list[str], options: LabelOptions, table_path: str | Path
+) -> np.ndarray:
+    """Rows whose no-finding column is 1.0 (all False when the table has none)."""
+    column = next((c for c in observed if options.aliases.get(str(c), str(c)) == options.no_finding), None)
+    if column is None:
+        return np.zeros(len(table), dtype=bool)
+    values = pd.to_numeric(table[column], errors="coerce")
+    bad = table[column].notna() & ~values.isin([1.0, 0.0, -1.0])
+    if bad.any():
+        first = bad.to_numpy().nonzero()[0][0]
+        raise DataError(
+            f"table {table_path}, column {column!r}, row {int(table['table_row'].iloc[first])}: "
+            f"{table[column].iloc[first]!r} is not 1.0, 0.0, -1.0 or blank ({int(bad.sum())} such cells)"
+        )
+    return (values == 1.0).to_numpy()
 
 
 def _check_uncertain_keys(options: LabelOptions, findings: list[str], table_path: str | Path) -> None:
@@ -136,6 +169,7 @@ class Labelled:
     ignored: dict[str, int]
     masked: dict[str, int]
     uncertain: dict[str, int]
+    negatives_from_no_finding: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def label_rows(
@@ -145,6 +179,7 @@ def label_rows(
     finding) and binarise every row in its order."""
     masked: dict[str, int] = {}
     uncertain: dict[str, int] = {}
+    from_no_finding: dict[str, int] = {}
     if columns.label is not None:
         finding_rows, positives, ignored = long_findings(table[columns.label], options)
         _check_ignored_exist(options, set(ignored), table_path)
@@ -153,7 +188,7 @@ def label_rows(
         )
         labels = binarize(finding_rows, label_list).astype(np.float64)
     else:
-        vectors, positives, uncertain = wide_findings(table, columns, options, table_path)
+        vectors, positives, uncertain, from_no_finding = wide_findings(table, columns, options, table_path)
         _check_ignored_exist(options, {str(c) for c in table.columns}, table_path)
         ignored = {name: int((table[name] == 1.0).sum()) for name in options.ignore if name in table.columns}
         label_list, rare = choose(positives, options, preset, where=f"table {table_path}")
@@ -162,4 +197,5 @@ def label_rows(
     _check_no_finding_token(options, positives, table_path)
     if rare:
         log.warning("dropped findings with fewer than %d positives: %s", options.min_positives, rare)
-    return Labelled(label_list, labels, positives, rare, ignored, masked, uncertain)
+    kept = {name: from_no_finding[name] for name in label_list.names if name in from_no_finding}
+    return Labelled(label_list, labels, positives, rare, ignored, masked, uncertain, kept)

@@ -25,6 +25,7 @@ from chexnet.core.labels import LABELS_FILE, SEPARATOR, LabelList, LabelOptions,
 from chexnet.data.cache import IMAGES_FILE, INDEX_FILE, REJECTS_FILE
 from chexnet.data.decode import check_cache_fits, decode_into, decode_tasks
 from chexnet.data.findings import Labelled, finding_columns, label_rows
+from chexnet.data.groups import GROUPS_FILE, group_columns, group_frame
 from chexnet.data.presets.base import Columns
 from chexnet.data.tables import SOURCE_REJECTS, DataError, patients_from_file_names, require_columns
 
@@ -43,6 +44,7 @@ class PrepareReport:
     findings_ignored: dict[str, int] = dataclasses.field(default_factory=dict)  # data.ignore_findings
     views: dict[str, object] = dataclasses.field(default_factory=dict)
     join: dict[str, int] = dataclasses.field(default_factory=dict)  # mimic: metadata rows and unmatched
+    subgroups: list[str] = dataclasses.field(default_factory=list)  # attributes in groups.parquet
 
     @property
     def rejected_total(self) -> int:
@@ -70,6 +72,7 @@ class PrepareReport:
             out["views"] = self.views
         if self.join:
             out["join"] = self.join
+        out["subgroups"] = list(self.subgroups)
         return out
 
 
@@ -84,7 +87,7 @@ def _blank(values: pd.Series) -> pd.Series:
     return values.isna() | (values.astype(str).str.strip() == "")
 
 
-def _usable_rows(
+def usable_rows(
     table: pd.DataFrame, columns: Columns, table_path: str | Path, views: Sequence[str], preset: str
 ) -> tuple[pd.DataFrame, list[dict[str, object]], dict[str, object], int]:
     """Rows with an image name, a patient and a label, of the wanted views, each image once; returns
@@ -238,6 +241,7 @@ def _write_labels(
         positives_in_cache={name: int(np.nansum(kept_labels[:, j])) for j, name in enumerate(names)},
         masked_in_table=labelled.masked,
         uncertain_in_table={name: labelled.uncertain[name] for name in names if name in labelled.uncertain},
+        negatives_from_no_finding=labelled.negatives_from_no_finding,
         dropped_rare=labelled.rare,
         ignored=labelled.ignored,
     )
@@ -261,6 +265,7 @@ def prepare_cache(
     preset: str = "seed",
     views: tuple[str, ...] | list[str] = (),
     resize: str = "square",
+    subgroups: dict[str, str] | None = None,
 ) -> PrepareReport:
     """Choose the label list, binarise, take the seeded subset, decode each image once into ``out_dir``.
 
@@ -272,12 +277,15 @@ def prepare_cache(
     options = label_options or LabelOptions()
     needed = {"image_column": columns.image, "label_column": columns.label, "patient_column": columns.patient}
     require_columns(table, {key: name for key, name in needed.items() if name is not None}, table_path)
+    attributes = group_columns(table, columns, subgroups or {}, table_path)
+    if columns.label is None:  # a wide table: the subgroup columns are not findings
+        columns = dataclasses.replace(columns, metadata=(*columns.metadata, *attributes.values()))
     source_rejects, join = (
         list(table.attrs.get(SOURCE_REJECTS, [])),
         dict(table.attrs.get("join", {})),
     )  # e.g. MIMIC metadata rows with blank keys
     rows_in_table = len(table) + len(source_rejects)
-    table, rejects, view_counts, merged = _usable_rows(table, columns, table_path, views, preset)
+    table, rejects, view_counts, merged = usable_rows(table, columns, table_path, views, preset)
     rejects = source_rejects + rejects
     labelled = label_rows(table, columns, options, preset, table_path)
 
@@ -311,6 +319,9 @@ def prepare_cache(
         out_dir / INDEX_FILE, _index_frame(names, patients, kept, sizes, kept_labels, label_list)
     )
     _write_labels(out_dir / LABELS_FILE, labelled, kept_labels, options.no_finding, resize)
+    groups = group_frame(table.iloc[kept].reset_index(drop=True), attributes)
+    groups.insert(0, "row", np.arange(len(kept)))
+    io.write_parquet(out_dir / GROUPS_FILE, groups)
     return PrepareReport(
         rows_in_table=rows_in_table,
         rows_selected=n_selected,
@@ -322,4 +333,5 @@ def prepare_cache(
         findings_ignored=labelled.ignored,
         views=view_counts,
         join=join,
+        subgroups=sorted(attributes),
     )

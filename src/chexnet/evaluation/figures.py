@@ -167,13 +167,49 @@ def cam_grid(path: str | Path, tiles: list[tuple[np.ndarray, str]], title: str) 
     return io.save_figure(path, figure, dpi=80)
 
 
+def subgroup_figure(path: Path, by_attribute: dict[str, Any]) -> None:
+    """One row per attribute: each group's underdiagnosis rate and macro AUROC with their 95% intervals
+    (a group too small for an interval: its point, hollow); a note when there is no attribute."""
+    if not by_attribute:
+        fig = plt.figure(figsize=(6, 1))
+        fig.text(0.5, 0.5, "no subgroup attribute in this data (docs/evaluation.md)", ha="center")
+        io.write_with(path, lambda tmp: fig.savefig(tmp, format="png"))
+        plt.close(fig)
+        return
+    rows = len(by_attribute)
+    fig, axes = plt.subplots(rows, 2, figsize=(10, 2.6 * rows + 0.6), squeeze=False)
+    for (attribute, entry), (left, right) in zip(by_attribute.items(), axes, strict=True):
+        names = list(entry["groups"])
+        for ax, key, title in ((left, "underdiagnosis", "underdiagnosis rate (lower is better)"),
+                               (right, "auroc", "macro AUROC")):  # fmt: skip
+            for y, name in enumerate(names):
+                figure = entry["groups"][name][key]
+                if figure["value"] is None:
+                    continue
+                filled = figure["ci_low"] is not None
+                if filled:
+                    ax.plot([figure["ci_low"], figure["ci_high"]], [y, y], color="tab:blue", lw=2)
+                ax.plot(figure["value"], y, "o", color="tab:blue", mfc="tab:blue" if filled else "white")
+            ax.set_yticks(range(len(names)))
+            ax.set_yticklabels([f"{n} ({entry['groups'][n]['patients']} pts)" for n in names], fontsize=8)
+            ax.set_xlim(0, 1)
+            ax.set_title(f"{attribute}: {title}", fontsize=9)
+            ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("Test split by subgroup, 95% patient-bootstrap intervals (hollow: too small for one)")
+    fig.tight_layout()
+    io.write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
 def evaluation_figures(
     result: Any, test: pd.DataFrame, truth: np.ndarray, images: np.ndarray, shown: int, *,
-    confusion: Path, reliability: Path, grid: Path,
+    confusion: Path, reliability: Path, grid: Path, subgroups: Path,
 ) -> None:  # fmt: skip
     """The evaluate stage's PNGs from an :class:`chexnet.evaluation.report.TestEvaluation`: the ``confusion``
     grid and ``reliability`` diagram of the test split at the validation thresholds, and the picture
-    ``grid`` of its first ``shown`` images (``images``: the prepared cache)."""
+    ``grid`` of its first ``shown`` images (``images``: the prepared cache), and the ``subgroups``
+    figure (a figure saying there are none when prepare carried no attribute)."""
+    subgroup_figure(subgroups, result.summary.get("subgroups") or {})
     confusion_grid(confusion, result.operating_points, "Test split at thresholds chosen on validation")
     calibration = result.summary["calibration"]
     reliability_diagram(

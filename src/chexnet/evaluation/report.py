@@ -16,7 +16,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from chexnet.config.evaluate import THRESHOLD_METHODS, EvaluateParams
 from chexnet.core.errors import ChexnetError
-from chexnet.evaluation import bootstrap, classification
+from chexnet.evaluation import bootstrap, classification, subgroups
 from chexnet.evaluation.classification import known, undefined_reason
 
 
@@ -49,6 +49,35 @@ def choose_thresholds(
             best = int(np.argmax(f1))
         thresholds[label] = float(min(cuts[best], 1.0))  # roc_curve's first cut is +inf
     return thresholds, fallbacks
+
+
+def choose_no_finding_cut(
+    val_truth: np.ndarray,
+    val_scores: np.ndarray,
+    thresholds: dict[str, float],
+    labels: Sequence[str],
+    method: str,
+) -> tuple[float, str | None]:
+    """The "no finding" operating point on validation: the cut on :func:`subgroups.abnormality` that
+    best separates images holding a finding from the rest, by ``method`` (as each finding's threshold).
+    Without both kinds of image in validation: 1.0 ("no output clears its threshold"), with the reason."""
+    cuts = np.array([thresholds[label] for label in labels], dtype=float)
+    score = subgroups.abnormality(val_scores, cuts)[:, None]
+    sick = subgroups.holds_a_finding(val_truth).astype(float)[:, None]
+    chosen, fallback = choose_thresholds(sick, score / max(float(score.max()), 1e-12), ["no finding"], method)
+    if fallback:
+        return 1.0, fallback["no finding"].replace("the seed's 0.5", "the cut 1.0")
+    return float(chosen["no finding"] * max(float(score.max()), 1e-12)), None
+
+
+def validation_operating_points(
+    val_truth: np.ndarray, val_scores: np.ndarray, labels: Sequence[str], method: str
+) -> dict[str, Any]:
+    """Every operating point chosen on validation, as ``models/thresholds.json`` holds them: one threshold
+    per finding (:func:`choose_thresholds`) and the "no finding" cut (:func:`choose_no_finding_cut`)."""
+    thresholds, fallbacks = choose_thresholds(val_truth, val_scores, labels, method)
+    no_finding = choose_no_finding_cut(val_truth, val_scores, thresholds, labels, method)
+    return thresholds_record(labels, method, thresholds, fallbacks, no_finding)
 
 
 def operating_points(
@@ -110,10 +139,15 @@ def reliability(
 
 
 def thresholds_record(
-    labels: Sequence[str], method: str, thresholds: dict[str, float], fallbacks: dict[str, str]
-) -> dict[str, Any]:
-    """``models/thresholds.json``: what predict applies, with the label list it belongs to."""
-    return {
+    labels: Sequence[str], method: str, thresholds: dict[str, float], fallbacks: dict[str, str],
+    no_finding: tuple[float, str | None] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """``models/thresholds.json``: what predict applies, with the label list it belongs to, and the "no
+    finding" operating point (:func:`choose_no_finding_cut`) that subgroup underdiagnosis uses."""
+    extra = {} if no_finding is None else {"no_finding": {
+        "score": "max over findings of probability / threshold", "cut": no_finding[0], "chosen_on": "val",
+        **({"fallback": no_finding[1]} if no_finding[1] else {})}}  # fmt: skip
+    return extra | {
         "labels": list(labels),
         "method": method,
         "chosen_on": "val",
@@ -199,10 +233,15 @@ def evaluate_test(
     cfg: EvaluateParams,
     seed: int,
     split_positives: dict[str, dict[str, int]] | None = None,
+    groups: dict[str, np.ndarray] | None = None,
+    no_finding: tuple[np.ndarray, float] | float = 1.0,
 ) -> TestEvaluation:
     """The test split measured like a clinical study: AUROC and AP with patient-bootstrap intervals,
     the validation thresholds and the seed's 0.5 applied, and calibration; with what cannot be trusted
-    flagged (``split_positives``: positives per finding of each split, from the split stage's report)."""
+    flagged (``split_positives``: positives per finding of each split, from the split stage's report),
+    and results by subgroup when ``groups`` gives each test image's group per attribute. ``no_finding``:
+    the "no finding" cut chosen on validation (:func:`choose_no_finding_cut`), or each image's abnormality
+    score over all the model's outputs with that cut (an external set scored on fewer findings)."""
     names = list(labels)
     intervals = bootstrap.bootstrap_metrics(
         truth, scores, patients, names, resamples=cfg.bootstrap_resamples, seed=seed, level=cfg.ci_level
@@ -250,6 +289,15 @@ def evaluate_test(
         "tta": cfg.tta,
         "caution": trust_flags(truth, patients, names, split_positives),
     }
+    if groups:  # results by subgroup: docs/evaluation.md
+        abnormal, cut = no_finding if isinstance(no_finding, tuple) else (None, float(no_finding))
+        summary["no_finding_cut"] = cut
+        summary["subgroups"] = subgroups.subgroup_results(
+            truth, scores, patients, groups, names, thresholds, no_finding_cut=cut, abnormal=abnormal,
+            resamples=cfg.bootstrap_resamples, seed=seed,
+            level=cfg.ci_level, min_patients=cfg.subgroup_min_patients,
+            min_positive_patients=MIN_CI_POSITIVE_PATIENTS,
+        )  # fmt: skip
     return TestEvaluation(
         labels=names,
         summary=summary,

@@ -92,9 +92,13 @@ def top_k_overlays(
 def box_cases(
     predictions: pd.DataFrame, boxes: pd.DataFrame, size: int, labels: list[str]
 ) -> list[tuple[int, int, str, list[tuple[float, ...]]]]:
-    """``(cache row, class index, finding, boxes on the size × size map)`` for every (image, finding)
-    of ``predictions`` that has expert boxes; each box scaled from its own image's pixels."""
+    """``(cache row, class index, finding, boxes on the size × size map, each box's reader)`` for every
+    (image, finding) of ``predictions`` that has expert boxes; each box scaled from its own image's
+    pixels. A box table that names images without their extension (VinDr-CXR's ``image_id``, RSNA's
+    ``patientId``) meets the table's entries by file stem."""
     by_image = predictions.set_index("image")
+    stems = {Path(str(entry)).stem: entry for entry in by_image.index}
+    boxes = boxes.assign(image=[i if i in by_image.index else stems.get(str(i), i) for i in boxes["image"]])
     cases = []
     for (image_name, finding), group in boxes[boxes["image"].isin(by_image.index)].groupby(
         ["image", "finding"]
@@ -104,7 +108,8 @@ def box_cases(
             box_scores.scale_box(b.x, b.y, b.w, b.h, int(record["width"]), int(record["height"]), size)
             for b in group.itertuples()
         ]
-        cases.append((int(record["row"]), labels.index(finding), finding, scaled))
+        readers = list(group["reader"]) if "reader" in group else [""] * len(scaled)
+        cases.append((int(record["row"]), labels.index(finding), finding, scaled, readers))
     return cases
 
 
@@ -120,8 +125,10 @@ def localisation(
     fraction: float = 0.5,
     batch_size: int = 16,
     precision: inference.Precision = inference.FP32,
+    groups: pd.DataFrame | None = None,
 ) -> dict[str, object]:
-    """Pointing game and IoBB > 0.5 for every (image, finding) with an expert box in ``predictions``.
+    """Pointing game and IoBB > 0.5 for every (image, finding) with an expert box in ``predictions``
+    (per subgroup too, when ``groups``, the cache's groups.parquet, is given).
 
     Every such image is scored, whatever its probability: the heat map of the box's finding is asked
     where that finding is.
@@ -133,19 +140,11 @@ def localisation(
         heats, _ = cam.grad_cam_pp_batch(
             model,
             pixels,
-            [c for _, c, _, _ in chunk],
+            [c for _, c, *_ in chunk],
             target_layer=target_layer,
             device=device,
             precision=precision,
         )
-        for heat, (_, _, finding, scaled) in zip(heats, chunk, strict=True):
-            predicted = box_scores.predicted_box(heat, fraction)
-            best = max((box_scores.iobb(predicted, box) for box in scaled), default=0.0) if predicted else 0.0
-            records.append(
-                {
-                    "finding": finding,
-                    "hit": box_scores.pointing_hit(heat, scaled),
-                    "iobb_over_half": best > 0.5,
-                }
-            )
-    return box_scores.localisation_scores(records, labels)
+        for heat, (row, _, finding, scaled, readers) in zip(heats, chunk, strict=True):
+            records.append(box_scores.score_case(heat, finding, scaled, readers, fraction) | {"row": row})
+    return box_scores.localisation_scores(records, labels, groups)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chexnet.config.params import load_params
+from chexnet.config.params import Params, load_params
 from chexnet.config.schema import IMAGENET_FILE, NO_FILE, file_params, read_yaml
 from chexnet.core.errors import ChexnetError
-from chexnet.pipeline.paths import demo_hint
+from chexnet.pipeline.paths import demo_external_refusals, demo_hint
 
 
 def pipeline_outputs(dvc_yaml: Path) -> list[Path]:
@@ -28,6 +28,29 @@ def pipeline_outputs(dvc_yaml: Path) -> list[Path]:
             for entry in stage.get(kind, []) or []:
                 outputs.extend(Path(k) for k in (entry if isinstance(entry, dict) else {entry: None}))
     return outputs
+
+
+def _external_problems(params: Params, made: list[Path]) -> list[str]:
+    """Each external test set's preset, and its files (dvc.yaml lists them as external@<name> deps)."""
+    from chexnet.data.presets import registry
+
+    problems = demo_external_refusals(params.data, params.evaluate.external)
+    for name, spec in params.evaluate.external.items():
+        key = f"evaluate.external.{name}"
+        try:
+            registry.get(spec.preset, f"{key}.preset")
+        except ChexnetError as error:
+            problems.append(str(error))
+        for field in ("table", "images", "metadata_table"):
+            value = getattr(spec, field)
+            path = Path(value)
+            if value and not path.exists() and not any(path == out or out in path.parents for out in made):
+                stand_in = f", or write {NO_FILE} for no file" if field == "metadata_table" else ""
+                problems.append(
+                    f"params: {key}.{field}: {value} does not exist (dvc repro would stop on it); "
+                    f"fix the path{stand_in}"
+                )
+    return problems
 
 
 def check(params_file: str | Path = "params.yaml", dvc_yaml: str | Path = "dvc.yaml") -> list[str]:
@@ -53,6 +76,7 @@ def check(params_file: str | Path = "params.yaml", dvc_yaml: str | Path = "dvc.y
             f"params: {key}: {value} does not exist{demo_hint(path, params.data)} (dvc repro would stop on "
             f"this dependency); fix the path, or write {NO_FILE} for no file"
         )
+    problems += _external_problems(params, made)
     backbone: list[str] = []  # the architecture the run builds, once known
 
     def network():

@@ -50,7 +50,13 @@ def evaluate(full: dict[str, Any]) -> dict[str, Any]:
         key: value | ({"caution": True} if everything or key in flagged else {})
         for key, value in full["auroc"].items()
     }
-    return {"auroc": auroc}
+    headline: dict[str, Any] = {"auroc": auroc}
+    if full.get("subgroups"):  # the largest gap per attribute, for AUROC and underdiagnosis
+        headline["subgroups"] = {
+            attribute: {k: v for k, v in entry["largest_gap"].items() if k in ("auroc", "underdiagnosis")}
+            for attribute, entry in full["subgroups"].items()
+        }
+    return headline
 
 
 def explain(full: dict[str, Any]) -> dict[str, Any]:
@@ -60,7 +66,16 @@ def explain(full: dict[str, Any]) -> dict[str, Any]:
     return _pick(scores, ("cases", "pointing_game", "iobb_over_0.5"))
 
 
-HEADLINES = {"prepare": prepare, "split": split, "train": train, "evaluate": evaluate, "explain": explain}
+def external(full: dict[str, Any]) -> dict[str, Any]:
+    """An external set's AUROC (as evaluate's, on the shared findings), its size and the subgroup gaps."""
+    headline = {"images": full["images"], "patients": full["patients"], **evaluate(full)}
+    if full.get("localisation"):
+        headline["localisation"] = _pick(full["localisation"], ("cases", "pointing_game", "iobb_over_0.5"))
+    return headline
+
+
+HEADLINES = {"prepare": prepare, "split": split, "train": train, "evaluate": evaluate, "explain": explain,
+             "external": external}  # fmt: skip
 
 
 def write(stage: str, full: dict[str, Any], *, report: Path, metrics: Path) -> None:

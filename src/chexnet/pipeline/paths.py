@@ -22,6 +22,9 @@ CALIBRATION_CSV = PLOTS_DIR / "calibration.csv"
 CONFUSION_PNG = PLOTS_DIR / "confusion.png"
 RELIABILITY_PNG = PLOTS_DIR / "reliability.png"
 PREDICTION_GRID = PLOTS_DIR / "predictions.png"
+SUBGROUPS_PNG = PLOTS_DIR / "subgroups.png"  # underdiagnosis and AUROC per group
+EVALUATE_FIGURES = {"confusion": CONFUSION_PNG, "reliability": RELIABILITY_PNG, "grid": PREDICTION_GRID,
+                    "subgroups": SUBGROUPS_PNG}  # fmt: skip
 CAM_DIR = PLOTS_DIR / "cam"
 REPORTS_DIR = Path("reports")
 REPORT_TEXT = REPORTS_DIR / "classification_report.txt"
@@ -57,3 +60,42 @@ def demo_hint(path: str | Path, data: object) -> str:
         if demo and own
         else ""
     )
+
+
+EXTERNAL_DATA_DIR = Path("data/external")  # one cache per external test set (external@<name>)
+EXTERNAL_REPORTS = REPORTS_DIR / "external"  # <name>.json per set; the card stage depends on the folder
+EXTERNAL_README = EXTERNAL_REPORTS / "README.md"  # written by the check stage, so the folder always exists
+EXTERNAL_README_TEXT = (
+    "# External test sets\n\nOne `<name>.json` per entry of `evaluate.external`, written by the DVC stage "
+    "`external@<name>` (docs/evaluation.md). A file whose set was removed from params.yaml is left here "
+    "by DVC and ignored by the model card.\n"
+)
+
+
+def demo_external_refusals(data: object, external: dict) -> list[str]:
+    """External sets that read the demo while the data is the user's: the demo stage draws nothing then
+    (its second hospital neither), so each is refused with the fix, before any stage runs."""
+    if reads_demo(data.table, data.images):
+        return []
+    return [
+        f"params: evaluate.external.{name} is the demo's second hospital ({spec.table}), but data.table is "
+        f"your own ({data.table}), so the demo stage draws nothing for it: remove it from evaluate.external "
+        "(evaluate.external: {} for none), or point it at your external table"
+        for name, spec in external.items()
+        if reads_demo(spec.table, spec.images)
+    ]
+
+
+def external_dirs(name: str) -> dict[str, Path]:
+    """Where the external set ``name`` is prepared and reported: its cache (and predictions), report,
+    headline metrics, curves and subgroup figure."""
+    plots = PLOTS_DIR / "external" / name
+    return {
+        "data": EXTERNAL_DATA_DIR / name,
+        "report": EXTERNAL_REPORTS / f"{name}.json",
+        "metrics": METRICS_DIR / "external" / f"{name}.json",
+        "roc": plots / "roc.csv",
+        "pr": plots / "pr.csv",
+        "calibration": plots / "calibration.csv",
+        "subgroups": plots / "subgroups.png",
+    }

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from chexnet.config.stage import StageParams, load_stage_params
+from chexnet.config.stage import load_stage_params
 from chexnet.core.errors import ChexnetError
 from chexnet.pipeline import lifecycle
 
@@ -54,10 +54,15 @@ def _out_of_memory(error: BaseException) -> bool:
     )
 
 
-def run_stage(description: str, body: Callable[[StageParams], None], sections: tuple[type, ...]) -> None:
+def run_stage(
+    description: str, body: Callable[..., None], sections: tuple[type, ...], argument: str | None = None
+) -> None:
     """Parse arguments, load the top level of the params and the ``sections`` (their schema classes) the
-    stage reads, run ``body``; turn user errors into one line and exit 1."""
+    stage reads, run ``body``; turn user errors into one line and exit 1. ``argument``: one positional
+    argument the stage takes (a foreach stage's ``${key}``), passed to ``body`` after the params."""
     parser = stage_parser(description)
+    if argument:
+        parser.add_argument(argument)
     args = parser.parse_args()
     setup_logging(args.verbose)
     log = logging.getLogger("chexnet")
@@ -69,7 +74,8 @@ def run_stage(description: str, body: Callable[[StageParams], None], sections: t
     try:
         keys = lifecycle.stage_param_keys(stage)
         snapshot = lifecycle.params_snapshot(args.params, keys)
-        body(load_stage_params(args.params, sections))
+        extra = (getattr(args, argument),) if argument else ()
+        body(load_stage_params(args.params, sections), *extra)
         if not worker:
             lifecycle.require_unchanged(args.params, keys, snapshot)
     except KeyboardInterrupt as interrupt:

@@ -33,6 +33,9 @@ class Columns:
     view: str | None = None  # column whose values are PA / AP / lateral (None: no view filter possible)
     metadata: tuple[str, ...] = ()  # wide tables: the columns that are not findings
     patient_pattern: str = NIH_NAME
+    # Subgroup attributes the layout knows, (attribute, column): carried by prepare into groups.parquet
+    # when the table has the column (sex: M/F spellings, age: years, view: PA/AP/lateral).
+    groups: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class DrawnImage:
     follow_up: int
     index: int
     findings: frozenset[str]
+    sex: str = "F"  # F | M: the patient's, drawn on its own stream (chexnet.data.demo)
+    age: int = 60  # years at this image
 
 
 # A reader turns the table file as read into the table the preset's columns describe (joins, a view

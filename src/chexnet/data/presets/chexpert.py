@@ -35,8 +35,8 @@ def _write_demo(out_dir: Path, drawn: list[DrawnImage], views: np.ndarray, seed:
     meta = pd.DataFrame(
         {
             "Path": [_entry(d) for d in drawn],
-            "Sex": "Female",
-            "Age": 60,
+            "Sex": ["Female" if d.sex == "F" else "Male" for d in drawn],
+            "Age": [d.age for d in drawn],
             "Frontal/Lateral": "Frontal",
             "AP/PA": views,
         }
@@ -48,7 +48,15 @@ def _write_demo(out_dir: Path, drawn: list[DrawnImage], views: np.ndarray, seed:
 
 PRESET = Preset(
     name="chexpert",
-    columns=Columns("Path", None, None, view="view", metadata=METADATA, patient_pattern=PATIENT_IN_PATH),
+    columns=Columns(
+        "Path",
+        None,
+        None,
+        view="view",
+        metadata=METADATA,
+        patient_pattern=PATIENT_IN_PATH,
+        groups=(("sex", "Sex"), ("age", "Age"), ("view", "view")),
+    ),
     demo=DemoLayout(table="CheXpert-v1.0-small/train.csv", images="", entry=_entry, write=_write_demo),
     read=read,
     notes="CheXpert's train.csv or valid.csv",

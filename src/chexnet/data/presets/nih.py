@@ -18,6 +18,8 @@ def _write_demo(out_dir: Path, drawn: list[DrawnImage], views: np.ndarray, seed:
             "Finding Labels": findings_cells(drawn),
             "Follow-up #": [d.follow_up for d in drawn],
             "Patient ID": [10000 + d.patient for d in drawn],
+            "Patient Age": [d.age for d in drawn],
+            "Patient Gender": [d.sex for d in drawn],
             "View Position": views,
         }
     )
@@ -27,7 +29,18 @@ def _write_demo(out_dir: Path, drawn: list[DrawnImage], views: np.ndarray, seed:
 
 PRESET = Preset(
     name="nih",
-    columns=Columns("Image Index", "Finding Labels", "Patient ID", view="View Position"),
+    columns=Columns(
+        "Image Index",
+        "Finding Labels",
+        "Patient ID",
+        view="View Position",
+        groups=(
+            ("sex", "Patient Gender"),
+            ("sex", "Patient Sex"),
+            ("age", "Patient Age"),  # v2020: Sex
+            ("view", "View Position"),
+        ),
+    ),
     demo=DemoLayout(table="Data_Entry_2017.csv", images="images", entry=nih_file_name, write=_write_demo),
     notes="NIH's Data_Entry_2017.csv or Data_Entry_2017_v2020.csv",
 )

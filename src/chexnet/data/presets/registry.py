@@ -11,11 +11,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from chexnet.data.presets import chexpert, mimic, nih, seed
+from chexnet.data.presets import chexpert, google_nih, mimic, nih, padchest, rsna, seed, vindr
 from chexnet.data.presets.base import Columns, Preset
 from chexnet.data.tables import DataError, read_table
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (seed.PRESET, nih.PRESET, chexpert.PRESET, mimic.PRESET)}
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (seed.PRESET, nih.PRESET, chexpert.PRESET, mimic.PRESET, padchest.PRESET, vindr.PRESET,
+              rsna.PRESET, google_nih.PRESET)
+}  # fmt: skip
 
 
 def get(name: str, key: str = "data.preset") -> Preset:

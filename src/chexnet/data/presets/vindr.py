@@ -1,0 +1,77 @@
+"""VinDr-CXR (``annotations_train.csv`` / ``annotations_test.csv``, Kaggle's ``train.csv``): one row per
+radiologist and box (``image_id``, ``class_name``, ``rad_id``, ``x_min``, ``y_min``, ``x_max``,
+``y_max``), ``No finding`` rows without a box. An image is positive for a finding when **any** reader
+marked it (as torchxrayvision's ``VinDr_Dataset`` reads it); the same table is a box table
+(:mod:`chexnet.explain.boxes`, layout ``vindr``) with every reader's boxes.
+
+VinDr-CXR publishes no patient ids: each image is its own patient, so a split cannot keep a patient's
+follow-ups together (the dataset's images are one per study; docs/data.md says so). Images are
+``<image_id>.dicom`` under ``data.images``; for PNG conversions set ``data.image_column: image_png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from chexnet.core import io
+from chexnet.core.labels import NIH14, NO_FINDING, SEPARATOR
+from chexnet.data.presets.base import Columns, DemoLayout, DrawnImage, Preset
+from chexnet.data.tables import require_columns
+
+NO_FINDING_CLASS = "No finding"  # VinDr's spelling
+FINDINGS, READERS = "findings", "readers"  # built by read()
+
+
+def read(table: pd.DataFrame, table_path: str | Path, metadata_table: str | Path) -> pd.DataFrame:
+    """One row an image: the union of its readers' classes, how many readers, the file names."""
+    require_columns(table, {"image_column": "image_id", "label_column": "class_name"}, table_path)
+    classes = table["class_name"].astype(str).str.strip().where(table["class_name"].notna(), "")
+    per_image = (
+        pd.DataFrame({"image_id": table["image_id"].astype(str), "class_name": classes})
+        .groupby("image_id", sort=False)["class_name"]
+        .agg(lambda cells: SEPARATOR.join(sorted({c for c in cells if c and c != NO_FINDING_CLASS})))
+    )
+    blank = table.groupby(table["image_id"].astype(str), sort=False)["class_name"].agg(
+        lambda cells: cells.isna().all()
+    )
+    out = per_image.rename(FINDINGS).reset_index()
+    out[FINDINGS] = np.where(out[FINDINGS] == "", NO_FINDING, out[FINDINGS])
+    out.loc[out["image_id"].map(blank).to_numpy(dtype=bool), FINDINGS] = np.nan  # no class at all: rejected
+    if "rad_id" in table.columns:
+        readers = table.groupby(table["image_id"].astype(str), sort=False)["rad_id"].nunique()
+        out[READERS] = out["image_id"].map(readers).astype("int64")
+    out["image_path"] = out["image_id"] + ".dicom"
+    out["image_png"] = out["image_id"] + ".png"
+    return out
+
+
+def _image_id(drawn: DrawnImage) -> str:
+    return f"{drawn.index:08x}{drawn.patient:08x}demo"
+
+
+def _entry(drawn: DrawnImage) -> str:
+    return _image_id(drawn) + ".png"
+
+
+def _write_demo(out_dir: Path, drawn: list[DrawnImage], views: np.ndarray, seed: int) -> pd.DataFrame:
+    """Three readers an image; each reports every drawn finding (no boxes here: BBox_List.csv has them)."""
+    rows = []
+    for d in drawn:
+        for reader in ("R1", "R2", "R3"):
+            found = [f for f in NIH14 if f in d.findings] or [NO_FINDING_CLASS]
+            rows += [{"image_id": _image_id(d), "class_name": f, "rad_id": reader} for f in found]
+    table = pd.DataFrame(rows).assign(x_min=np.nan, y_min=np.nan, x_max=np.nan, y_max=np.nan)
+    io.write_csv(out_dir / PRESET.demo.table, table)
+    return table
+
+
+PRESET = Preset(
+    name="vindr",
+    columns=Columns("image_path", FINDINGS, "image_id"),
+    demo=DemoLayout(table="annotations_train.csv", images="images", entry=_entry, write=_write_demo),
+    read=read,
+    notes="VinDr-CXR's annotations_train.csv / annotations_test.csv (or Kaggle's train.csv)",
+)
