@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,8 @@ import yaml
 from chexnet.core.labels import NIH14, LabelList, write_labels_json
 
 LABELS = NIH14  # the tiny work dirs use NIH's 14 findings in CheXNet's order
+# ONNX exports and engine timings of test models go to a throwaway cache, never the user's ~/.cache
+os.environ.setdefault("CHEXNET_CACHE", tempfile.mkdtemp(prefix="chexnet-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_NIH = REPO.parent / "shared" / "data" / "nih"

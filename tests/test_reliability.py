@@ -268,8 +268,10 @@ def test_dicom_that_is_not_a_projection_radiograph_is_refused(name: str, reason:
 
 def test_multi_frame_and_undecodable_dicom_are_per_file_reasons(tmp_path: Path):
     frames = _as_dx(_testdata("SC_rgb_rle_2frame.dcm"), tmp_path / "frames.dcm")
-    jpeg_ls = _as_dx(_testdata("MR_small_jpeg_ls_lossless.dcm"), tmp_path / "jpegls.dcm")
-    for path, reason in ((frames, "multi_frame"), (jpeg_ls, "undecodable")):
+    # pydicom's JPEG-lossy.dcm (12-bit JPEG Extended) has a misplaced marker that libjpeg refuses: a real
+    # file no installed decoder reads
+    broken = _as_dx(_testdata("JPEG-lossy.dcm"), tmp_path / "broken.dcm")
+    for path, reason in ((frames, "multi_frame"), (broken, "undecodable")):
         result = images.decode_one((0, str(path), 32))
         assert result.pixels is None and result.reason == reason, result
         assert "\n" not in result.detail  # the plugin list in one line
@@ -289,7 +291,7 @@ def test_a_dicom_file_without_a_suffix_is_read_as_dicom(tmp_path: Path):
 
 def test_prepare_counts_bad_dicom_among_pngs_and_goes_on(tmp_path: Path):
     names = _images(tmp_path / "images", 4)
-    _as_dx(_testdata("MR_small_jpeg_ls_lossless.dcm"), tmp_path / "images" / "ls.dcm")
+    _as_dx(_testdata("JPEG-lossy.dcm"), tmp_path / "images" / "ls.dcm")  # undecodable (above)
     (tmp_path / "images" / "ct.dcm").write_bytes(_testdata("CT_small.dcm").read_bytes())
     table = pd.DataFrame({"imagem": [*names, "ls.dcm", "ct.dcm"], "patologia": ["Mass", "No Finding"] * 3,
                           "paciente_id": range(6)})  # fmt: skip
@@ -525,3 +527,41 @@ def test_chexnet_check_refuses_a_preset_or_layout_that_names_nothing(tmp_path: P
     assert result.returncode == 1 and len(errors) == 1 and "must be one of: seed (" in errors[0], (
         result.stderr
     )
+
+
+# --- compressed DICOM, as hospitals export it (pylibjpeg's decoders, requirements.txt) ------------------
+@pytest.mark.parametrize(
+    ("compressed", "plain"),
+    [
+        ("MR_small_RLE.dcm", "MR_small.dcm"),  # RLE Lossless
+        ("MR_small_jpeg_ls_lossless.dcm", "MR_small.dcm"),  # JPEG-LS Lossless
+        ("MR_small_jp2klossless.dcm", "MR_small.dcm"),  # JPEG 2000 Lossless
+        ("SC_rgb_jpeg_gdcm.dcm", "SC_rgb_rle.dcm"),  # JPEG Lossless (Process 14) against RLE, RGB
+    ],
+)
+def test_lossless_compressed_dicom_decodes_to_the_uncompressed_pixels(
+    tmp_path: Path, compressed: str, plain: str
+):
+    """pydicom ships each image compressed and uncompressed: the radiograph chexnet reads from the
+    compressed file is the uncompressed one's, pixel for pixel (both read as DX radiographs)."""
+    ours = images.read_dicom(_as_dx(_testdata(compressed), tmp_path / "c.dcm"))
+    reference = images.read_dicom(_as_dx(_testdata(plain), tmp_path / "p.dcm"))
+    np.testing.assert_array_equal(ours, reference)
+
+
+def test_lossy_jpeg_dicom_decodes_close_to_its_decompressed_copy(tmp_path: Path):
+    """JPEG Baseline (lossy, YBR): pydicom's SC_rgb_jpeg_dcmtk.dcm against the same image losslessly (RLE)."""
+    ours = images.read_dicom(_as_dx(_testdata("SC_rgb_jpeg_dcmtk.dcm"), tmp_path / "c.dcm"))
+    reference = images.read_dicom(_as_dx(_testdata("SC_rgb_rle.dcm"), tmp_path / "p.dcm"))
+    assert ours.shape == reference.shape and np.abs(ours.astype(int) - reference).mean() < 2.0
+
+
+@pytest.mark.parametrize(
+    "name", ["JPEG2000.dcm", "693_J2KI.dcm", "JPEGLSNearLossless_16.dcm", "SC_rgb_jpeg_dcmtk.dcm"]
+)
+def test_lossy_jpeg_jpeg2000_and_jpeg_ls_decode_in_prepare_predict_and_serve(tmp_path: Path, name: str):
+    """JPEG 2000 (16-, 14-bit), near-lossless JPEG-LS (16-bit), JPEG Baseline: the one reader every path uses
+    (prepare's decoder, predict, explain, the service: chexnet.data.images.load_gray) reads them."""
+    path = _as_dx(_testdata(name), tmp_path / "x.dcm")
+    gray = images.load_gray(path, 64)
+    assert gray.shape == (64, 64) and gray.dtype == np.uint8 and gray.std() > 1

@@ -21,6 +21,7 @@ import logging
 import sys
 from pathlib import Path
 
+from chexnet.cli import deploy as deploy_commands
 from chexnet.core import io
 from chexnet.core.errors import ChexnetError
 from chexnet.core.labels import LabelMismatchError, parse_labels_argument
@@ -89,7 +90,8 @@ def _thresholds(args: argparse.Namespace, labels: list[str], info) -> tuple[dict
 
 
 def _load(args: argparse.Namespace):
-    """The model (ours or the seed's format, weights_only), its findings, image size and thresholds."""
+    """The model (ours or the seed's format, weights_only), its findings, image size, thresholds (and
+    where they came from), the precision to run it in, and its record."""
     from chexnet.engine.inference import Precision, resolve_device
     from chexnet.model.file import load_model
 
@@ -124,7 +126,7 @@ def _load(args: argparse.Namespace):
         io.require_writable_dir(folder, "--heatmaps" if args.command == "predict" else "--out")
     precision = Precision.recorded(info.run_as, device)  # the thresholds were chosen on outputs in it
     model = model.to(device, memory_format=precision.memory_format).eval()
-    return model, device, labels, image_size, thresholds, source, precision
+    return model, device, labels, image_size, thresholds, source, precision, info
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -132,11 +134,15 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ChexnetError(f"--batch-size must be 1 or more, got {args.batch_size}")
-    model, device, labels, image_size, thresholds, source, precision = _load(args)
+    model, device, labels, image_size, thresholds, source, precision, info = _load(args)
     files = collect_inputs(args.inputs)
     if not files:
         log.error("no PNG, JPEG or DICOM files in %s", ", ".join(map(str, args.inputs)))
         return 1
+    from chexnet.deploy.engines import open_engine
+
+    engine = open_engine(args.engine, model, info, args.model, device, precision, args.batch_size, args.onnx)
+    log.info("engine: %s", engine.name)
     results = predict_files(
         model,
         files,
@@ -148,6 +154,7 @@ def _predict(args: argparse.Namespace) -> int:
         heatmaps=args.heatmaps,
         target_layer=args.layer,
         precision=precision,
+        engine=engine,
     )
     if args.json:
         document = {
@@ -185,7 +192,7 @@ def _explain(args: argparse.Namespace) -> int:
 
     from chexnet.deploy.predict import explain_file
 
-    model, device, labels, image_size, thresholds, _, precision = _load(args)
+    model, device, labels, image_size, thresholds, _, precision, _ = _load(args)
     unknown = [name for name in args.finding or [] if name not in labels]
     if unknown:
         raise LabelMismatchError(f"--finding {unknown}: the model {args.model} predicts {labels}")
@@ -240,6 +247,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
+def _counts_parser(commands: argparse._SubParsersAction) -> None:
+    counting = commands.add_parser("counts", help="positives, negatives and masked labels per finding of a "
+                                   "table, as prepare would read it (no image is read)")  # fmt: skip
+    counting.add_argument("table", type=Path, help="the label table (Parquet or CSV, .gz/.zip too)")
+    counting.add_argument("--preset", default="seed", help="its layout, as data.preset (default seed)")
+    counting.add_argument("--metadata-table", default="", help="as data.metadata_table (mimic, rsna)")
+    counting.add_argument("--views", default="", help="as data.views, e.g. PA,AP (default: all)")
+    counting.add_argument("--uncertain", default="ignore", help="wide tables: ignore | zeros | ones")
+    counting.add_argument("--blank", default="negative", help="wide tables: negative | ignore")
+    counting.add_argument("-v", "--verbose", action="store_true")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="chexnet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -252,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     formats.add_argument("--csv", action="store_true", help="CSV on stdout")
     predict.add_argument("--heatmaps", type=Path, help="write a Grad-CAM++ overlay per positive finding here")
     predict.add_argument("--batch-size", type=int, default=16)
+    predict.add_argument("--engine", default="auto", help="torch | onnx | auto (default: the faster for this "
+                         "device and batch size, as measured in benchmarks/README.md)")  # fmt: skip
+    predict.add_argument("--onnx", type=Path, help="the model's ONNX export (default: exported once, cached)")
     _common(predict)
     explain = commands.add_parser("explain", help="Grad-CAM++ heat maps for image files")
     explain.add_argument("images", nargs="+", type=Path, help="PNG/JPEG files (8/16-bit gray, RGB, RGBA)")
@@ -281,10 +303,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     checking.add_argument("--params", type=Path, default=Path("params.yaml"))
     checking.add_argument("-v", "--verbose", action="store_true")
+    _counts_parser(commands)
+    deploy_commands.add_parsers(commands)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
-        commands_by_name = {"predict": _predict, "explain": _explain, "check": _check, "import": _import}
+        commands_by_name = {"predict": _predict, "explain": _explain, "check": _check, "import": _import,
+                            "counts": _counts, **deploy_commands.COMMANDS}  # fmt: skip
         return commands_by_name[args.command](args)
     except ChexnetError as error:
         log.error("%s", error)
@@ -301,6 +326,19 @@ def _import(args: argparse.Namespace) -> int:
     info = import_checkpoint(args.source, args.out, fmt=args.format, labels=labels,
                              weights_name=args.weights_name)  # fmt: skip
     print(json.dumps({"model": str(args.out), **info.as_dict()}, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _counts(args: argparse.Namespace) -> int:
+    from chexnet.core.labels import BLANK_POLICIES, UNCERTAIN_POLICIES, LabelOptions
+    from chexnet.data.counts import label_counts
+
+    if args.uncertain not in UNCERTAIN_POLICIES or args.blank not in BLANK_POLICIES:
+        raise ChexnetError(f"--uncertain is one of {UNCERTAIN_POLICIES}, --blank one of {BLANK_POLICIES}")
+    options = LabelOptions(min_positives=1, drop_rare=True, uncertain=args.uncertain, blank=args.blank)
+    views = [v.strip() for v in args.views.split(",") if v.strip()]
+    counts = label_counts(args.preset, args.table, options, views, args.metadata_table)
+    print(counts.to_csv(sep="\t", index=False), end="")
     return 0
 
 

@@ -104,10 +104,13 @@ def predict_files(
     heatmaps: Path | None = None,
     target_layer: str = "features[-1]",
     precision: inference.Precision = inference.FP32,
+    engine: object | None = None,
 ) -> list[Prediction]:
     """Probabilities and findings for every file, in order; heat maps of positive findings if asked.
 
-    ``labels`` are the model's findings in output order; ``thresholds`` must name each of them."""
+    ``labels`` are the model's findings in output order; ``thresholds`` must name each of them.
+    ``engine`` (:mod:`chexnet.deploy.engines`) computes the probabilities, PyTorch in ``precision`` when
+    none is given; heat maps are always PyTorch's (they need gradients), and only positives pay for one."""
     cut = np.array([thresholds[label] for label in labels])
     stems = unique_stems(files)
     results: dict[Path, Prediction] = {}
@@ -117,7 +120,10 @@ def predict_files(
                 log.error("%s: cannot be read: %s", path, error)
                 results[path] = Prediction(file=str(path), error=error)
             if pixels is not None:
-                probabilities = inference.predict_images(model, pixels, device, precision)
+                if engine is None:
+                    probabilities = inference.predict_images(model, pixels, device, precision)
+                else:
+                    probabilities = engine.probabilities(pixels)
                 for path, image, p in zip(good, pixels, probabilities, strict=True):
                     positive = [label for label, flag in zip(labels, p >= cut, strict=True) if flag]
                     result = Prediction(

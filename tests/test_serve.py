@@ -1,0 +1,259 @@
+"""`chexnet serve` as a real process on loopback: predict, per-file errors, limits, the token, many clients
+at once on one model, and the page driven in headless Chromium (DevTools protocol)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from chexnet.core.errors import ChexnetError
+from chexnet.deploy.serve import is_loopback, kind_of, serve
+from tests.conftest import LABELS, save_test_model
+
+TOKEN = "test-token"
+MAX_FILES = 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _png(seed: int, shape=(80, 90)) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, shape).astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _dicom(tmp: Path) -> bytes:
+    dataset = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
+    dataset.Modality = "DX"
+    dataset.save_as(tmp / "x.dcm")
+    return (tmp / "x.dcm").read_bytes()
+
+
+def _multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = [
+        (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+         f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n"
+        for name, data in files
+    ]  # fmt: skip
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def _post(url: str, files: list[tuple[str, bytes]], token: str | None = TOKEN) -> tuple[int, dict]:
+    body, kind = _multipart(files)
+    headers = {"Content-Type": kind, **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _get(url: str, token: str | None = TOKEN) -> tuple[int, dict]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    save_test_model(root / "models" / "m.pth", image_size=64)
+    port = _free_port()
+    env = os.environ | {"CHEXNET_CACHE": str(root / "cache")}
+    command = [sys.executable, "-m", "chexnet", "serve", "--model", str(root / "models" / "m.pth"), "--port",
+               str(port), "--token", TOKEN, "--engine", "onnx", "--max-files", str(MAX_FILES),
+               "--max-request-mb", "2"]  # fmt: skip
+    log = (root / "server.log").open("w")
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if _get(f"{base}/health", None)[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail(f"the server did not start: {(root / 'server.log').read_text()[-2000:]}")
+    yield {"base": base, "root": root, "pid": process.pid}
+    process.terminate()
+    process.wait(timeout=30)
+    assert "Traceback" not in (root / "server.log").read_text()
+
+
+def test_predict_answers_each_file_and_a_bad_file_fails_alone(server):
+    files = [("a.png", _png(1)), ("x.dcm", _dicom(server["root"])), ("notes.txt", b"hello")]
+    status, body = _post(f"{server['base']}/predict?heatmaps=true", files)
+    assert status == 200 and body["engine"].startswith("onnx")
+    a, x, notes = body["results"]
+    assert a["ok"] and x["ok"] and set(a["probabilities"]) == set(LABELS)
+    assert a["positives"] == [f for f in LABELS if a["probabilities"][f] >= body["thresholds"][f]]
+    for finding, url in a.get("heatmaps", {}).items():
+        assert finding in a["positives"] and base64.b64decode(url.split(",", 1)[1])[:4] == b"\x89PNG"
+    assert (notes["file"], notes["ok"], notes["status"]) == ("notes.txt", False, 415)
+    status, body = _post(f"{server['base']}/predict", [("notes.txt", b"hello")])
+    assert status == 422 and body["results"][0]["status"] == 415  # every file failed
+
+
+def test_the_model_record_and_the_token(server):
+    status, model = _get(f"{server['base']}/model")
+    assert status == 200 and model["record"]["labels"] == list(LABELS) and model["record"]["image_size"] == 64
+    assert _get(f"{server['base']}/model", None)[0] == 401
+    assert _get(f"{server['base']}/model", "wrong")[0] == 401
+    assert _post(f"{server['base']}/predict", [("a.png", _png(2))], token=None)[0] == 401
+    assert _get(f"{server['base']}/health", None)[0] == 200  # health needs no token
+
+
+def test_limits_get_their_4xx_and_the_service_keeps_answering(server):
+    base = server["base"]
+    status, body = _post(f"{base}/predict", [(f"{i}.png", _png(i)) for i in range(MAX_FILES + 1)])
+    assert status == 400 and "at most 4" in body["error"]
+    status, body = _post(f"{base}/predict", [("big.png", _png(3, shape=(1600, 1600)))])  # > 2 MB
+    assert status == 413 and "larger than" in body["error"]
+    bomb = io.BytesIO()
+    Image.new("1", (9000, 9000)).save(bomb, "PNG")  # 81 M pixels in a few kB: a decompression bomb
+    status, body = _post(f"{base}/predict", [("bomb.png", bomb.getvalue()), ("a.png", _png(4))])
+    assert status == 200 and body["results"][0]["status"] == 413 and body["results"][1]["ok"]
+    request = urllib.request.Request(f"{base}/predict", data=iter([b"x"]), method="POST",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as refused:  # chunked: no length, refused before reading
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 411
+    assert _get(f"{base}/health", None)[0] == 200
+
+
+def test_concurrent_clients_share_one_model_and_get_no_error(server):
+    """8 clients × 5 requests at once: every answer a 200, batched by the one worker, and the server's
+    memory does not grow by a model per client (DenseNet121 here: ~30 MB of weights each)."""
+    import psutil
+
+    process = psutil.Process(server["pid"])
+    before = process.memory_info().rss
+    _, health = _get(f"{server['base']}/health", None)
+
+    def client(seed: int) -> list[int]:
+        return [_post(f"{server['base']}/predict", [("c.png", _png(seed * 10 + i))])[0] for i in range(5)]
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = [s for batch in pool.map(client, range(8)) for s in batch]
+    assert statuses == [200] * 40
+    _, after = _get(f"{server['base']}/health", None)
+    assert after["batches_run"] - health["batches_run"] <= 40
+    assert process.memory_info().rss - before < 8 * 30 * 2**20
+
+
+def test_an_address_off_this_machine_needs_a_token():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3")
+    with pytest.raises(ChexnetError, match="bearer token"):
+        serve(Path("unused.pth"), host="0.0.0.0", token=None)
+
+
+def test_the_file_type_comes_from_the_bytes_not_the_name():
+    assert kind_of(_png(0)) == ".png" and kind_of(b"\xff\xd8\xff\xe0" + b"0" * 200) == ".jpg"
+    assert kind_of(b"\0" * 128 + b"DICM" + b"\0" * 10) == ".dcm"
+    with pytest.raises(ChexnetError, match="not a PNG, JPEG or DICOM"):
+        kind_of(b"GIF89a" + b"\0" * 200)
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium: apt-get install chromium (README, Test)")
+def test_the_page_in_chromium_uploads_an_image_and_shows_findings_and_heat_maps(server, tmp_path: Path):
+    """Headless Chromium, driven through its DevTools protocol: load the page, give the token, put a
+    file in the file input, wait for the answer, read the findings table and the overlay images off the
+    page, and save a screenshot (benchmarks/results/serve_page.png is one) to look at."""
+    websocket = pytest.importorskip("websocket")
+    image = tmp_path / "study.png"
+    image.write_bytes(_png(7, shape=(256, 256)))
+    port = _free_port()
+    flags = ["--headless=new", "--no-sandbox", "--disable-gpu", f"--remote-debugging-port={port}",
+             f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    browser = subprocess.Popen([_chromium(), *flags, "about:blank"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        target = None
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=5) as response:
+                    target = next(t for t in json.loads(response.read()) if t["type"] == "page")
+                break
+            except (OSError, StopIteration):
+                time.sleep(0.2)
+        connection = websocket.create_connection(
+            target["webSocketDebuggerUrl"], timeout=60, suppress_origin=True
+        )
+        calls = iter(range(1, 10**6))
+
+        def cdp(method: str, **params):
+            ident = next(calls)
+            connection.send(json.dumps({"id": ident, "method": method, "params": params}))
+            while True:
+                message = json.loads(connection.recv())
+                if message.get("id") == ident:
+                    assert "error" not in message, message
+                    return message["result"]
+
+        def evaluate(expression: str):
+            return cdp("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+        cdp("Page.enable")
+        cdp("Page.navigate", url=f"{server['base']}/")
+        for _ in range(100):
+            if evaluate("document.readyState") == "complete" and evaluate(
+                "!!document.getElementById('files')"
+            ):
+                break
+            time.sleep(0.1)
+        evaluate(f"document.getElementById('token').value = {json.dumps(TOKEN)}")
+        root = cdp("DOM.getDocument")["root"]["nodeId"]
+        node = cdp("DOM.querySelector", nodeId=root, selector="#files")["nodeId"]
+        cdp("DOM.setFileInputFiles", nodeId=node, files=[str(image)])
+        evaluate("document.getElementById('files').dispatchEvent(new Event('change'))")
+        for _ in range(600):
+            if evaluate("document.querySelectorAll('table.findings tr').length") or 0:
+                break
+            time.sleep(0.1)
+        rows = evaluate("[...document.querySelectorAll('table.findings tr')].map(r => r.innerText)")
+        positives = evaluate("document.querySelectorAll('tr.positive').length")
+        overlays = evaluate("[...document.querySelectorAll('img.overlay')].map(i => i.naturalWidth)")
+        status = evaluate("document.getElementById('status').innerText")
+        shot = cdp("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]
+        (tmp_path / "page.png").write_bytes(base64.b64decode(shot))
+        if os.environ.get("CHEXNET_KEEP_SCREENSHOT"):
+            shutil.copy(tmp_path / "page.png", os.environ["CHEXNET_KEEP_SCREENSHOT"])
+    finally:
+        browser.kill()
+    assert status.startswith("Done: 1 of 1") and len(rows) == len(LABELS) + 1  # the header and each finding
+    assert all(any(f in row for row in rows) for f in LABELS)
+    assert len(overlays) == positives and all(width > 0 for width in overlays)  # a heat map per positive
+    assert (tmp_path / "page.png").stat().st_size > 10_000
