@@ -149,3 +149,22 @@ def test_predict_with_onnx_gives_torch_fp32_s_findings(tmp_path: Path):
         assert torch_row["findings"] == onnx_row["findings"]
         for label in LABELS:
             assert abs(torch_row["probabilities"][label] - onnx_row["probabilities"][label]) < 1e-5
+
+
+def test_decisions_near_a_threshold_are_rechecked_in_the_recorded_precision():
+    """ThresholdConsistent: an image with any probability within the margin of its threshold takes the
+    exact engine's answer; the others keep the fast engine's."""
+
+    class Fixed:
+        def __init__(self, values):
+            self.values, self.name = np.asarray(values, dtype=float), "fixed"
+
+        def probabilities(self, pixels):
+            return self.values[: len(pixels)]
+
+    fast = Fixed([[0.495, 0.9], [0.2, 0.1], [0.7, 0.515]])  # images 0 and 2 are near a 0.5 threshold
+    exact = Fixed([[0.505, 0.9], [0.6, 0.1]])  # what the recorded precision says for those two
+    engine = engines.ThresholdConsistent(fast, exact, np.array([0.5, 0.5]), margin=0.02)
+    got = engine.probabilities(np.zeros((3, 4, 4), np.uint8))
+    np.testing.assert_array_equal(got, [[0.505, 0.9], [0.2, 0.1], [0.6, 0.1]])
+    assert (engine.images, engine.rechecked) == (3, 2)

@@ -113,7 +113,7 @@ def test_predict_runs_the_model_in_its_recorded_precision(tmp_path: Path):
     (tmp_path / "thresholds.json").write_text(json.dumps(thresholds))
     pixels = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "x.png")
-    result = run_cli("predict", str(tmp_path / "x.png"), "--model", str(path), "--json")
+    result = run_cli("predict", str(tmp_path / "x.png"), "--model", str(path), "--json", "--engine", "torch")
     assert result.returncode == 0, result.stderr
     got = np.array(list(json.loads(result.stdout)["images"][0]["probabilities"].values()))
     model = model.to(memory_format=torch.channels_last)
@@ -121,3 +121,12 @@ def test_predict_runs_the_model_in_its_recorded_precision(tmp_path: Path):
     fp32 = inference.predict_images(model, pixels[None], CPU, FP32)[0]
     np.testing.assert_allclose(got, bf16, atol=1e-6)
     assert np.abs(bf16 - fp32).max() > 1e-5  # the two paths differ: the test can tell them apart
+    # --engine auto runs ONNX Runtime (fp32) and reruns in bf16 every image with a probability within 0.02
+    # of its threshold: its decisions are the bf16 path's, its probabilities within bf16's rounding
+    auto = run_cli("predict", str(tmp_path / "x.png"), "--model", str(path), "--json")
+    assert auto.returncode == 0, auto.stderr
+    image = json.loads(auto.stdout)["images"][0]
+    assert image["findings"] == [name for name, p in zip(LABELS.names, bf16, strict=True) if p >= 0.5]
+    served = np.array(list(image["probabilities"].values()))
+    near = (np.abs(fp32 - 0.5) < 0.02).any()
+    np.testing.assert_allclose(served, bf16 if near else fp32, atol=1e-5)

@@ -511,6 +511,8 @@ def test_a_param_that_names_nothing_gives_one_line_in_every_stage_that_reads_it(
 
     readers = stages_reading(key)
     assert readers, f"{key}: no stage lists it in dvc.yaml"
+    # external@<name> runs per external set, which this work dir has none of: test_pipeline.py runs it
+    readers = [stage for stage in readers if stage != "external"]
     refused = []
     for stage in readers:
         work = tmp_path / stage

@@ -141,7 +141,8 @@ def _predict(args: argparse.Namespace) -> int:
         return 1
     from chexnet.deploy.engines import open_engine
 
-    engine = open_engine(args.engine, model, info, args.model, device, precision, args.batch_size, args.onnx)
+    engine = open_engine(args.engine, model, info, args.model, device, precision, args.batch_size, args.onnx,
+                         thresholds)  # fmt: skip
     log.info("engine: %s", engine.name)
     results = predict_files(
         model,

@@ -105,7 +105,14 @@ class Service:
         )
         self.layer = check_target_layer(self.model, "auto")
         self.engine = open_engine(
-            engine, self.model, self.info, self.model_path, self.device, self.precision, 1
+            engine,
+            self.model,
+            self.info,
+            self.model_path,
+            self.device,
+            self.precision,
+            1,
+            thresholds=self.thresholds,
         )
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chexnet-model")
         self.queue: asyncio.Queue | None = None

@@ -121,6 +121,7 @@ def score_set(
     )
     summary = evaluation.summary | {
         "split": f"external:{name}",
+        "set": name,
         "thresholds": {**evaluation.summary["thresholds"], "chosen_on": "val (the training data's)"},
         "findings_scored": shared,
         "not_in_this_set": not_in_set,

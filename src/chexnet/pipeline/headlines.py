@@ -67,11 +67,13 @@ def explain(full: dict[str, Any]) -> dict[str, Any]:
 
 
 def external(full: dict[str, Any]) -> dict[str, Any]:
-    """An external set's AUROC (as evaluate's, on the shared findings), its size and the subgroup gaps."""
+    """An external set's AUROC (as evaluate's, on the shared findings), its size, the subgroup gaps and
+    its pointing game, under the set's name: so that ``dvc exp show`` and ``dvc metrics diff`` keep
+    ``auroc.macro.value`` the test split's and show ``<set>.auroc.macro.value`` beside it."""
     headline = {"images": full["images"], "patients": full["patients"], **evaluate(full)}
     if full.get("localisation"):
         headline["localisation"] = _pick(full["localisation"], ("cases", "pointing_game", "iobb_over_0.5"))
-    return headline
+    return {full["set"]: headline}
 
 
 HEADLINES = {"prepare": prepare, "split": split, "train": train, "evaluate": evaluate, "explain": explain,
