@@ -19,7 +19,6 @@ a model reruns, in the recorded precision, every image with a probability within
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -169,7 +168,7 @@ def cached_export(model_path: Path) -> Path:
     """The model's ONNX export in the user's cache, keyed by the model file's sha256 (exported once)."""
     from chexnet.deploy.export import export_onnx
 
-    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16]
+    digest = io.sha256_of(model_path)[:16]
     target = CACHE_DIR / f"{model_path.stem}-{digest}.onnx"
     if not target.is_file():
         log.info("exporting %s to ONNX once (%s)", model_path, target)
