@@ -41,6 +41,7 @@ class Context:
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WORKER_GRACE_S = 30.0  # torchrun waits as long for its workers after passing a signal on
 
 
 def die_with_parent() -> None:
@@ -95,13 +96,32 @@ def launch(processes: int, script: str, arguments: list[str]) -> int:
                f"--nproc_per_node={processes}", script, *arguments]  # fmt: skip
     child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent)
     assert child.stderr is not None
-    for line in without_launcher_traceback(child.stderr):
-        sys.stderr.write(line)
-        sys.stderr.flush()
+    try:
+        for line in without_launcher_traceback(child.stderr):
+            sys.stderr.write(line)
+            sys.stderr.flush()
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (a plain kill, the launcher watch): stop the workers
+        stop_gracefully(child)
+        raise
     if child.wait() != 0:
         log.error("training failed in one of its %d processes (the error is above)", processes)
         return 1
     return 0
+
+
+def stop_gracefully(child: subprocess.Popen, seconds: float = WORKER_GRACE_S) -> None:
+    """SIGTERM torchrun and wait for it: it passes the signal to its workers, whose cleanup removes
+    their half-written outputs. Without this the launcher's exit SIGKILLs the chain (``PR_SET_PDEATHSIG``)
+    and a checkpoint being written by rank 0 stays behind as a ``.tmp`` file (seen in CI). After
+    ``seconds`` the chain is killed anyway."""
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+    try:
+        child.communicate(timeout=seconds)  # drains its stderr meanwhile, so no worker blocks on it
+    except subprocess.TimeoutExpired:
+        log.warning("the training processes did not stop within %.0f s of SIGTERM; killing them", seconds)
+        child.kill()
+        child.communicate()
 
 
 def setup(device: torch.device) -> Context:
