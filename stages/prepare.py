@@ -15,7 +15,9 @@ log = logging.getLogger("chexnet.prepare")
 def main(params) -> None:
     cfg = params.data
     report = prepare.prepare_cache(
-        registry.read_source(cfg.preset, cfg.table, cfg.metadata_table),
+        registry.read_source(
+            cfg.preset, cfg.table, cfg.metadata_table, cfg.demographics_table, cfg.patient_column
+        ),
         table_path=cfg.table,
         image_root=cfg.images,
         out_dir=paths.PREPARED_DIR,

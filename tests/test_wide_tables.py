@@ -218,3 +218,70 @@ def test_no_finding_makes_blanks_negatives_except_support_devices_cell_by_cell(t
         np.testing.assert_array_equal(edema, [0.0, 0.0, other_blank, 1.0, 0.0, np.nan])
         np.testing.assert_array_equal(devices, [other_blank, 1.0, other_blank, other_blank, other_blank, 1.0])
         assert labelled.negatives_from_no_finding == {"Edema": 2}
+
+
+def _mimic_demo(root: Path) -> tuple[Path, Path, Path]:
+    generate_demo(root, TINY.__class__(**(TINY.__dict__ | {"layout": "mimic"})))
+    return root / mimic.PRESET.demo.table, root / mimic.METADATA_FILE, root / mimic.PATIENTS_FILE
+
+
+def test_mimic_sex_and_age_come_from_mimic_iv_patients_joined_on_subject_id(tmp_path: Path):
+    """MIMIC-CXR carries no sex or age; MIMIC-IV's patients.csv (data.demographics_table) does. Each
+    image's groups must be its own patient's row, read by hand here; a patient missing from patients.csv
+    is ``unknown`` and counted, not dropped, and not given a neighbour's values."""
+    table_path, metadata, patients_path = _mimic_demo(tmp_path)
+    patients = pd.read_csv(patients_path)
+    assert list(patients.columns[:3]) == ["subject_id", "gender", "anchor_age"]
+    missing = int(patients["subject_id"].iloc[0])
+    patients.iloc[1:].to_csv(tmp_path / "patients_less_one.csv", index=False)
+    without = registry.read_source("mimic", table_path, metadata)
+    assert "gender" not in without.columns  # MIMIC-CXR alone: no sex, no age
+    table = registry.read_source("mimic", table_path, metadata, tmp_path / "patients_less_one.csv")
+    report = _prepare(table, tmp_path, tmp_path / "out", "mimic")
+    assert report.images_written == 40 and set(report.subgroups) == {"sex", "age", "view"}
+    index, groups = cache.load_index(tmp_path / "out"), cache.load_groups(tmp_path / "out")
+    by_subject = patients.set_index("subject_id")
+    for image, patient, sex, age in zip(index["image"], index["patient"], groups["sex"], groups["age"],
+                                        strict=True):  # fmt: skip
+        subject = int(patient)
+        assert f"/p{subject}/" in image
+        if subject == missing:
+            assert sex == "unknown" and np.isnan(age)
+        else:
+            assert sex == by_subject.at[subject, "gender"]  # MIMIC-IV writes F/M, as groups.parquet does
+            assert age == by_subject.at[subject, "anchor_age"]
+    images_of_missing = int((index["patient"] == str(missing)).sum())
+    assert images_of_missing >= 1
+    assert report.join["images_without_demographics"] == images_of_missing
+    assert report.join["patients_without_demographics"] == 1
+    assert report.as_dict()["join"]["demographics_rows"] == len(patients) - 1
+
+
+@pytest.mark.parametrize(
+    "spoil, message",
+    [
+        (lambda p: pd.concat([p, p.iloc[[2]]]), r"patient 1001\d+ on rows \[2, \d+\].*one row per patient"),
+        (lambda p: p.assign(ViewPosition="PA"), r"\['ViewPosition'\] are in both"),
+        (lambda p: p.assign(subject_id=p["subject_id"] + 5_000_000), r"no patient of .* has a row in"),
+        (lambda p: p.rename(columns={"subject_id": "patient"}), r"has no column 'subject_id'"),
+    ],
+    ids=["twice", "shared-column", "other-release", "no-key"],
+)
+def test_a_demographics_table_that_would_mislabel_subgroups_is_refused(tmp_path: Path, spoil, message):
+    table_path, metadata, patients_path = _mimic_demo(tmp_path)
+    spoil(pd.read_csv(patients_path)).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(tables.DataError, match=message):
+        registry.read_source("mimic", table_path, metadata, tmp_path / "bad.csv")
+
+
+def test_demographics_keys_match_across_int_float_and_text_ids(tmp_path: Path):
+    """MIMIC's subject_id is an int in one file and may be read as float (a blank elsewhere) or text in
+    another: the join must not miss them."""
+    table = pd.DataFrame({"Image Index": ["a.png", "b.png", "c.png"], "Patient ID": [7, 8, 9]})
+    pd.DataFrame({"Patient ID": ["7", "8.0", None], "Sex": ["F", "M", "F"]}).to_csv(tmp_path / "d.csv",
+                                                                                    index=False)  # fmt: skip
+    joined = tables.join_demographics(table, tmp_path / "d.csv", "Patient ID", "t.csv")
+    assert joined["Sex"].tolist()[:2] == ["F", "M"] and pd.isna(joined["Sex"].iloc[2])
+    assert joined.attrs["join"]["images_without_demographics"] == 1
+    with pytest.raises(tables.DataError, match=r"data\.patient_column: none"):
+        tables.join_demographics(table, tmp_path / "d.csv", None, "t.csv")

@@ -25,6 +25,7 @@ class DataParams:
     images: str = param("data/demo/images", free=True)
     preset: str = param("seed", pattern=PRESET_NAME)  # the layout of the table (README "Your own data")
     metadata_table: str = param("", file=True)  # mimic: mimic-cxr-2.0.0-metadata.csv(.gz)
+    demographics_table: str = param("", file=True)  # one row a patient, joined on the patient column
     image_column: str = param("", free=True)  # "" = the preset's; set one to override it
     label_column: str = param("", free=True)
     patient_column: str = param("", free=True)  # "none": patient ids from NIH file names PPPPPPPP_FFF.png

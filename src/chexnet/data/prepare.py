@@ -43,7 +43,7 @@ class PrepareReport:
     labels_dropped: dict[str, int] = dataclasses.field(default_factory=dict)  # too rare: positives
     findings_ignored: dict[str, int] = dataclasses.field(default_factory=dict)  # data.ignore_findings
     views: dict[str, object] = dataclasses.field(default_factory=dict)
-    join: dict[str, int] = dataclasses.field(default_factory=dict)  # mimic: metadata rows and unmatched
+    join: dict[str, object] = dataclasses.field(default_factory=dict)  # mimic metadata, demographics
     subgroups: list[str] = dataclasses.field(default_factory=list)  # attributes in groups.parquet
 
     @property
@@ -278,12 +278,13 @@ def prepare_cache(
     needed = {"image_column": columns.image, "label_column": columns.label, "patient_column": columns.patient}
     require_columns(table, {key: name for key, name in needed.items() if name is not None}, table_path)
     attributes = group_columns(table, columns, subgroups or {}, table_path)
-    if columns.label is None:  # a wide table: the subgroup columns are not findings
-        columns = dataclasses.replace(columns, metadata=(*columns.metadata, *attributes.values()))
     source_rejects, join = (
         list(table.attrs.get(SOURCE_REJECTS, [])),
         dict(table.attrs.get("join", {})),
-    )  # e.g. MIMIC metadata rows with blank keys
+    )  # e.g. MIMIC metadata rows with blank keys; data.demographics_table's columns
+    if columns.label is None:  # a wide table: subgroup and joined demographics columns are not findings
+        joined = [str(c) for c in join.get("demographics_columns", [])]  # type: ignore[union-attr]
+        columns = dataclasses.replace(columns, metadata=(*columns.metadata, *attributes.values(), *joined))
     rows_in_table = len(table) + len(source_rejects)
     table, rejects, view_counts, merged = usable_rows(table, columns, table_path, views, preset)
     rejects = source_rejects + rejects

@@ -82,3 +82,75 @@ def patients_from_file_names(names: pd.Series, table_path: str | Path, pattern: 
             "patient ids: set data.patient_column to the column that holds them"
         )
     return matches.map(lambda m: str(int(m.group(1))))
+
+
+def _join_key(values: pd.Series) -> pd.Series:
+    """Patient ids compared as text, with whole numbers written without a decimal part: MIMIC's
+    ``subject_id`` is an int in one table and a float (after a blank) or text in another."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    whole = numeric.notna() & (numeric == numeric.round())
+    text = values.astype(str).str.strip()
+    return text.where(~whole, numeric.where(whole).astype("Int64").astype(str))
+
+
+def join_demographics(
+    table: pd.DataFrame, demographics_path: str | Path, patient_column: str | None, table_path: str | Path
+) -> pd.DataFrame:
+    """``table`` with the columns of a one-row-per-patient table (MIMIC-IV's ``patients.csv``: ``gender``,
+    ``anchor_age``, ...) joined on the patient column (``data.demographics_table``).
+
+    A patient listed twice, a column in both tables, or no patient in common is refused: each would make
+    the subgroups silently wrong. Images whose patient has no row keep blanks (the ``unknown`` group) and
+    are counted in the prepare report (``join.images_without_demographics``).
+    """
+    if patient_column is None:
+        raise DataError(
+            "params: data.demographics_table is joined on the patient column, and none is configured "
+            "(data.patient_column: none); set data.patient_column to the column that holds patient ids"
+        )
+    require_columns(table, {"patient_column": patient_column}, table_path)
+    demographics = read_table(demographics_path)
+    if patient_column not in demographics.columns:
+        raise DataError(
+            f"table {demographics_path} (data.demographics_table) has no column {patient_column!r}, the "
+            f"patient column of {table_path}; columns present: {', '.join(map(repr, demographics.columns))}"
+        )
+    shared = [c for c in demographics.columns if c != patient_column and c in table.columns]
+    if shared:
+        raise DataError(
+            f"columns {shared} are in both {table_path} and {demographics_path} (data.demographics_table): "
+            "which one is right is unclear; drop them from one of the tables"
+        )
+    keys = _join_key(demographics[patient_column])
+    twice = keys.duplicated(keep=False) & demographics[patient_column].notna()
+    if twice.any():
+        first = keys[twice].iloc[0]
+        raise DataError(
+            f"table {demographics_path} (data.demographics_table) lists patient {first} on rows "
+            f"{keys.index[keys == first].tolist()[:10]} ({int(twice.sum())} rows of patients listed more "
+            "than once); it must hold one row per patient"
+        )
+    extra = demographics.drop(columns=[patient_column]).assign(_patient_key=keys)
+    extra = extra[demographics[patient_column].notna()]
+    attrs = dict(table.attrs)
+    joined = table.assign(_patient_key=_join_key(table[patient_column])).merge(
+        extra, on="_patient_key", how="left", validate="many_to_one", indicator="_demographics"
+    )
+    without = joined["_demographics"] == "left_only"
+    if without.all():
+        raise DataError(
+            f"no patient of {table_path} (column {patient_column!r}, e.g. {table[patient_column].iloc[0]!r}) "
+            f"has a row in {demographics_path} (data.demographics_table, {len(demographics)} rows, e.g. "
+            f"{demographics[patient_column].iloc[0]!r}): are they the same release?"
+        )
+    joined = joined.drop(columns=["_patient_key", "_demographics"])
+    joined.index = table.index
+    joined.attrs = attrs
+    joined.attrs["join"] = {
+        **dict(attrs.get("join", {})),
+        "demographics_rows": len(demographics),
+        "demographics_columns": [c for c in demographics.columns if c != patient_column],
+        "images_without_demographics": int(without.sum()),
+        "patients_without_demographics": int(table.loc[without.to_numpy(), patient_column].nunique()),
+    }
+    return joined

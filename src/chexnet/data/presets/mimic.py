@@ -15,6 +15,8 @@ from chexnet.data.tables import SOURCE_REJECTS, DataError, read_table, require_c
 PATH_COLUMN = "image_path"  # built by read()
 KEYS = ("subject_id", "study_id")
 METADATA_FILE = "mimic-cxr-2.0.0-metadata.csv"  # the demo's; MIMIC ships it gzipped
+PATIENTS_FILE = "patients.csv"  # the demo's MIMIC-IV hosp/patients.csv(.gz): data.demographics_table
+ANCHOR_YEAR = 2150  # MIMIC-IV's shifted years lie in 2100-2200
 
 
 def read(labels: pd.DataFrame, table_path: str | Path, metadata_table: str | Path) -> pd.DataFrame:
@@ -122,7 +124,28 @@ def _write_demo(out_dir: Path, drawn: list[DrawnImage], views: np.ndarray, seed:
     metadata = keys.assign(dicom_id=[_dicom_id(d) for d in drawn], ViewPosition=views)
     io.write_csv(out_dir / PRESET.demo.table, table)
     io.write_csv(out_dir / METADATA_FILE, metadata[["dicom_id", "subject_id", "study_id", "ViewPosition"]])
+    io.write_csv(out_dir / PATIENTS_FILE, _patients(drawn))
     return table
+
+
+def _patients(drawn: list[DrawnImage]) -> pd.DataFrame:
+    """MIMIC-IV's ``patients`` columns, one row a patient: ``anchor_age`` is the age at the patient's
+    first image, as MIMIC-IV gives an age in one (shifted) anchor year, not at each study."""
+    first: dict[int, DrawnImage] = {}
+    for d in drawn:
+        if d.patient not in first or d.follow_up < first[d.patient].follow_up:
+            first[d.patient] = d
+    rows = sorted(first.values(), key=lambda d: d.patient)
+    return pd.DataFrame(
+        {
+            "subject_id": [10_000_000 + 10000 + d.patient for d in rows],
+            "gender": [d.sex for d in rows],
+            "anchor_age": [d.age for d in rows],
+            "anchor_year": ANCHOR_YEAR,
+            "anchor_year_group": "2011 - 2013",
+            "dod": "",
+        }
+    )
 
 
 PRESET = Preset(
@@ -137,5 +160,6 @@ PRESET = Preset(
     ),
     demo=DemoLayout(table="mimic-cxr-2.0.0-chexpert.csv", images="", entry=_entry, write=_write_demo),
     read=read,
-    notes="MIMIC-CXR-JPG's -chexpert (or -negbio) table with data.metadata_table: -metadata",
+    notes="MIMIC-CXR-JPG's -chexpert (or -negbio) table with data.metadata_table: -metadata "
+    "(and data.demographics_table: MIMIC-IV's patients.csv for sex and age)",
 )

@@ -13,7 +13,7 @@ import pandas as pd
 
 from chexnet.data.presets import chexpert, google_nih, mimic, nih, padchest, rsna, seed, vindr
 from chexnet.data.presets.base import Columns, Preset
-from chexnet.data.tables import DataError, read_table
+from chexnet.data.tables import DataError, join_demographics, read_table
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -35,7 +35,19 @@ def resolve_columns(preset: str, image_column: str, label_column: str, patient_c
     return get(preset).resolve_columns(image_column, label_column, patient_column)
 
 
-def read_source(preset: str, table_path: str | Path, metadata_table: str | Path = "") -> pd.DataFrame:
-    """The table as the preset needs it (MIMIC: joined to its metadata, CheXpert: one view column)."""
-    reader = get(preset).read
-    return reader(read_table(table_path), table_path, metadata_table)
+def read_source(
+    preset: str,
+    table_path: str | Path,
+    metadata_table: str | Path = "",
+    demographics_table: str | Path = "",
+    patient_column: str = "",
+) -> pd.DataFrame:
+    """The table as the preset needs it (MIMIC: joined to its metadata, CheXpert: one view column), with
+    a one-row-per-patient ``demographics_table`` joined on the patient column when one is given (MIMIC-IV's
+    ``patients.csv`` gives MIMIC-CXR its sex and age)."""
+    chosen = get(preset)
+    table = chosen.read(read_table(table_path), table_path, metadata_table)
+    if demographics_table:
+        patient = chosen.resolve_columns("", "", patient_column).patient
+        table = join_demographics(table, demographics_table, patient, table_path)
+    return table
