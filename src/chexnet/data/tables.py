@@ -93,23 +93,15 @@ def _join_key(values: pd.Series) -> pd.Series:
     return text.where(~whole, numeric.where(whole).astype("Int64").astype(str))
 
 
-def join_demographics(
-    table: pd.DataFrame, demographics_path: str | Path, patient_column: str | None, table_path: str | Path
+def _one_row_per_patient(
+    demographics: pd.DataFrame,
+    demographics_path: str | Path,
+    patient_column: str,
+    table: pd.DataFrame,
+    table_path: str | Path,
 ) -> pd.DataFrame:
-    """``table`` with the columns of a one-row-per-patient table (MIMIC-IV's ``patients.csv``: ``gender``,
-    ``anchor_age``, ...) joined on the patient column (``data.demographics_table``).
-
-    A patient listed twice, a column in both tables, or no patient in common is refused: each would make
-    the subgroups silently wrong. Images whose patient has no row keep blanks (the ``unknown`` group) and
-    are counted in the prepare report (``join.images_without_demographics``).
-    """
-    if patient_column is None:
-        raise DataError(
-            "params: data.demographics_table is joined on the patient column, and none is configured "
-            "(data.patient_column: none); set data.patient_column to the column that holds patient ids"
-        )
-    require_columns(table, {"patient_column": patient_column}, table_path)
-    demographics = read_table(demographics_path)
+    """The demographics' columns keyed by ``_patient_key``, after the checks that keep a join from
+    giving an image another patient's values or a second, conflicting column."""
     if patient_column not in demographics.columns:
         raise DataError(
             f"table {demographics_path} (data.demographics_table) has no column {patient_column!r}, the "
@@ -131,7 +123,27 @@ def join_demographics(
             "than once); it must hold one row per patient"
         )
     extra = demographics.drop(columns=[patient_column]).assign(_patient_key=keys)
-    extra = extra[demographics[patient_column].notna()]
+    return extra[demographics[patient_column].notna()]
+
+
+def join_demographics(
+    table: pd.DataFrame, demographics_path: str | Path, patient_column: str | None, table_path: str | Path
+) -> pd.DataFrame:
+    """``table`` with the columns of a one-row-per-patient table (MIMIC-IV's ``patients.csv``: ``gender``,
+    ``anchor_age``, ...) joined on the patient column (``data.demographics_table``).
+
+    A patient listed twice, a column in both tables, or no patient in common is refused: each would make
+    the subgroups silently wrong. Images whose patient has no row keep blanks (the ``unknown`` group) and
+    are counted in the prepare report (``join.images_without_demographics``).
+    """
+    if patient_column is None:
+        raise DataError(
+            "params: data.demographics_table is joined on the patient column, and none is configured "
+            "(data.patient_column: none); set data.patient_column to the column that holds patient ids"
+        )
+    require_columns(table, {"patient_column": patient_column}, table_path)
+    demographics = read_table(demographics_path)
+    extra = _one_row_per_patient(demographics, demographics_path, patient_column, table, table_path)
     attrs = dict(table.attrs)
     joined = table.assign(_patient_key=_join_key(table[patient_column])).merge(
         extra, on="_patient_key", how="left", validate="many_to_one", indicator="_demographics"
