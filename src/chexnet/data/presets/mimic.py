@@ -108,15 +108,20 @@ def _dicom_id(drawn: DrawnImage) -> str:
     return f"{drawn.index:08x}-{drawn.patient:08x}-demo"
 
 
+def _subject_id(drawn: DrawnImage) -> int:
+    """The demo patient's MIMIC-style ``subject_id`` (eight digits, as MIMIC's are)."""
+    return 10_000_000 + 10000 + drawn.patient
+
+
 def _entry(drawn: DrawnImage) -> str:
-    subject = 10_000_000 + 10000 + drawn.patient
+    subject = _subject_id(drawn)
     return f"files/p{str(subject)[:2]}/p{subject}/s{50_000_000 + drawn.index}/{_dicom_id(drawn)}.jpg"
 
 
 def _write_demo(out_dir: Path, drawn: list[DrawnImage], views: np.ndarray, seed: int) -> pd.DataFrame:
     keys = pd.DataFrame(
         {
-            "subject_id": [10_000_000 + 10000 + d.patient for d in drawn],
+            "subject_id": [_subject_id(d) for d in drawn],
             "study_id": [50_000_000 + d.index for d in drawn],
         }
     )
@@ -138,7 +143,7 @@ def _patients(drawn: list[DrawnImage]) -> pd.DataFrame:
     rows = sorted(first.values(), key=lambda d: d.patient)
     return pd.DataFrame(
         {
-            "subject_id": [10_000_000 + 10000 + d.patient for d in rows],
+            "subject_id": [_subject_id(d) for d in rows],
             "gender": [d.sex for d in rows],
             "anchor_age": [d.age for d in rows],
             "anchor_year": ANCHOR_YEAR,
