@@ -86,3 +86,60 @@ def test_the_sections_are_listed_once_in_file_order():
 
     assert tuple(cls.SECTION for cls in SECTION_CLASSES) == SECTIONS
     assert [f.name for f in dataclasses.fields(Params)][-len(SECTIONS) :] == list(SECTIONS)
+
+
+# --- DVC's own `-S` rewrite on the committed params.yaml (the design card's `dvc exp run -S epochs=10`) ---
+
+
+def _documented_set_overrides() -> list[list[str]]:
+    """Every ``dvc exp run ... -S key=value`` the README and docs/ show, one list of overrides a command;
+    a sweep (``-S lr=a,b``) is taken at its first value, as each queued experiment gets one."""
+    import re
+
+    commands = []
+    for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        for line in page.read_text(encoding="utf-8").splitlines():
+            if "dvc exp run" not in line:
+                continue
+            pairs = re.findall(r"-S\s+([A-Za-z_][\w.]*)=([^\s`|&]+)", line)
+            pairs = [(key, value) for key, value in pairs if "..." not in value]  # placeholders
+            if pairs:
+                commands.append([f"{key}={value.split(',')[0]}" for key, value in pairs])
+    return commands
+
+
+def test_the_cards_set_param_rewrites_the_committed_params_and_changes_only_that_value():
+    from chexnet.config.schema import read_params_file
+    from chexnet.pipeline.check import dvc_set_params, set_param_problems
+
+    assert set_param_problems(REPO / "params.yaml") == []
+    before = read_params_file(REPO / "params.yaml")
+    after = dvc_set_params(REPO / "params.yaml", ["epochs=10"])
+    assert after["epochs"] == 10
+    assert {**after, "epochs": before["epochs"]} == before
+    assert load_params(REPO / "params.yaml") == dataclasses.replace(params_from_dict(after), epochs=5)
+
+
+def test_every_documented_set_param_command_survives_dvcs_rewrite_and_the_schema():
+    from chexnet.pipeline.check import dvc_set_params
+
+    commands = _documented_set_overrides()
+    assert ["epochs=10"] in commands and ["lr=0.0001", "batch_size=16"] in commands, commands
+    for overrides in commands:
+        rewritten = dvc_set_params(REPO / "params.yaml", overrides)
+        params_from_dict(rewritten)  # every documented value is one the schema takes
+
+
+def test_a_params_file_dvcs_rewrite_would_break_is_named_by_chexnet_check(tmp_path):
+    """The bug of round three: a multi-line flow mapping whose keys hold spaces comes back unreadable."""
+    from chexnet.pipeline.check import set_param_problems
+
+    text = (REPO / "params.yaml").read_text(encoding="utf-8")
+    aliases = ", ".join(f"finding number {i}: Finding_{i}" for i in range(12))
+    broken = text.replace("  aliases: {}  ", "  aliases: {" + aliases + "}  ", 1)
+    assert broken != text
+    (tmp_path / "params.yaml").write_text(broken, encoding="utf-8")
+    assert load_params(tmp_path / "params.yaml").data.aliases  # readable as written ...
+    problems = set_param_problems(tmp_path / "params.yaml")  # ... but not after `dvc exp run -S`
+    assert len(problems) == 1 and "dvc exp run -S" in problems[0] and "block style" in problems[0]
+    assert str(tmp_path / "params.yaml") in problems[0] and "chexnet-check-" not in problems[0]

@@ -5,14 +5,22 @@ so an empty file param ends ``dvc repro`` with a bare "ERROR: unexpected error",
 a message that names no param. A preset, layer or device that does not exist would only fail in the stage that
 uses it, after the stages before it ran. This reads ``params.yaml`` as the stages do (the schema, YAML
 1.2 as DVC reads it) and checks each of these up front, one line each.
+
+It also checks that ``params.yaml`` survives ``dvc exp run -S``: DVC applies ``-S`` by re-dumping the
+file through ruamel, which re-wraps long flow mappings (``{pleural effusion: Effusion, ...}``, keys with
+spaces) into YAML it then cannot read, so every ``-S`` on every param would fail before a stage runs.
+:func:`set_param_problems` runs DVC's own rewrite on a copy and compares the meaning.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from chexnet.config.params import Params, load_params
-from chexnet.config.schema import IMAGENET_FILE, NO_FILE, file_params, read_yaml
+from chexnet.config.schema import IMAGENET_FILE, NO_FILE, file_params, read_params_file, read_yaml
 from chexnet.core.errors import ChexnetError
 from chexnet.pipeline.paths import demo_external_refusals, demo_hint
 
@@ -53,6 +61,45 @@ def _external_problems(params: Params, made: list[Path]) -> list[str]:
     return problems
 
 
+def dvc_set_params(params_file: str | Path, overrides: list[str]) -> Any:
+    """``params_file`` as ``dvc exp run -S OVERRIDE ...`` would leave it, read back as the stages read it:
+    DVC's own rewrite (``dvc.utils.hydra.apply_overrides``) applied to a copy, never to the file."""
+    from dvc.utils.hydra import apply_overrides
+
+    with tempfile.TemporaryDirectory(prefix="chexnet-check-") as folder:
+        copy = Path(folder) / "params.yaml"
+        shutil.copyfile(params_file, copy)
+        try:
+            apply_overrides(copy, overrides)
+            return read_params_file(copy)
+        except Exception as error:  # name the user's file, not the copy
+            raise ChexnetError(str(error).replace(str(copy), str(params_file))) from error
+
+
+def set_param_problems(params_file: str | Path) -> list[str]:
+    """Whether ``dvc exp run -S`` can rewrite ``params_file`` and read it back with the same meaning
+    (a no-op ``-S seed=<its value>``: every other value must come back equal)."""
+    params_file = Path(params_file)
+    try:
+        import dvc.utils.hydra  # noqa: F401
+    except ImportError:  # chexnet installed without DVC: nothing rewrites the file
+        return []
+    original = read_params_file(params_file) or {}
+    seed = original.get("seed", 42) if isinstance(original, dict) else 42
+    fix = ("write each multi-line {a: b, ...} mapping or [a, b, ...] list in params.yaml in block style "
+           "(one 'key: value' or '- item' a line)")  # fmt: skip
+    try:
+        rewritten = dvc_set_params(params_file, [f"seed={seed}"])
+    except Exception as error:  # DVC's rewrite or the read-back failed: any error is the finding
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return [f"params: {params_file}: `dvc exp run -S` would rewrite it into YAML that cannot be read "
+                f"({first}); {fix}"]  # fmt: skip
+    if rewritten != original:
+        changed = sorted(k for k in set(original) | set(rewritten) if original.get(k) != rewritten.get(k))
+        return [f"params: {params_file}: `dvc exp run -S` would change the meaning of {changed}; {fix}"]
+    return []
+
+
 def check(params_file: str | Path = "params.yaml", dvc_yaml: str | Path = "dvc.yaml") -> list[str]:
     """The problems found, one line each (empty: ``dvc repro`` will get past its checks)."""
     from chexnet.data.presets import registry
@@ -64,7 +111,7 @@ def check(params_file: str | Path = "params.yaml", dvc_yaml: str | Path = "dvc.y
         params = load_params(params_file)
     except ChexnetError as error:
         return [str(error)]
-    problems = []
+    problems = set_param_problems(params_file)
     made = pipeline_outputs(Path(dvc_yaml))
     keywords = {"", "none", "imagenet", NO_FILE, IMAGENET_FILE}
     for key, value in file_params(params).items():

@@ -1,0 +1,64 @@
+"""The design card's and README's commands, verbatim, on a clone of the committed repository.
+
+Every other pipeline test runs its own tiny params.yaml (written by PyYAML), so none of them would see
+the committed file break under DVC's own rewrite; this one takes the repository as a user gets it.
+``dvc exp run --dry`` cannot run on a fresh clone (DVC 3.67 hashes outputs no stage wrote yet), so the
+experiments are queued, which applies ``-S`` to the queued copy of ``params.yaml`` exactly as a run
+does, and then removed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from chexnet.config.params import params_from_dict
+from chexnet.config.schema import read_yaml
+from tests.conftest import REPO
+from tests.test_pipeline import _env
+
+pytestmark = pytest.mark.e2e
+
+
+def _run(cwd: Path, *args: str) -> str:
+    result = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    if not (REPO / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    root = tmp_path_factory.mktemp("chexnet-clone") / "chexnet"
+    _run(REPO.parent, "git", "clone", "--quiet", str(REPO), str(root))
+    return root
+
+
+def _queued_params(clone: Path) -> list[dict]:
+    """The params.yaml of every queued experiment, read from the stash commits DVC queued them in."""
+    refs = _run(clone, "git", "rev-list", "--walk-reflogs", "refs/exps/celery/stash").split()
+    return [read_yaml(_run(clone, "git", "show", f"{ref}:params.yaml"), Path("params.yaml")) for ref in refs]
+
+
+def test_the_cards_set_param_command_and_the_readmes_sweep_queue_on_a_fresh_clone(clone: Path):
+    committed = read_yaml((clone / "params.yaml").read_text(encoding="utf-8"), Path("params.yaml"))
+    try:
+        _run(clone, "dvc", "exp", "run", "--queue", "-S", "epochs=10")
+        _run(clone, "dvc", "exp", "run", "--queue", "-S", "lr=0.0001,0.0003", "-S", "batch_size=16,32")
+        queued = _queued_params(clone)
+    finally:
+        subprocess.run(["dvc", "queue", "remove", "--all"], cwd=clone, env=_env(), capture_output=True)
+    assert len(queued) == 5
+    changed = [{k for k in committed if committed[k] != params.get(k)} for params in queued]
+    assert sorted(map(sorted, changed)) == sorted([["epochs"]] + [["batch_size", "lr"]] * 3 + [["lr"]])
+    for params in queued:
+        params_from_dict(params)  # each queued copy is one the stages accept
+    assert {p["epochs"] for p in queued} == {5, 10}
+
+
+def test_chexnet_check_passes_on_the_committed_params(clone: Path):
+    assert "params.yaml: OK" in _run(clone, "chexnet", "check")
