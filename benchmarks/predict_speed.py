@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from chexnet.core.io import sha256_of
 from chexnet.deploy.engines import OnnxEngine, TorchEngine, auto_choice, native_bf16, timed_choice
 from chexnet.deploy.export import export_onnx
 from chexnet.engine import inference
@@ -49,10 +50,10 @@ def _images_per_second(engine, batch: int, size: int, repeats: int, seconds: flo
     return statistics.median(rates)
 
 
-def _onnx(path: Path, info, level: str, threads: int = 0):
+def _onnx(path: Path, info, level: str, digest: str, threads: int = 0):
     import onnxruntime as ort
 
-    engine = OnnxEngine(path, info, torch.device("cpu"), threads)
+    engine = OnnxEngine(path, info, torch.device("cpu"), threads, model_sha256=digest)
     if level == "basic":
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -120,16 +121,17 @@ def main() -> None:
         work = Path(folder)
         onnx_path = work / "model.onnx"
         export_onnx(args.model, onnx_path)
+        digest = sha256_of(args.model)  # the export records it; OnnxEngine checks it
         engines = {
             "torch fp32": TorchEngine(model.to(cpu).eval(), cpu, inference.FP32),
             "torch recorded": TorchEngine(
                 model.to(cpu, memory_format=recorded.memory_format).eval(), cpu, recorded
             ),
-            "onnx fp32": _onnx(onnx_path, info, "all"),
-            "onnx fp32 basic opt": _onnx(onnx_path, info, "basic"),
+            "onnx fp32": _onnx(onnx_path, info, "all", digest),
+            "onnx fp32 basic opt": _onnx(onnx_path, info, "basic", digest),
         }
         if args.int8:
-            engines["onnx int8"] = _onnx(_int8(onnx_path, work), info, "all")
+            engines["onnx int8"] = _onnx(_int8(onnx_path, work), info, "all", digest)
         size = info.image_size
         table = {name: {b: _images_per_second(e, b, size, args.repeats, args.seconds) for b in BATCHES}
                  for name, e in engines.items()}  # fmt: skip

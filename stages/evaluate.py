@@ -13,6 +13,7 @@ from chexnet.data import cache
 from chexnet.engine import inference
 from chexnet.evaluation import figures, subgroups
 from chexnet.evaluation import report as evaluation
+from chexnet.model import thresholds as operating
 from chexnet.model.file import load_model, require_labels
 from chexnet.pipeline import paths
 from chexnet.pipeline.stage_runner import record, run_stage
@@ -37,7 +38,8 @@ def main(params) -> None:
         io.write_parquet(paths.PREDICTIONS_DIR / f"{name}.parquet", frame)
     _, val_scores, val_truth = predicted["val"]  # thresholds from validation only: test is not in scope
     chosen = evaluation.validation_operating_points(val_truth, val_scores, names, cfg.threshold_method)
-    io.write_json(paths.THRESHOLDS_FILE, chosen)  # models/thresholds.json: what predict applies
+    chosen = operating.stamp(chosen, paths.MODEL_FILE)  # names the model they were chosen for (sha256)
+    io.write_json(paths.THRESHOLDS_FILE, chosen)  # models/thresholds.json: what predict and serve apply
     thresholds, fallbacks, cut = chosen["thresholds"], chosen["fallbacks"], chosen["no_finding"]["cut"]
     test, scores, truth = predicted["test"]
     split_positives = {k: v["positives"] for k, v in io.read_json(paths.report_file("split")).items()

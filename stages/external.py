@@ -6,6 +6,7 @@ from chexnet.config import data, evaluate, explain
 from chexnet.config.schema import ParamsError
 from chexnet.core import io
 from chexnet.engine import inference
+from chexnet.model import thresholds as operating
 from chexnet.model.file import load_model
 from chexnet.pipeline import external, paths
 from chexnet.pipeline.stage_runner import run_stage
@@ -20,7 +21,7 @@ def main(params, name: str) -> None:
     where, spec = paths.external_dirs(name), cfg.external[name]
     prepared = external.prepare_set(spec, where["data"], info, seed=params.seed, workers=params.data.workers)
     loading = {"seed": params.seed, "batch_size": params.batch_size, "num_workers": params.num_workers}
-    thresholds = io.read_json(paths.THRESHOLDS_FILE)
+    thresholds = operating.read_file(paths.THRESHOLDS_FILE, info, paths.MODEL_FILE)  # this model's
     result = external.score_set(
         name, model.to(device), info, where["data"], thresholds, cfg, device=device, **loading
     )

@@ -13,6 +13,7 @@ import onnx
 import pytest
 import torch
 
+from chexnet.core.io import sha256_of
 from chexnet.data.input_spec import IMAGENET_INPUT, XRV_INPUT
 from chexnet.data.painter import Anatomy, draw_radiograph
 from chexnet.deploy import engines
@@ -64,7 +65,9 @@ def test_onnx_runtime_equals_pytorch_within_1e_5_for_every_backbone(tmp_path: Pa
     model, info = load_model(path)
     images = _radiographs()
     reference = inference.predict_images(model.eval(), images, torch.device("cpu"))
-    onnx_engine = engines.OnnxEngine(tmp_path / "m.onnx", info, torch.device("cpu"))
+    onnx_engine = engines.OnnxEngine(
+        tmp_path / "m.onnx", info, torch.device("cpu"), model_sha256=sha256_of(path)
+    )
     for batch in (images[:1], images):  # the batch size is dynamic
         got = onnx_engine.probabilities(batch)
         np.testing.assert_allclose(got, reference[: len(batch)], atol=1e-5)
@@ -94,7 +97,7 @@ def test_an_export_of_another_model_is_refused(tmp_path: Path):
 
     other = ModelInfo(LabelList(tuple(reversed(LABELS)), "explicit"), SIZE)
     with pytest.raises(Exception, match="not this model's export"):
-        engines.OnnxEngine(tmp_path / "m.onnx", other, torch.device("cpu"))
+        engines.OnnxEngine(tmp_path / "m.onnx", other, torch.device("cpu"), model_sha256=sha256_of(path))
 
 
 def test_auto_follows_the_measured_rule():

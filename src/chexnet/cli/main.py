@@ -34,61 +34,6 @@ log = logging.getLogger("chexnet")
 SEED_IMAGE_SIZE = 224  # the seed trains at 224 px; a seed checkpoint carries no size of its own
 
 
-def thresholds_path(args: argparse.Namespace) -> tuple[Path, bool]:
-    """The thresholds file to use and whether the user named it: ``--thresholds``, else the one beside
-    the model (``<model folder>/thresholds.json``, where evaluate writes it), never the current
-    folder's ``models/thresholds.json`` for some other model."""
-    if args.thresholds is not None:
-        return args.thresholds, True
-    return Path(args.model).parent / paths.THRESHOLDS_FILE.name, False
-
-
-def read_thresholds(path: Path, labels: list[str], model: Path) -> dict[str, float]:
-    """Evaluate's thresholds for exactly the model's findings, each a probability in [0, 1]."""
-    document = io.read_json(path)
-    values = document.get("thresholds") if isinstance(document, dict) else None
-    if not isinstance(values, dict):
-        raise LabelMismatchError(f"{path} has no 'thresholds' mapping: is it evaluate's output?")
-    named = document.get("labels")  # files from before the label list travelled: their keys must fit
-    if (named is not None and list(named) != labels) or set(values) != set(labels):
-        raise LabelMismatchError(
-            f"thresholds {path} are for {named or sorted(values)} (values for {sorted(values)}), "
-            f"but the model {model} predicts {labels}; use the thresholds file evaluated with this model"
-        )
-    bad = {
-        label: value
-        for label, value in values.items()
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0
-    }
-    if bad:
-        raise ChexnetError(
-            f"thresholds {path}: {bad} are not probabilities in [0, 1]; the file is damaged or not "
-            "evaluate's output: rerun the evaluate stage"
-        )
-    return {label: float(values[label]) for label in labels}
-
-
-def _thresholds(args: argparse.Namespace, labels: list[str], info) -> tuple[dict[str, float], str]:
-    """The model's own thresholds: ``--thresholds``, else evaluate's beside the model, else the operating
-    points an imported model came with (its record), else 0.5; a file the user named must exist."""
-    path, named = thresholds_path(args)
-    if not path.is_file():
-        if named:
-            raise ChexnetError(f"--thresholds {path} does not exist; check the path (or leave it out)")
-        if info.thresholds is not None:
-            log.info("thresholds: %s (the model's record)", info.thresholds["source"])
-            return dict(
-                info.thresholds["values"]
-            ), f"{args.model.with_suffix('.json')}: {info.thresholds['source']}"
-        log.warning(
-            "no thresholds file beside the model (%s; the evaluate stage writes it): findings are called at "
-            "probability ≥ 0.5",
-            path,
-        )
-        return dict.fromkeys(labels, 0.5), "default 0.5"
-    return read_thresholds(path, labels, args.model), str(path)
-
-
 def _load(args: argparse.Namespace):
     """The model (ours or the seed's format, weights_only), its findings, image size, thresholds (and
     where they came from), the precision to run it in, and its record."""
@@ -117,7 +62,10 @@ def _load(args: argparse.Namespace):
             args.model,
             image_size,
         )
-    thresholds, source = _thresholds(args, labels, info)
+    from chexnet.model.thresholds import operating_points
+
+    chosen = operating_points(args.model, info, args.thresholds)
+    thresholds, source = chosen.values, chosen.source
     if getattr(args, "heatmaps", None) is not None or args.command == "explain":
         from chexnet.model.network import check_target_layer
 
@@ -318,12 +266,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    except OSError as error:  # a file or folder that cannot be read or written: its name and why
+        where = f"{error.filename}: " if error.filename else ""
+        log.error("%s%s; check the path and its permissions", where, error.strerror or error)
+        return 1
+    except Exception as error:  # ONNX Runtime, decoders, plotting: one line, the traceback with -v
+        log.error("%s: %s", type(error).__name__, " ".join(str(error).split())[:500])
+        log.error("this is not a message chexnet knows: rerun with -v for the traceback, and report it")
+        log.debug("traceback", exc_info=True)
+        return 1
 
 
 def _import(args: argparse.Namespace) -> int:
     from chexnet.model.sources import import_checkpoint
 
     labels = parse_labels_argument(args.labels).names if args.labels else None
+    io.require_writable_file(args.out, "--out")
     info = import_checkpoint(args.source, args.out, fmt=args.format, labels=labels,
                              weights_name=args.weights_name)  # fmt: skip
     print(json.dumps({"model": str(args.out), **info.as_dict()}, indent=2, ensure_ascii=False))

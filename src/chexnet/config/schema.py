@@ -185,6 +185,15 @@ def build(cls: Any, raw: Any, prefix: str = "") -> Any:
                     f"empty path (dvc repro stops with 'unexpected error'): write {NO_FILE} for no file"
                 )
             values[name] = _from_stand_in(values[name], name)
+    no_default = dataclasses.MISSING
+    required = sorted(
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in values and f.default is no_default and f.default_factory is no_default
+    )
+    if required:  # a key without a default (an external set's table): named, never a TypeError
+        keys = ", ".join(repr(f"{prefix}.{k}" if prefix else k) for k in required)
+        raise ParamsError(f"params: {keys} missing at {where}: it has no default, write it")
     return cls(**values)
 
 

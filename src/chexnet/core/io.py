@@ -119,6 +119,19 @@ def require_writable_dir(path: str | os.PathLike[str], what: str) -> Path:
     return folder
 
 
+def require_writable_file(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` as a file to write: not an existing folder, in a folder that can be written (made if
+    missing), said with the option's name before any work whose result would be lost."""
+    from chexnet.core.errors import ChexnetError
+
+    target = Path(path)
+    if target.is_dir():
+        example = target / "model.pth"
+        raise ChexnetError(f"{what} {target} is a folder; give a file name inside it, e.g. {example}")
+    require_writable_dir(target.parent if str(target.parent) else Path("."), f"{what}: the folder of")
+    return target
+
+
 def write_parquet(path: str | os.PathLike[str], frame: Any) -> Path:
     """Write a pandas DataFrame as Parquet, without the pandas index."""
     return write_with(path, lambda tmp: frame.to_parquet(tmp, index=False))

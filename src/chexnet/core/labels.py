@@ -217,7 +217,16 @@ def parse_labels_argument(value: str) -> LabelList:
     """``--labels``: a file (JSON list or ``{"labels": [...]}``, or one name a line) or "A,B,C"."""
     path = Path(value)
     if path.is_file():
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()[: 1 << 20]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is None or "\x00" in text or path.stat().st_size > 1 << 20:
+            raise LabelMismatchError(
+                f"--labels {path} is not a text file of finding names (a JSON list, or one name a line, "
+                "under 1 MB); give that file, or the names as 'A,B,C'"
+            )
         try:
             document = json.loads(text)
         except json.JSONDecodeError:
@@ -226,6 +235,8 @@ def parse_labels_argument(value: str) -> LabelList:
             names = document.get("labels") if isinstance(document, dict) else document
             if not isinstance(names, list):
                 raise LabelMismatchError(f"--labels {path}: expected a JSON list or {{'labels': [...]}}")
+        if not names:
+            raise LabelMismatchError(f"--labels {path} names no finding")
         return LabelList(tuple(str(n) for n in names), "given")
     return LabelList(tuple(n.strip() for n in value.split(",") if n.strip()), "given")
 

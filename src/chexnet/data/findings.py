@@ -27,13 +27,28 @@ def long_findings(
 ) -> tuple[list[list[str]], dict[str, int], dict[str, int]]:
     """``|``-separated cells → each row's findings, positives per finding, and ignored findings' counts."""
     ignored = set(options.ignore)
-    rows, dropped = [], Counter()
+    rows, dropped, seen = [], Counter(), set()
     for cell in cells:
         tokens = [token.strip() for token in str(cell).split(SEPARATOR)]
+        seen.update(tokens)
         dropped.update(token for token in tokens if token in ignored)  # before anything else, aliases too
         kept = SEPARATOR.join(token for token in tokens if token not in ignored)
         rows.append(sorted(set(split_findings(kept, no_finding=options.no_finding, aliases=options.aliases))))
+    check_aliases_exist(options, seen)
     return rows, dict(Counter(f for row in rows for f in row)), dict(dropped)
+
+
+def check_aliases_exist(options: LabelOptions, seen: set[str], table_path: str | Path = "the table") -> None:
+    """Every alias must name a finding the table holds (its own spelling): an alias that matches nothing
+    would leave a finding unscored with nothing said (round three: an external set scored on 1 finding
+    of the 3 its aliases meant)."""
+    unknown = sorted(set(options.aliases) - seen)
+    if unknown:
+        holds = ", ".join(sorted(s for s in seen if s)[:40])
+        raise DataError(
+            f"params: aliases {unknown} match no finding of {table_path} (spelt as the table spells them, "
+            f"before aliases); it holds: {holds}. Fix the spelling or remove those entries"
+        )
 
 
 def finding_columns(table: pd.DataFrame, columns: Columns) -> list[str]:
@@ -55,6 +70,7 @@ def wide_findings(
     per finding how many blank cells the no-finding rule made negative.
     """
     observed = finding_columns(table, columns)
+    check_aliases_exist(options, {str(c) for c in observed}, f"table {table_path}")
     _check_uncertain_keys(options, [options.aliases.get(str(c), str(c)) for c in observed], table_path)
     healthy = _healthy_rows(table, observed, options, table_path)
     vectors: dict[str, np.ndarray] = {}
@@ -181,7 +197,10 @@ def label_rows(
     uncertain: dict[str, int] = {}
     from_no_finding: dict[str, int] = {}
     if columns.label is not None:
-        finding_rows, positives, ignored = long_findings(table[columns.label], options)
+        try:
+            finding_rows, positives, ignored = long_findings(table[columns.label], options)
+        except DataError as error:  # name the table (long_findings sees only the cells)
+            raise DataError(str(error).replace("the table", f"table {table_path}", 1)) from error
         _check_ignored_exist(options, set(ignored), table_path)
         label_list, rare = choose(
             positives, options, preset, where=f"column {columns.label!r} of {table_path}"

@@ -95,6 +95,8 @@ def usable_rows(
     duplicate rows merged into their image's row."""
     if table.empty:
         raise DataError(f"table {table_path} has no rows (a header only): export it again with its rows")
+    needed = {"image_column": columns.image, "label_column": columns.label, "patient_column": columns.patient}
+    require_columns(table, {key: name for key, name in needed.items() if name is not None}, table_path)
     table = table.reset_index(drop=True)
     table["table_row"] = np.arange(len(table))
     empty_image = _blank(table[columns.image])
@@ -275,8 +277,6 @@ def prepare_cache(
     selected rows are rejected, the stage fails (after writing the rejects, so they can be inspected).
     """
     options = label_options or LabelOptions()
-    needed = {"image_column": columns.image, "label_column": columns.label, "patient_column": columns.patient}
-    require_columns(table, {key: name for key, name in needed.items() if name is not None}, table_path)
     attributes = group_columns(table, columns, subgroups or {}, table_path)
     source_rejects, join = (
         list(table.attrs.get(SOURCE_REJECTS, [])),

@@ -31,6 +31,7 @@ import torch
 
 from chexnet.core import io
 from chexnet.core.errors import ChexnetError
+from chexnet.deploy.export import SOURCE_KEY
 from chexnet.engine import inference
 from chexnet.model.file import ModelInfo
 
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 ENGINES = ("torch", "onnx", "auto")
 SMALL_BATCH = 4  # at or below it ONNX Runtime wins on every CPU measured (benchmarks/README.md)
 CACHE_DIR = Path(os.environ.get("CHEXNET_CACHE", Path.home() / ".cache" / "chexnet")) / "onnx"
+
+
+class CacheError(ChexnetError):
+    """The export cache cannot be used (``CHEXNET_CACHE`` or ``~/.cache`` read-only, a file, ...)."""
 
 
 @dataclass
@@ -55,27 +60,56 @@ class TorchEngine:
         return inference.predict_images(self.model, gray, self.device, self.precision)
 
 
-class OnnxEngine:
-    """An exported model (:mod:`chexnet.deploy.export`) in ONNX Runtime, all graph optimisations on."""
+class OnnxFileError(ChexnetError):
+    """An ONNX file that cannot be used for this model: missing, damaged, another model's, another size."""
 
-    def __init__(self, path: str | Path, info: ModelInfo, device: torch.device, threads: int = 0):
+
+class OnnxEngine:
+    """An exported model (:mod:`chexnet.deploy.export`) in ONNX Runtime, all graph optimisations on.
+
+    Checked on every open, whatever its name or origin (``--onnx``, the cache): ONNX Runtime can load it,
+    it was exported from the model file whose sha256 is ``model_sha256`` (the export records it), and it
+    takes this model's image size. Findings alone are not enough: a retrained model keeps its names."""
+
+    def __init__(self, path: str | Path, info: ModelInfo, device: torch.device, threads: int = 0, *,
+                 model_sha256: str):  # fmt: skip
         import onnxruntime as ort
 
         self.path = Path(path)
+        again = f"export it again: chexnet export MODEL --out {self.path}"
+        if not self.path.is_file():
+            raise OnnxFileError(
+                f"ONNX file {self.path} is {'a folder' if self.path.is_dir() else 'not there'}; {again}"
+            )
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
         providers = ["CUDAExecutionProvider"] if device.type == "cuda" else []
-        self.session = ort.InferenceSession(
-            str(self.path), options, providers=[*providers, "CPUExecutionProvider"]
-        )
-        record = self.session.get_modelmeta().custom_metadata_map.get("chexnet_record")
-        findings = json.loads(record)["labels"] if record else None
-        if findings != list(info.labels.names):
-            raise ChexnetError(
-                f"{self.path} is not this model's export (its findings {findings}, the model's "
-                f"{list(info.labels.names)}): export it again with chexnet export"
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), options, providers=[*providers, "CPUExecutionProvider"]
             )
+        except Exception as error:  # ONNX Runtime's own errors are not one class: any is "cannot load"
+            first = " ".join(str(error).split())[:200]
+            raise OnnxFileError(
+                f"{self.path} is not an ONNX model ONNX Runtime can load ({first}); {again}"
+            ) from error
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        try:
+            source = json.loads(metadata.get(SOURCE_KEY, "null")) or {}
+            findings = json.loads(metadata.get("chexnet_record", "null") or "null")["labels"]
+        except (ValueError, TypeError, KeyError):
+            source, findings = {}, None
+        if source.get("sha256") != model_sha256 or findings != list(info.labels.names):
+            made_from = str(source.get("sha256", "no recorded model"))[:12]
+            raise OnnxFileError(
+                f"{self.path} is not this model's export (exported from {made_from}, the model file is "
+                f"{model_sha256[:12]}; its findings {findings}): {again}"
+            )
+        shape = self.session.get_inputs()[0].shape
+        if list(shape[1:]) != [1, info.image_size, info.image_size]:
+            raise OnnxFileError(f"{self.path} takes {shape[1:]} pixels, the model {info.image_size} × "
+                                f"{info.image_size}: {again}")  # fmt: skip
 
     @property
     def name(self) -> str:
@@ -146,14 +180,21 @@ def timed_choice(engines: dict, info: ModelInfo, batch_size: int) -> str:
     cpu = names[0] if names else "unknown CPU"
     key = f"{cpu}|{torch.get_num_threads()}|{info.architecture}|{info.image_size}|{batch_size}"
     remembered = CACHE_DIR / "engine_choices.json"
-    choices = json.loads(remembered.read_text()) if remembered.is_file() else {}
+    try:
+        choices = json.loads(remembered.read_text()) if remembered.is_file() else {}
+    except (OSError, ValueError):  # damaged or unreadable: timed again
+        choices = {}
+    choices = choices if isinstance(choices, dict) else {}
     if key not in choices:
         pixels = np.random.default_rng(0).integers(0, 256, (batch_size, info.image_size, info.image_size))
         seconds = {name: _time(engine, pixels.astype(np.uint8)) for name, engine in engines.items()}
         choices[key] = min(seconds, key=seconds.get)
         log.info("engine timing at batch %d: %s -> %s", batch_size, seconds, choices[key])
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        io.write_json(remembered, choices)
+        try:
+            CACHE_DIR.mkdir(parents=True, exist_ok=True)
+            io.write_json(remembered, choices)
+        except OSError as error:  # timed again next time; the answer is still right
+            log.warning("the engine choice is not remembered: %s cannot be written (%s)", CACHE_DIR, error)
     return choices[key]
 
 
@@ -164,16 +205,35 @@ def _cpuinfo() -> str:
         return ""
 
 
-def cached_export(model_path: Path) -> Path:
+def cached_export(model_path: Path, model_sha256: str) -> Path:
     """The model's ONNX export in the user's cache, keyed by the model file's sha256 (exported once)."""
     from chexnet.deploy.export import export_onnx
 
-    digest = io.sha256_of(model_path)[:16]
-    target = CACHE_DIR / f"{model_path.stem}-{digest}.onnx"
+    target = CACHE_DIR / f"{model_path.stem}-{model_sha256[:16]}.onnx"
+    fix = "set CHEXNET_CACHE to a writable folder, or use --engine torch"
+    if CACHE_DIR.exists() and not CACHE_DIR.is_dir():
+        raise CacheError(f"the ONNX cache {CACHE_DIR} is a file, not a folder: {fix}")
     if not target.is_file():
         log.info("exporting %s to ONNX once (%s)", model_path, target)
-        export_onnx(model_path, target)
+        try:
+            export_onnx(model_path, target)
+        except (OSError, ChexnetError) as error:
+            raise CacheError(f"the ONNX cache {CACHE_DIR} cannot be written ({error}): {fix}") from error
     return target
+
+
+def cached_onnx_engine(
+    model_path: Path, info: ModelInfo, device: torch.device, model_sha256: str
+) -> OnnxEngine:
+    """The cached export, checked; a damaged or stale one (another model's, cut short) is exported
+    again once, never trusted."""
+    target = cached_export(model_path, model_sha256)
+    try:
+        return OnnxEngine(target, info, device, model_sha256=model_sha256)
+    except OnnxFileError as error:
+        log.warning("the cached export %s cannot be used (%s): exporting it again", target, error)
+        target.unlink(missing_ok=True)
+        return OnnxEngine(cached_export(model_path, model_sha256), info, device, model_sha256=model_sha256)
 
 
 def open_engine(
@@ -198,8 +258,18 @@ def open_engine(
     chosen = auto_choice(device, batch_size, info) if name == "auto" else name
     if chosen == "torch":
         return TorchEngine(model, device, precision)
-    onnx = OnnxEngine(onnx_path or cached_export(model_path), info, device)
     exact = TorchEngine(model, device, precision)
+    digest = io.sha256_of(model_path)
+    if onnx_path is not None:
+        onnx = OnnxEngine(onnx_path, info, device, model_sha256=digest)
+    else:
+        try:
+            onnx = cached_onnx_engine(model_path, info, device, digest)
+        except ChexnetError as error:
+            if name != "auto":
+                raise
+            log.warning("ONNX Runtime is not used: %s; running in PyTorch", error)
+            return exact
     if chosen == "time both" and timed_choice({"torch": exact, "onnx": onnx}, info, batch_size) == "torch":
         return exact
     if name == "auto" and thresholds is not None and precision.dtype is not None:

@@ -26,11 +26,13 @@ from chexnet.core import io
 from chexnet.core.errors import ChexnetError
 from chexnet.data.input_spec import InputSpec
 from chexnet.model.file import ModelInfo, load_model
+from chexnet.model.thresholds import operating_points
 
 log = logging.getLogger(__name__)
 OPSET = 18  # ONNX Runtime 1.32 runs it on CPU and CUDA; recorded in the file and its JSON
 INPUT_NAME, OUTPUT_NAME = "pixels", "probabilities"
 FORMAT = "chexnet-onnx/1"
+SOURCE_KEY = "chexnet_source_model"  # metadata: {"file", "sha256"} of the model file it was exported from
 
 
 class WithInputRule(nn.Module):
@@ -49,16 +51,14 @@ class WithInputRule(nn.Module):
         return torch.sigmoid(self.network.logits(pixels * self.scale + self.shift))
 
 
-def thresholds_beside(model_path: Path, info: ModelInfo) -> dict[str, Any] | None:
-    """``thresholds.json`` beside the model when it is this model's (same findings), else the record's
-    own operating points (an imported model's), else none."""
-    path = model_path.parent / "thresholds.json"
-    if path.is_file():
-        document = io.read_json(path)
-        if list(document.get("labels", [])) == list(info.labels.names):
-            return document
-        log.warning("%s is for other findings than %s: not embedded", path, model_path)
-    return {"source": "record", **info.thresholds} if info.thresholds else None
+def embedded_thresholds(model_path: Path, info: ModelInfo) -> dict[str, Any] | None:
+    """The operating points an export carries, read by predict's and serve's rule
+    (:func:`chexnet.model.thresholds.operating_points`): evaluate's for this model, else the record's
+    (an imported model's), else none."""
+    chosen = operating_points(model_path, info)
+    if chosen.kind == "validation":
+        return chosen.document
+    return {"source": "record", **info.thresholds} if chosen.kind == "record" else None
 
 
 def export_onnx(model_path: str | Path, out: str | Path, opset: int = OPSET) -> dict[str, Any]:
@@ -72,8 +72,9 @@ def export_onnx(model_path: str | Path, out: str | Path, opset: int = OPSET) -> 
                            "(chexnet import --format seed) so that its input is known")  # fmt: skip
     wrapped = WithInputRule(model.eval(), info.input).eval()
     example = torch.full((2, 1, info.image_size, info.image_size), 127.0)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with io.atomic_path(out) as tmp, warnings.catch_warnings():
+    io.require_writable_file(out, "--out")
+    # the ONNX file and its JSON are renamed into place together, after both are complete
+    with io.atomic_path(sidecar(out)) as about_file, io.atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on its own internals
         torch.onnx.export(
             wrapped, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -97,19 +98,23 @@ def export_onnx(model_path: str | Path, out: str | Path, opset: int = OPSET) -> 
                 "findings": list(info.labels.names),
             },
             "record": info.as_dict(),
-            "thresholds": thresholds_beside(model_path, info),
+            "thresholds": embedded_thresholds(model_path, info),
             "source_model": {"file": str(model_path), "sha256": io.sha256_of(model_path)},
         }
         about = {k: document[k] for k in ("format", "opset", "input", "output")}
-        metadata = {"chexnet_record": document["record"], "chexnet_thresholds": document["thresholds"],
-                    "chexnet_export": about}  # fmt: skip
+        metadata = {
+            "chexnet_record": document["record"],
+            "chexnet_thresholds": document["thresholds"],
+            "chexnet_export": about,
+            SOURCE_KEY: document["source_model"],  # which model file it is: checked on every use
+        }
         for key, value in metadata.items():
             entry = graph.metadata_props.add()
             entry.key, entry.value = key, json.dumps(value)
         graph.doc_string = f"chexnet {info.architecture}: {len(info.labels)} findings, {info.image_size} px"
         onnx.checker.check_model(graph)
         onnx.save(graph, str(tmp))
-    io.write_json(sidecar(out), document)
+        io.write_json(about_file, document)
     return document
 
 

@@ -2,23 +2,29 @@
 
 - ``POST /predict`` (multipart, field ``files``, one or several PNG/JPEG/DICOM files; ``?heatmaps=true``
   adds a Grad-CAM++ overlay PNG per positive finding) → per file its probabilities, the positives at the
-  model's validation thresholds, or its own error; ``GET /model`` (the record and thresholds),
-  ``GET /health``, ``GET /`` (the page), ``GET /docs`` (OpenAPI, as FastAPI gives it).
-- The model loads once, at start. Images of concurrent requests are queued to **one** worker that runs
-  them in batches (up to ``max_batch``, waiting at most ``batch_wait_ms`` for company), so N clients
-  never make N copies of the network; heat maps run in the same worker.
+  model's thresholds, or its own error; ``GET /model`` (the record and thresholds), ``GET /health``,
+  ``GET /`` (the page), ``GET /docs`` (OpenAPI: every answer's shape, the token, every refusal).
+- The model and its thresholds load once, at start, by the rules ``chexnet predict`` uses
+  (:func:`chexnet.model.thresholds.operating_points`: a thresholds file for another model, other
+  findings, a missing finding or a value out of range stops the start). Images of concurrent requests
+  are queued to **one** worker that runs them in batches (up to ``max_batch``, waiting at most
+  ``batch_wait_ms`` for company), so N clients never make N copies of the network. Heat maps have their
+  own worker, network copy and bounded queue: a plain request never waits behind them.
 - Limits answer with a 4xx and a JSON ``{"error": ...}``: request size (413; a request without a length
-  is refused, 411), number of files (400), file type by content (415 for that file), image pixels
-  (decompression bombs, 413 for that file), time (504). A bad file fails alone, with its name; a request
-  whose every file failed is a 422. An unexpected error is a 500 with one line, never a traceback.
+  is refused, 411), number of files (400), file type by content (415 for that file), decoded pixels
+  (checked on what the decoder will produce, the DICOM codestream included: 413 for that file), memory
+  (every decode in flight holds its share of ``max_decode_bytes``), time (504; a timed-out request's
+  images are dropped from the queues). A bad file fails alone with its name, whatever the error; a
+  request whose every file failed is a 422. An unexpected error is a 500 with one line, never a traceback.
 - Binds to 127.0.0.1 unless told otherwise; any other address needs a bearer token (``--token`` or
-  ``CHEXNET_TOKEN``), which ``/predict`` and ``/model`` then require.
+  ``CHEXNET_TOKEN``), which ``/predict`` and ``/model`` then require. File names are never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import ipaddress
 import logging
 import secrets
@@ -31,62 +37,41 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import FastAPI, File, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from PIL import Image
+from fastapi.security import HTTPBearer
 
 from chexnet.core.errors import ChexnetError
-from chexnet.data.images import load_gray
+from chexnet.data.images import ImageReadError, decoded_pixels, load_gray
+from chexnet.deploy.answers import PredictAnswer, error_responses
 from chexnet.deploy.limits import Limits
 from chexnet.deploy.predict import write_overlays
+from chexnet.deploy.uploads import FileError, MemoryBudget, kind_of
 
 log = logging.getLogger("chexnet.serve")
 DEFAULT_LIMITS = Limits()
 PAGE = Path(__file__).with_name("page.html")
-KINDS = {b"\x89PNG\r\n\x1a\n": ".png", b"\xff\xd8\xff": ".jpg"}
-
-
-class FileError(ChexnetError):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-def kind_of(data: bytes) -> str:
-    """``.png``, ``.jpg`` or ``.dcm`` by the file's own bytes (never its name); anything else is a 415."""
-    for magic, suffix in KINDS.items():
-        if data.startswith(magic):
-            return suffix
-    if data[128:132] == b"DICM":
-        return ".dcm"
-    raise FileError(415, "not a PNG, JPEG or DICOM file (by its content)")
-
-
-def check_pixels(path: Path, suffix: str, max_pixels: int) -> None:
-    """Refuse an image whose decoded size exceeds ``max_pixels`` before decoding it (a decompression bomb)."""
-    if suffix == ".dcm":
-        import pydicom
-
-        header = pydicom.dcmread(path, stop_before_pixels=True)
-        pixels = int(header.get("Rows", 0) or 0) * int(header.get("Columns", 0) or 0)
-    else:
-        with Image.open(path) as image:
-            pixels = image.width * image.height
-    if pixels > max_pixels:
-        raise FileError(413, f"{pixels:,} pixels: more than this service takes ({max_pixels:,})")
 
 
 class Service:
-    """The loaded model, its thresholds and engine, and the one worker that runs them."""
+    """The loaded model, its thresholds and engine, the worker that runs them, and the heat-map worker."""
 
     def __init__(
-        self, model_path: Path, *, device: str = "auto", engine: str = "auto", limits: Limits = DEFAULT_LIMITS
+        self,
+        model_path: Path,
+        *,
+        device: str = "auto",
+        engine: str = "auto",
+        limits: Limits = DEFAULT_LIMITS,
+        thresholds: Path | None = None,
+        onnx: Path | None = None,
     ):
         from chexnet.deploy.engines import open_engine
-        from chexnet.deploy.export import thresholds_beside
         from chexnet.engine.inference import Precision, resolve_device
         from chexnet.model.file import load_model
         from chexnet.model.network import check_target_layer
+        from chexnet.model.thresholds import operating_points
 
         self.model_path, self.limits = Path(model_path), limits
         self.device = resolve_device(device)
@@ -96,13 +81,8 @@ class Service:
         self.precision = Precision.recorded(self.info.run_as, self.device)
         self.model = model.to(self.device, memory_format=self.precision.memory_format).eval()
         self.labels = list(self.info.labels.names)
-        chosen = thresholds_beside(self.model_path, self.info) or {}
-        values = chosen.get("thresholds") or chosen.get("values") or {}
-        self.thresholds = {label: float(values.get(label, 0.5)) for label in self.labels}
-        sources = {"thresholds": "validation (thresholds.json)", "values": "the model's record"}
-        self.threshold_source = next(
-            (v for k, v in sources.items() if k in chosen), "0.5 (none beside the model)"
-        )
+        chosen = operating_points(self.model_path, self.info, thresholds)  # predict's rule, refusals too
+        self.thresholds, self.threshold_source = chosen.values, chosen.source
         self.layer = check_target_layer(self.model, "auto")
         self.engine = open_engine(
             engine,
@@ -112,20 +92,32 @@ class Service:
             self.device,
             self.precision,
             1,
+            onnx,
             thresholds=self.thresholds,
         )
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chexnet-model")
+        # heat maps need gradients and hooks on the network: their own copy and thread, so that a plain
+        # request is never queued behind them and their hooks never see the plain worker's batches
+        self.heatmap_model = copy.deepcopy(self.model)
+        self.heatmap_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chexnet-heatmaps")
+        self.heatmaps_waiting = 0
         self.queue: asyncio.Queue | None = None
+        self.memory: MemoryBudget | None = None
         self.batches = 0
 
     def describe(self) -> dict[str, Any]:
-        return {"model": str(self.model_path), "record": self.info.as_dict(), "engine": self.engine.name,
-                "thresholds": {"source": self.threshold_source, "values": self.thresholds},
-                "limits": asdict(self.limits)}  # fmt: skip
+        return {
+            "model": str(self.model_path),
+            "record": self.info.as_dict(),
+            "engine": self.engine.name,
+            "thresholds": {"source": self.threshold_source, "values": self.thresholds},
+            "limits": asdict(self.limits),
+        }
 
     async def run_batches(self) -> None:
-        """The worker loop: take queued images, run them together, answer each future."""
-        self.queue = asyncio.Queue()
+        """The worker loop: take queued images, run them together, answer each future. An image whose
+        request has gone (timed out, disconnected) is dropped, not computed."""
+        self.queue, self.memory = asyncio.Queue(), MemoryBudget(self.limits.max_decode_bytes)
         loop = asyncio.get_running_loop()
         while True:
             items = [await self.queue.get()]
@@ -135,61 +127,123 @@ class Service:
                     items.append(await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time())))
                 except TimeoutError:
                     break
-            pixels = np.stack([image for image, _ in items])
+            items = [(image, future) for image, future in items if not future.done()]
+            if not items:
+                continue
             try:
+                pixels = np.stack([image for image, _ in items])
                 probabilities = await loop.run_in_executor(self.worker, self.engine.probabilities, pixels)
                 self.batches += 1
                 for (_, future), p in zip(items, probabilities, strict=True):
                     if not future.done():
                         future.set_result(p)
             except Exception as error:  # one failed batch answers its requests, the loop goes on
-                log.exception("a batch failed")
+                log.exception("a batch of %d images failed", len(items))
                 for _, future in items:
                     if not future.done():
                         future.set_exception(error)
 
-    async def predict_one(self, name: str, data: bytes, heatmaps: bool) -> dict[str, Any]:
-        """One uploaded file: read, checked, queued; its answer or its own error."""
-        loop = asyncio.get_running_loop()
+    async def predict_one(self, name: str, data: bytes, heatmaps: bool, deadline: float) -> dict[str, Any]:
+        """One uploaded file: typed, checked, decoded within the memory budget, queued; its answer or its
+        own error, whatever went wrong with it."""
         try:
-            suffix = kind_of(data)
-            with tempfile.TemporaryDirectory(prefix="chexnet-serve-") as folder:
-                path = Path(folder) / f"upload{suffix}"
-                path.write_bytes(data)
-                check_pixels(path, suffix, self.limits.max_pixels)
-                spec = self.info.input
-                image = await loop.run_in_executor(
-                    None, load_gray, path, self.info.image_size, spec.resize, spec.fill
-                )
-                future = loop.create_future()
-                await self.queue.put((image, future))
-                p = await future
-                result = self._result(name, p)
-                if heatmaps and result["positives"]:
-                    result["heatmaps"] = await loop.run_in_executor(
-                        self.worker, self._overlays, image, name, result["positives"], p, Path(folder)
-                    )
-                return result
+            return await self._predict_one(name, data, heatmaps, deadline)
         except FileError as error:
             return {"file": name, "ok": False, "status": error.status, "error": str(error)}
-        except (OSError, ValueError, Image.DecompressionBombError) as error:
-            return {"file": name, "ok": False, "status": 422, "error": f"cannot be read: {error}"}
+        except ImageReadError as error:
+            status = 413 if error.reason == "too_large" else 422
+            return {"file": name, "ok": False, "status": status, "error": str(error)}
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # any decoder or engine failure is this file's, never the request's
+            log.warning("an uploaded file failed: %s", type(error).__name__)  # no file name: patient data
+            message = " ".join(str(error).split())[:300]
+            return {
+                "file": name,
+                "ok": False,
+                "status": 422,
+                "error": f"cannot be read: {type(error).__name__}: {message}",
+            }
+
+    async def _predict_one(self, name: str, data: bytes, heatmaps: bool, deadline: float) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        suffix = kind_of(data)
+        with tempfile.TemporaryDirectory(prefix="chexnet-serve-") as folder:
+            path = Path(folder) / f"upload{suffix}"
+            path.write_bytes(data)
+            pixels = await loop.run_in_executor(None, decoded_pixels, path, self.limits.max_pixels)
+            spec = self.info.input
+            async with self.memory.hold(self.limits.decode_cost(pixels)):
+                image = await loop.run_in_executor(
+                    None,
+                    load_gray,
+                    path,
+                    self.info.image_size,
+                    spec.resize,
+                    spec.fill,
+                    self.limits.max_pixels,
+                )
+            future = loop.create_future()
+            await self.queue.put((image, future))
+            p = await future
+            result = self._result(name, p)
+            if heatmaps and result["positives"]:
+                result.update(
+                    await self._heatmaps(image, name, result["positives"], p, Path(folder), deadline)
+                )
+            return result
+
+    async def _heatmaps(
+        self, image, name: str, positives: list[str], p, folder: Path, deadline: float
+    ) -> dict:
+        """Overlays from the heat-map worker, or why there are none (its queue is full, time ran out)."""
+        if self.heatmaps_waiting >= self.limits.max_heatmaps_waiting:
+            return {
+                "heatmaps_skipped": f"{self.heatmaps_waiting} images are waiting for heat maps: "
+                "ask again later for this file's"
+            }
+        self.heatmaps_waiting += 1
+        try:
+            made = await asyncio.get_running_loop().run_in_executor(
+                self.heatmap_worker, self._overlays, image, name, positives, p, folder, deadline
+            )
+        finally:
+            self.heatmaps_waiting -= 1
+        return {"heatmaps": made} if made is not None else {"heatmaps_skipped": "not made in time"}
 
     def _result(self, name: str, p: np.ndarray) -> dict[str, Any]:
         positives = [
             label for label, value in zip(self.labels, p, strict=True) if value >= self.thresholds[label]
         ]
-        return {"file": name, "ok": True, "probabilities": dict(zip(self.labels, map(float, p), strict=True)),
-                "positives": positives}  # fmt: skip
+        return {
+            "file": name,
+            "ok": True,
+            "probabilities": dict(zip(self.labels, map(float, p), strict=True)),
+            "positives": positives,
+        }
 
     def _overlays(
-        self, image: np.ndarray, name: str, positives: list[str], p: np.ndarray, folder: Path
-    ) -> dict:
-        written = write_overlays(self.model, image, Path(name), positives, p, self.labels, out_dir=folder,
-                                 target_layer=self.layer, device=self.device, stem="overlay",
-                                 precision=self.precision)  # fmt: skip
-        return {label: "data:image/png;base64," + base64.b64encode(Path(f).read_bytes()).decode()
-                for label, f in zip(positives, written, strict=True)}  # fmt: skip
+        self, image: np.ndarray, name: str, positives: list[str], p: np.ndarray, folder: Path, deadline: float
+    ) -> dict | None:
+        if time.monotonic() > deadline:  # its request has timed out: nobody reads the answer
+            return None
+        written = write_overlays(
+            self.heatmap_model,
+            image,
+            Path(name),
+            positives,
+            p,
+            self.labels,
+            out_dir=folder,
+            target_layer=self.layer,
+            device=self.device,
+            stem="overlay",
+            precision=self.precision,
+        )
+        return {
+            label: "data:image/png;base64," + base64.b64encode(Path(f).read_bytes()).decode()
+            for label, f in zip(positives, written, strict=True)
+        }
 
 
 def is_loopback(host: str) -> bool:
@@ -217,16 +271,25 @@ def create_app(service: Service, token: str | None = None):
 
     about = "A CheXNet-style chest X-ray classifier: findings at validation thresholds, heat maps."
     app = FastAPI(title="chexnet", version="1", lifespan=lifespan, description=about)
+    # the token, declared so that /docs shows it (the middleware below is what checks it)
+    secured = (
+        [Depends(HTTPBearer(auto_error=False, description="Authorization: Bearer <token>"))] if token else []
+    )
 
     def refuse(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, error: RequestValidationError) -> JSONResponse:
+        where = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in error.errors())
+        return refuse(400, f"malformed request: {where[:500]}")
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
         started = time.monotonic()
         if token and request.url.path in ("/predict", "/model"):
             given = request.headers.get("authorization", "")
-            if not secrets.compare_digest(given, f"Bearer {token}"):
+            if not secrets.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return refuse(401, "a bearer token is required: Authorization: Bearer <token>")
         if request.method == "POST":
             length = request.headers.get("content-length")
@@ -234,6 +297,11 @@ def create_app(service: Service, token: str | None = None):
                 return refuse(411, "send the request with a Content-Length")
             if not length.isdigit() or int(length) > limits.max_request_bytes:
                 return refuse(413, f"request larger than {limits.max_request_bytes:,} bytes")
+            if request.url.path == "/predict" and not request.headers.get("content-type", "").startswith(
+                "multipart/form-data"
+            ):
+                return refuse(415, "send the files as multipart/form-data, field 'files'")
+        request.state.deadline = started + limits.timeout_s
         try:
             return await asyncio.wait_for(call_next(request), limits.timeout_s - (time.monotonic() - started))
         except TimeoutError:
@@ -244,10 +312,15 @@ def create_app(service: Service, token: str | None = None):
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "engine": service.engine.name, "queued": service.queue.qsize(),
-                "batches_run": service.batches}  # fmt: skip
+        return {
+            "status": "ok",
+            "engine": service.engine.name,
+            "queued": service.queue.qsize(),
+            "batches_run": service.batches,
+            "heatmaps_waiting": service.heatmaps_waiting,
+        }
 
-    @app.get("/model")
+    @app.get("/model", dependencies=secured, responses=error_responses(401, 500, 504))
     async def model() -> dict:
         return service.describe()
 
@@ -255,27 +328,61 @@ def create_app(service: Service, token: str | None = None):
     async def page() -> str:
         return PAGE.read_text(encoding="utf-8")
 
-    @app.post("/predict")
-    async def predict(files: Annotated[list[UploadFile], File()], heatmaps: bool = False):
+    @app.post(
+        "/predict",
+        dependencies=secured,
+        response_model=PredictAnswer,
+        responses={
+            **error_responses(400, 401, 411, 413, 415, 500, 504),
+            422: {"model": PredictAnswer, "description": "no file could be read (each says why)"},
+        },
+    )
+    async def predict(
+        request: Request,
+        files: Annotated[list[UploadFile], File(min_length=1, description="PNG, JPEG or DICOM files")],
+        heatmaps: bool = False,
+    ):
         if len(files) > limits.max_files:
             return refuse(400, f"{len(files)} files: at most {limits.max_files} a request")
         uploads = [(f.filename or f"file{i}", await f.read()) for i, f in enumerate(files)]
-        results = await asyncio.gather(*(service.predict_one(n, d, heatmaps) for n, d in uploads))
-        body = {"engine": service.engine.name, "thresholds": service.thresholds, "results": list(results)}
-        status = 200 if any(r["ok"] for r in results) else 422
-        return JSONResponse(body, status_code=status)
+        deadline = getattr(request.state, "deadline", time.monotonic() + limits.timeout_s)
+        answers = await asyncio.gather(*(service.predict_one(n, d, heatmaps, deadline) for n, d in uploads))
+        body = {"engine": service.engine.name, "thresholds": service.thresholds, "results": list(answers)}
+        status = 200 if any(r["ok"] for r in answers) else 422
+        return JSONResponse(PredictAnswer(**body).model_dump(exclude_none=True), status_code=status)
 
     return app
 
 
-def serve(model_path: Path, *, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          device: str = "auto", engine: str = "auto", limits: Limits = DEFAULT_LIMITS) -> None:  # fmt: skip
+def check_port(port: int) -> None:
+    """A port a server can bind, said before the model loads (not after, as a traceback)."""
+    if not 1 <= port <= 65535:
+        raise ChexnetError(f"--port {port}: a port is 1 to 65535 (1024 and up without root)")
+
+
+def serve(
+    model_path: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    device: str = "auto",
+    engine: str = "auto",
+    limits: Limits = DEFAULT_LIMITS,
+    thresholds: Path | None = None,
+    onnx: Path | None = None,
+) -> None:
     """Load the model, then answer on ``host:port`` until stopped."""
     import uvicorn
 
+    check_port(port)
     if not is_loopback(host) and not token:
-        raise ChexnetError(f"--host {host} is reachable from other machines: give a bearer token (--token or "
-                           "CHEXNET_TOKEN), or bind to 127.0.0.1")  # fmt: skip
-    service = Service(model_path, device=device, engine=engine, limits=limits)
+        raise ChexnetError(
+            f"--host {host} is reachable from other machines: give a bearer token (--token or "
+            "CHEXNET_TOKEN), or bind to 127.0.0.1"
+        )
+    service = Service(
+        model_path, device=device, engine=engine, limits=limits, thresholds=thresholds, onnx=onnx
+    )
     log.info("serving %s on http://%s:%d (engine %s)", model_path, host, port, service.engine.name)
     uvicorn.run(create_app(service, token), host=host, port=port, log_level="warning")

@@ -154,8 +154,12 @@ def _record_parts(document: dict[str, Any], info_file: Path) -> dict[str, Any]:
 
 def save_model(path: str | Path, state: dict[str, torch.Tensor], info: ModelInfo) -> None:
     """The state_dict in the seed's format, and its labels and input size beside it (one JSON file)."""
-    io.write_torch(path, state)
-    io.write_json(model_info_path(path), info.as_dict())
+    # both written to temporary files first and renamed only when both are complete: a failure (a full
+    # disk, Ctrl-C) leaves neither new file, never a model beside another model's record
+    with io.atomic_path(model_info_path(path)) as record, io.atomic_path(path) as weights:
+        io.write_json(record, info.as_dict())
+        with weights.open("wb") as handle:  # into an open file: the same bytes for the same tensors
+            torch.save(state, handle)
 
 
 def read_model_info(path: str | Path, n_outputs: int, labels: LabelList | None = None) -> ModelInfo:
@@ -225,10 +229,25 @@ def read_state(path: Path) -> dict[str, Any]:
     return state
 
 
-def state_architecture(state: dict[str, Any]) -> str:
-    """The backbone a state_dict with no record beside it is for: ResNet50 by its ``layer4``, else the
-    seed's DenseNet121 (whose keys the strict load then checks)."""
-    return "resnet50" if any(k.startswith("layer4.") for k in state) else DEFAULT_ARCHITECTURE
+# A key every state_dict of the backbone has (torchvision's names, as the seed saves them): how a file
+# with no record is recognised, and how a file of another backbone (VGG, MobileNet: their heads are also
+# called ``classifier``) is refused before its head's 4,096 rows are read as findings.
+SIGNATURE_KEYS = {
+    "densenet121": "features.denseblock4.denselayer16.conv2.weight",
+    "resnet50": "layer4.2.conv3.weight",
+}
+
+
+def state_architecture(state: dict[str, Any], path: Path | str = "the checkpoint") -> str:
+    """The backbone a state_dict is for, by its keys; one this chexnet does not build is refused."""
+    for name, key in SIGNATURE_KEYS.items():
+        if key in state:
+            return name
+    raise CheckpointError(
+        f"checkpoint {path} is not a {' or '.join(SIGNATURE_KEYS)} state_dict (it has none of "
+        f"{list(SIGNATURE_KEYS.values())}; its first keys: {sorted(state)[:4]}): chexnet builds only "
+        "those backbones (docs/models.md)"
+    )
 
 
 def head_outputs(state: dict[str, Any], path: Path, name: str = DEFAULT_ARCHITECTURE) -> int:
@@ -267,7 +286,7 @@ def load_model(path: str | Path, labels: LabelList | None = None) -> tuple[nn.Mo
     path = Path(path)
     state = read_state(path)
     info_file = model_info_path(path)
-    name = state_architecture(state)
+    name = state_architecture(state, path)
     if info_file.is_file():
         document = io.read_json(info_file)
         name = document.get("architecture", DEFAULT_ARCHITECTURE) if isinstance(document, dict) else name

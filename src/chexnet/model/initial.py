@@ -118,7 +118,7 @@ def read_weights_file(path: Path) -> tuple[dict[str, Any], ModelInfo | None, str
     """A weights file read once: its state_dict, its record (``None`` for a backbone-only file: no head)
     and its backbone (the record's, else its keys': ResNet50's layer4, else DenseNet121)."""
     state = read_state(path)
-    found = state_architecture(state)
+    found = state_architecture(state, path)
     has_head = any(k.startswith(f"{architecture(found).network.HEAD}.0.") for k in state)
     info = read_model_info(path, head_outputs(state, path, found)) if has_head else None
     if info is not None and model_info_path(path).is_file():
