@@ -13,39 +13,12 @@ from chexnet.data.images import load_gray as read_image
 from chexnet.data.images import read_dicom
 from chexnet.model.network import CheXNet
 from tests.conftest import LABELS, run_cli, save_test_model
+from tests.dicom_files import dx_dicom
 
 pydicom = pytest.importorskip("pydicom")
 
 
-def _dicom(
-    path: Path,
-    pixels: np.ndarray,
-    photometric: str = "MONOCHROME2",
-    slope: float = 1.0,
-    intercept: float = 0.0,
-    window: tuple[float, float] | None = None,
-) -> Path:
-    """A minimal DX DICOM written with pydicom."""
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = pydicom.Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID, dataset.SOPInstanceUID = (
-        meta.MediaStorageSOPClassUID,
-        meta.MediaStorageSOPInstanceUID,
-    )
-    dataset.Modality = "DX"
-    dataset.set_pixel_data(pixels.astype(np.uint16), photometric_interpretation=photometric, bits_stored=12)
-    dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
-    if window:
-        dataset.WindowCenter, dataset.WindowWidth = window
-    dataset.save_as(path, enforce_file_format=True)
-    return path
+_dicom = dx_dicom  # tests/dicom_files.py
 
 
 def _gradient():

@@ -251,9 +251,19 @@ def test_the_page_in_chromium_uploads_an_image_and_shows_findings_and_heat_maps(
         (tmp_path / "page.png").write_bytes(base64.b64decode(shot))
         if os.environ.get("CHEXNET_KEEP_SCREENSHOT"):
             shutil.copy(tmp_path / "page.png", os.environ["CHEXNET_KEEP_SCREENSHOT"])
+        # a proxy in front of the service answers an HTML error page: the page says so, never hangs
+        evaluate("window.fetch = async () => new Response('<html><body>502 Bad Gateway</body></html>', "
+                 "{status: 502, statusText: 'Bad Gateway', headers: {'Content-Type': 'text/html'}})")
+        evaluate("send(document.getElementById('files').files)")
+        for _ in range(100):
+            refused = evaluate("document.getElementById('status').innerText")
+            if not refused.startswith("Reading"):
+                break
+            time.sleep(0.1)
     finally:
         browser.kill()
     assert status.startswith("Done: 1 of 1") and len(rows) == len(LABELS) + 1  # the header and each finding
     assert all(any(f in row for row in rows) for f in LABELS)
     assert len(overlays) == positives and all(width > 0 for width in overlays)  # a heat map per positive
     assert (tmp_path / "page.png").stat().st_size > 10_000
+    assert refused.startswith("Refused (502 Bad Gateway)") and "other than JSON" in refused, refused

@@ -194,6 +194,12 @@ def _check_dicom_pixels(dataset, max_pixels: int | None) -> None:
     samples = int(dataset.get("SamplesPerPixel", 1) or 1)
     bits = int(dataset.get("BitsAllocated", 8) or 8)
     frame_bytes = rows * columns * samples * bits // 8
+    if len(data) < frame_bytes:
+        raise ImageReadError(
+            "truncated",
+            f"DICOM pixel data is {len(data):,} bytes where {columns} × {rows} pixels need {frame_bytes:,}: "
+            "the file is truncated (or its header wrong): send it again",
+        )
     if frame_bytes and len(data) >= 2 * frame_bytes:
         raise ImageReadError(
             "multi_frame",
