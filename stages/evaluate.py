@@ -1,7 +1,6 @@
 """evaluate stage: the test split measured like a clinical study. Per-class AUROC and AP with patient
-bootstrap intervals, thresholds chosen on validation (saved for predict) and applied to test, the seed's
-report at 0.5 beside them, calibration, subgroups, ROC / PR / reliability curves and figures (the card
-stage writes the model card from them)."""
+bootstrap intervals, validation-chosen thresholds (saved for predict) applied to test, the seed's report at
+0.5, calibration, subgroups, ROC / PR / reliability curves and figures (the card stage writes the card)."""
 
 import logging
 
@@ -38,8 +37,7 @@ def main(params) -> None:
         io.write_parquet(paths.PREDICTIONS_DIR / f"{name}.parquet", frame)
     _, val_scores, val_truth = predicted["val"]  # thresholds from validation only: test is not in scope
     chosen = evaluation.validation_operating_points(val_truth, val_scores, names, cfg.threshold_method)
-    chosen = operating.stamp(chosen, paths.MODEL_FILE)  # names the model they were chosen for (sha256)
-    io.write_json(paths.THRESHOLDS_FILE, chosen)  # models/thresholds.json: what predict and serve apply
+    io.write_json(paths.THRESHOLDS_FILE, operating.stamp(chosen, paths.MODEL_FILE))  # + the model's sha256
     thresholds, fallbacks, cut = chosen["thresholds"], chosen["fallbacks"], chosen["no_finding"]["cut"]
     test, scores, truth = predicted["test"]
     split_positives = {k: v["positives"] for k, v in io.read_json(paths.report_file("split")).items()

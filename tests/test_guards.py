@@ -458,6 +458,7 @@ def test_a_state_dict_of_another_backbone_is_named_not_read_as_4096_findings(tmp
 
 def test_an_unexpected_error_is_one_line_and_its_traceback_comes_with_v(model_path: Path, monkeypatch):
     _png(model_path.parent / "x.png")
+
     def broken(*args, **kwargs):
         raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : something\nwith a second line")
 
@@ -482,3 +483,21 @@ def test_an_alias_that_matches_no_finding_of_the_table_is_refused():
         long_findings(cells, options)
     fine = LabelOptions(aliases={"pleural effusion": "Effusion", "nodule": "Nodule"})
     assert long_findings(cells, fine)[1] == {"Effusion": 1, "Nodule": 1, "normal": 1}
+
+
+def test_a_file_name_that_looks_like_tex_is_a_title_not_math(model_path: Path, tmp_path: Path):
+    image = _png(tmp_path / "scan$_{2.png")
+    result = run_cli(
+        "predict",
+        str(image),
+        "--model",
+        str(model_path),
+        "--engine",
+        "torch",
+        "--heatmaps",
+        str(tmp_path / "maps"),
+        "--thresholds",
+        str(_thresholds(model_path, dict.fromkeys(LABELS, 0.0))),
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "maps").glob("*.png"))) == len(LABELS)

@@ -252,8 +252,10 @@ def test_the_page_in_chromium_uploads_an_image_and_shows_findings_and_heat_maps(
         if os.environ.get("CHEXNET_KEEP_SCREENSHOT"):
             shutil.copy(tmp_path / "page.png", os.environ["CHEXNET_KEEP_SCREENSHOT"])
         # a proxy in front of the service answers an HTML error page: the page says so, never hangs
-        evaluate("window.fetch = async () => new Response('<html><body>502 Bad Gateway</body></html>', "
-                 "{status: 502, statusText: 'Bad Gateway', headers: {'Content-Type': 'text/html'}})")
+        evaluate(
+            "window.fetch = async () => new Response('<html><body>502 Bad Gateway</body></html>', "
+            "{status: 502, statusText: 'Bad Gateway', headers: {'Content-Type': 'text/html'}})"
+        )
         evaluate("send(document.getElementById('files').files)")
         for _ in range(100):
             refused = evaluate("document.getElementById('status').innerText")
@@ -267,3 +269,66 @@ def test_the_page_in_chromium_uploads_an_image_and_shows_findings_and_heat_maps(
     assert len(overlays) == positives and all(width > 0 for width in overlays)  # a heat map per positive
     assert (tmp_path / "page.png").stat().st_size > 10_000
     assert refused.startswith("Refused (502 Bad Gateway)") and "other than JSON" in refused, refused
+
+
+def test_the_openapi_document_declares_the_token_every_refusal_and_a_non_empty_file_list(server):
+    status, document = _get(f"{server['base']}/openapi.json", None)
+    assert status == 200
+    predict = document["paths"]["/predict"]["post"]
+    assert {"400", "401", "411", "413", "415", "422", "500", "504"} <= set(predict["responses"])
+    assert "HTTPBearer" in document["components"]["securitySchemes"] and predict["security"]
+    body = document["components"]["schemas"][
+        predict["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    ]
+    assert body["properties"]["files"]["minItems"] == 1
+    assert predict["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "PredictAnswer"
+    )
+    empty, kind = _multipart([])
+    request = urllib.request.Request(
+        f"{server['base']}/predict",
+        data=empty,
+        method="POST",
+        headers={"Content-Type": kind, "Authorization": f"Bearer {TOKEN}"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 400 and "error" in json.loads(refused.value.read())
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(
+    shutil.which("schemathesis") is None and not (Path(sys.executable).parent / "schemathesis").exists(),
+    reason="schemathesis is not installed (requirements.txt)",
+)
+def test_a_schema_based_fuzz_run_finds_no_server_error_and_no_schema_violation(server):
+    """Schemathesis generates requests from the service's own OpenAPI document (bounded: 60 s, 50
+    examples an operation) and checks every answer: no 5xx, status codes, content types, headers and
+    bodies as declared. Left out: ``positive_data_acceptance``: the schema can only say "binary" for a
+    file, and random bytes are rightly refused (each file's 415/422, as declared)."""
+    command = [
+        str(Path(sys.executable).parent / "schemathesis"),
+        "run",
+        f"{server['base']}/openapi.json",
+        "-H",
+        f"Authorization: Bearer {TOKEN}",
+        "--checks",
+        "all",
+        "--exclude-checks",
+        "positive_data_acceptance",
+        "--max-examples",
+        "50",
+        "--max-time",
+        "60",
+        "--workers",
+        "1",
+        "--seed",
+        "1",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env=os.environ | {"SCHEMATHESIS_HOOKS": ""}
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "generated" in result.stdout and "failure" not in result.stdout.split("Test cases:")[-1], (
+        result.stdout[-2000:]
+    )

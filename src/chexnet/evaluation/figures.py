@@ -18,6 +18,10 @@ from chexnet.core import io
 from chexnet.core.labels import findings_string
 from chexnet.evaluation import classification
 
+# Titles hold untrusted text (file names, a table's finding names): "$" must stay a dollar sign, never
+# start TeX math that matplotlib parses (and fails on: "scan$_{2.png" raised ValueError on save).
+matplotlib.rcParams["text.parse_math"] = False
+
 
 def _names(row: np.ndarray, labels: list[str]) -> str:
     """A label row as text; a masked entry shows as ``Finding?``."""

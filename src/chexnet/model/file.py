@@ -229,19 +229,17 @@ def read_state(path: Path) -> dict[str, Any]:
     return state
 
 
-# A key every state_dict of the backbone has (torchvision's names, as the seed saves them): how a file
-# with no record is recognised, and how a file of another backbone (VGG, MobileNet: their heads are also
-# called ``classifier``) is refused before its head's 4,096 rows are read as findings.
-SIGNATURE_KEYS = {
-    "densenet121": "features.denseblock4.denselayer16.conv2.weight",
-    "resnet50": "layer4.2.conv3.weight",
-}
+# How every state_dict of the backbone begins some of its keys (torchvision's names, current or legacy,
+# as the seed saves them): how a file with no record is recognised, and how a file of another backbone
+# (VGG, MobileNet: their heads are also called ``classifier``) is refused before its head's 4,096 rows
+# are read as findings.
+SIGNATURE_KEYS = {"densenet121": "features.denseblock4.", "resnet50": "layer4."}
 
 
 def state_architecture(state: dict[str, Any], path: Path | str = "the checkpoint") -> str:
     """The backbone a state_dict is for, by its keys; one this chexnet does not build is refused."""
-    for name, key in SIGNATURE_KEYS.items():
-        if key in state:
+    for name, prefix in SIGNATURE_KEYS.items():
+        if any(str(key).startswith(prefix) for key in state):
             return name
     raise CheckpointError(
         f"checkpoint {path} is not a {' or '.join(SIGNATURE_KEYS)} state_dict (it has none of "

@@ -114,7 +114,7 @@ def operating_points(
     path = Path(named) if named is not None else beside(model_path)
     if path.is_file():
         document = read_file(path, info, model_path)
-        return OperatingPoints(document["thresholds"], f"validation ({path})", "validation", document)
+        return OperatingPoints(document["thresholds"], str(path), "validation", document)
     if named is not None:
         raise ThresholdsError(f"--thresholds {path} does not exist; check the path (or leave it out)")
     if info.thresholds is not None:

@@ -78,18 +78,25 @@ def dvc_set_params(params_file: str | Path, overrides: list[str]) -> Any:
 
 def set_param_problems(params_file: str | Path) -> list[str]:
     """Whether ``dvc exp run -S`` can rewrite ``params_file`` and read it back with the same meaning
-    (a no-op ``-S seed=<its value>``: every other value must come back equal)."""
+    (a no-op ``-S <its first scalar key>=<its value>``: every value must come back equal)."""
     params_file = Path(params_file)
     try:
         import dvc.utils.hydra  # noqa: F401
     except ImportError:  # chexnet installed without DVC: nothing rewrites the file
         return []
     original = read_params_file(params_file) or {}
-    seed = original.get("seed", 42) if isinstance(original, dict) else 42
+    scalars = [k for k, v in original.items() if isinstance(v, (int, float, str, bool))] if original else []
+    if not scalars:  # nothing `-S` could set without adding a key: the rewrite is not reached
+        return []
+    key = scalars[0]
     fix = ("write each multi-line {a: b, ...} mapping or [a, b, ...] list in params.yaml in block style "
            "(one 'key: value' or '- item' a line)")  # fmt: skip
     try:
-        rewritten = dvc_set_params(params_file, [f"seed={seed}"])
+        value = original[key]
+        value = str(value).lower() if isinstance(value, bool) else value
+        rewritten = dvc_set_params(
+            params_file, [f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"]
+        )
     except Exception as error:  # DVC's rewrite or the read-back failed: any error is the finding
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         return [f"params: {params_file}: `dvc exp run -S` would rewrite it into YAML that cannot be read "
@@ -111,7 +118,7 @@ def check(params_file: str | Path = "params.yaml", dvc_yaml: str | Path = "dvc.y
         params = load_params(params_file)
     except ChexnetError as error:
         return [str(error)]
-    problems = set_param_problems(params_file)
+    problems = set_param_problems(params_file) if Path(params_file).is_file() else []
     made = pipeline_outputs(Path(dvc_yaml))
     keywords = {"", "none", "imagenet", NO_FILE, IMAGENET_FILE}
     for key, value in file_params(params).items():
