@@ -208,6 +208,28 @@ def _counts_parser(commands: argparse._SubParsersAction) -> None:
     counting.add_argument("-v", "--verbose", action="store_true")
 
 
+def run_command(command, args: argparse.Namespace) -> int:
+    """Run one command; whatever goes wrong is one line on stderr and exit status 1 (130 on Ctrl-C),
+    never a traceback (``-v`` logs it)."""
+    try:
+        return command(args)
+    except ChexnetError as error:
+        log.error("%s", error)
+        return 1
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    except OSError as error:  # a file or folder that cannot be read or written: its name and why
+        where = f"{error.filename}: " if error.filename else ""
+        log.error("%s%s; check the path and its permissions", where, error.strerror or error)
+        return 1
+    except Exception as error:  # ONNX Runtime, decoders, plotting: one line, the traceback with -v
+        log.error("%s: %s", type(error).__name__, " ".join(str(error).split())[:500])
+        log.error("this is not a message chexnet knows: rerun with -v for the traceback, and report it")
+        log.debug("traceback", exc_info=True)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="chexnet", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -256,25 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     deploy_commands.add_parsers(commands)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    try:
-        commands_by_name = {"predict": _predict, "explain": _explain, "check": _check, "import": _import,
-                            "counts": _counts, **deploy_commands.COMMANDS}  # fmt: skip
-        return commands_by_name[args.command](args)
-    except ChexnetError as error:
-        log.error("%s", error)
-        return 1
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
-    except OSError as error:  # a file or folder that cannot be read or written: its name and why
-        where = f"{error.filename}: " if error.filename else ""
-        log.error("%s%s; check the path and its permissions", where, error.strerror or error)
-        return 1
-    except Exception as error:  # ONNX Runtime, decoders, plotting: one line, the traceback with -v
-        log.error("%s: %s", type(error).__name__, " ".join(str(error).split())[:500])
-        log.error("this is not a message chexnet knows: rerun with -v for the traceback, and report it")
-        log.debug("traceback", exc_info=True)
-        return 1
+    commands_by_name = {"predict": _predict, "explain": _explain, "check": _check, "import": _import,
+                        "counts": _counts, **deploy_commands.COMMANDS}  # fmt: skip
+    return run_command(commands_by_name[args.command], args)
 
 
 def _import(args: argparse.Namespace) -> int:
