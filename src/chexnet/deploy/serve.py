@@ -41,6 +41,7 @@ from fastapi import Depends, FastAPI, File, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chexnet.core.errors import ChexnetError
 from chexnet.data.images import ImageReadError, decoded_pixels, load_gray
@@ -278,6 +279,13 @@ def create_app(service: Service, token: str | None = None):
 
     def refuse(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def refused(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own refusals (a malformed multipart body, an unknown route) in the declared shape
+        answer = refuse(error.status_code, f"{error.detail}")
+        answer.headers.update(error.headers or {})  # e.g. a 405's Allow (RFC 9110)
+        return answer
 
     @app.exception_handler(RequestValidationError)
     async def malformed(request: Request, error: RequestValidationError) -> JSONResponse:
