@@ -501,3 +501,23 @@ def test_a_file_name_that_looks_like_tex_is_a_title_not_math(model_path: Path, t
     )
     assert result.returncode == 0, result.stderr
     assert len(list((tmp_path / "maps").glob("*.png"))) == len(LABELS)
+
+
+def test_a_failed_save_leaves_neither_the_model_nor_its_record(tmp_path: Path, monkeypatch):
+    from chexnet.model import file
+
+    path = tmp_path / "models" / "m.pth"
+    save_test_model(path, image_size=SIZE)
+    before = (path.read_bytes(), file.model_info_path(path).read_text())
+    info = load_model(path)[1]
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    for broken in (file.torch, file.io):  # the weights' write, then the record's
+        with monkeypatch.context() as patch:
+            patch.setattr(broken, "save" if broken is file.torch else "write_json", full_disk)
+            with pytest.raises(OSError):
+                file.save_model(path, torch.nn.Linear(1, 1).state_dict(), info.__class__(info.labels, 64))
+    assert (path.read_bytes(), file.model_info_path(path).read_text()) == before  # the old pair, whole
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.json", "m.pth"]  # no temporary left

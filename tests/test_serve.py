@@ -347,3 +347,15 @@ def test_a_schema_based_fuzz_run_finds_no_server_error_and_no_schema_violation(s
     assert "generated" in result.stdout and "failure" not in result.stdout.split("Test cases:")[-1], (
         result.stdout[-2000:]
     )
+
+
+def test_a_token_with_characters_outside_ascii_is_a_401_not_a_500(server):
+    import http.client
+
+    connection = http.client.HTTPConnection(server["base"].removeprefix("http://"), timeout=30)
+    connection.putrequest("GET", "/model")
+    connection.putheader("Authorization", "Bearer t\xf6k\xe9n".encode("latin-1"))
+    connection.endheaders()
+    answer = connection.getresponse()
+    assert answer.status == 401 and "bearer token" in json.loads(answer.read())["error"]
+    connection.close()

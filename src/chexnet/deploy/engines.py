@@ -38,7 +38,22 @@ from chexnet.model.file import ModelInfo
 log = logging.getLogger(__name__)
 ENGINES = ("torch", "onnx", "auto")
 SMALL_BATCH = 4  # at or below it ONNX Runtime wins on every CPU measured (benchmarks/README.md)
-CACHE_DIR = Path(os.environ.get("CHEXNET_CACHE", Path.home() / ".cache" / "chexnet")) / "onnx"
+
+
+def _cache_root() -> Path:
+    """``CHEXNET_CACHE``, else ``~/.cache/chexnet``; with no home at all (HOME unset, no passwd entry),
+    a folder under the system's temporary directory, never a failure at import."""
+    if os.environ.get("CHEXNET_CACHE"):
+        return Path(os.environ["CHEXNET_CACHE"])
+    try:
+        return Path.home() / ".cache" / "chexnet"
+    except RuntimeError:
+        import tempfile
+
+        return Path(tempfile.gettempdir()) / "chexnet-cache"
+
+
+CACHE_DIR = _cache_root() / "onnx"
 
 
 class CacheError(ChexnetError):
