@@ -155,11 +155,13 @@ def test_a_bad_onnx_file_is_one_line_naming_it(model_path: Path, tmp_path: Path,
     elif kind == "png":
         _png(target)
     elif kind == "other size":
+        # the same weights file (same sha256) whose record says 48 px: only the size differs
         bigger = tmp_path / "big" / "m.pth"
-        save_test_model(bigger, image_size=48)
+        bigger.parent.mkdir()
+        bigger.write_bytes(model_path.read_bytes())
+        record = json.loads(model_path.with_suffix(".json").read_text())
+        bigger.with_suffix(".json").write_text(json.dumps({**record, "image_size": 48}))
         export_onnx(bigger, target)
-        # the same weights at another size: only the size differs from this model's own export
-        (tmp_path / "same.pth").write_bytes(model_path.read_bytes())
     elif kind == "folder":
         target.mkdir()
     result = run_cli(
@@ -174,6 +176,8 @@ def test_a_bad_onnx_file_is_one_line_naming_it(model_path: Path, tmp_path: Path,
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert str(target) in result.stderr and "chexnet export" in result.stderr
+    if kind == "other size":
+        assert "takes [1, 48, 48] pixels, the model 32 × 32" in result.stderr
     assert len([line for line in result.stderr.splitlines() if "ERROR" in line]) == 1, result.stderr
 
 
