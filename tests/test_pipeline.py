@@ -154,8 +154,8 @@ def test_exp_run_set_param_and_metrics_diff(repo: Path):
     assert "metrics/train.json" in diff and "epochs_trained" in diff
     if json.loads((repo / "metrics/train.json").read_text())["best_epoch"] > 1:  # another model was kept
         assert "auroc.macro.value" in diff and "auroc.macro.ci_low" in diff  # AUROC moves with its interval
-    else:  # epoch 1 kept again: the same model, so the same AUROC, and dvc says nothing of it
-        assert "auroc.macro.value" not in diff
+    # else epoch 1 was kept again: the same model and AUROC; whether dvc lists it depends on what the
+    # commit holds, so nothing is asserted of it (a machine-dependent outcome, issue #32)
     table = run(repo, "dvc", "exp", "show", "--csv").splitlines()
     header = table[0].split(",")
     assert "epochs" in header and "auroc.macro.value" in header
