@@ -66,9 +66,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from chexnet.deploy.limits import Limits
-    from chexnet.deploy.serve import check_port, serve
+    from chexnet.deploy.serve import serve
 
-    check_port(args.port)
     limits = Limits(max_files=args.max_files, max_request_bytes=int(args.max_request_mb * 2**20))
     where = {"host": args.host, "port": args.port, "token": args.token}
     serve(

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def long_findings(
-    cells: pd.Series, options: LabelOptions
+    cells: pd.Series, options: LabelOptions, table_path: str | Path = "the table"
 ) -> tuple[list[list[str]], dict[str, int], dict[str, int]]:
     """``|``-separated cells → each row's findings, positives per finding, and ignored findings' counts."""
     ignored = set(options.ignore)
@@ -34,7 +34,7 @@ def long_findings(
         dropped.update(token for token in tokens if token in ignored)  # before anything else, aliases too
         kept = SEPARATOR.join(token for token in tokens if token not in ignored)
         rows.append(sorted(set(split_findings(kept, no_finding=options.no_finding, aliases=options.aliases))))
-    check_aliases_exist(options, seen)
+    check_aliases_exist(options, seen, table_path)
     return rows, dict(Counter(f for row in rows for f in row)), dict(dropped)
 
 
@@ -197,10 +197,7 @@ def label_rows(
     uncertain: dict[str, int] = {}
     from_no_finding: dict[str, int] = {}
     if columns.label is not None:
-        try:
-            finding_rows, positives, ignored = long_findings(table[columns.label], options)
-        except DataError as error:  # name the table (long_findings sees only the cells)
-            raise DataError(str(error).replace("the table", f"table {table_path}", 1)) from error
+        finding_rows, positives, ignored = long_findings(table[columns.label], options, f"table {table_path}")
         _check_ignored_exist(options, set(ignored), table_path)
         label_list, rare = choose(
             positives, options, preset, where=f"column {columns.label!r} of {table_path}"

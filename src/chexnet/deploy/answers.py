@@ -1,6 +1,6 @@
 """The shapes of the service's answers, typed, so that the OpenAPI page (``/docs``, ``/openapi.json``)
 shows what a client gets back, every error included, and a schema-based fuzzer can check the service
-against it (tests/test_serve_openapi.py)."""
+against it (tests/test_serve.py)."""
 
 from __future__ import annotations
 
