@@ -10,10 +10,11 @@ from chexnet.config import data, evaluate
 from chexnet.core import io
 from chexnet.data import cache
 from chexnet.engine import inference
+from chexnet.engine.opened import LoadedModel
 from chexnet.evaluation import figures, subgroups
 from chexnet.evaluation import report as evaluation
 from chexnet.model import thresholds as operating
-from chexnet.model.file import load_model, require_labels
+from chexnet.model.file import require_labels
 from chexnet.pipeline import paths
 from chexnet.pipeline.stage_runner import record, run_stage
 
@@ -21,36 +22,55 @@ log = logging.getLogger("chexnet.evaluate")
 
 
 def main(params) -> None:
-    cfg, device = params.evaluate, inference.resolve_device(params.device)
+    cfg = params.evaluate
     io.require(paths.SPLIT_FILE, made_by="split")
     io.require(paths.MODEL_FILE, made_by="train")
     split, labels = pd.read_parquet(paths.SPLIT_FILE), cache.load_labels(paths.PREPARED_DIR)
-    model, info = load_model(paths.MODEL_FILE)
-    require_labels(info, labels, paths.MODEL_FILE, "the prepared data", paths.PREPARED_DIR)
-    precision = inference.Precision.recorded(info.run_as, device)  # as trained: the model's record says
-    names, model = list(labels.names), model.to(device)
-    loading = {"batch_size": params.batch_size, "seed": params.seed, "num_workers": params.num_workers,
-               "device": device, "tta": cfg.tta, "precision": precision}  # fmt: skip
-    predicted = {name: inference.predict_split(model, paths.PREPARED_DIR, split, name, labels, **loading)
-                 for name in ("val", "test")}  # fmt: skip
-    for name, (frame, _, _) in predicted.items():  # data/predictions/{val,test}.parquet
-        io.write_parquet(paths.PREDICTIONS_DIR / f"{name}.parquet", frame)
+    loaded = LoadedModel.open(paths.MODEL_FILE, device=params.device, with_thresholds=False)  # chooses them
+    require_labels(loaded.info, labels, paths.MODEL_FILE, "the prepared data", paths.PREPARED_DIR)
+    predicted = {}
+    for name in ("val", "test"):  # data/predictions/{val,test}.parquet
+        predicted[name] = inference.predict_split(
+            loaded.network,
+            paths.PREPARED_DIR,
+            split,
+            name,
+            labels,
+            batch_size=params.batch_size,
+            seed=params.seed,
+            num_workers=params.num_workers,
+            device=loaded.device,
+            tta=cfg.tta,
+            precision=loaded.precision,
+        )
+        io.write_parquet(paths.PREDICTIONS_DIR / f"{name}.parquet", predicted[name][0])
     _, val_scores, val_truth = predicted["val"]  # thresholds from validation only: test is not in scope
+    names = list(labels.names)
     chosen = evaluation.validation_operating_points(val_truth, val_scores, names, cfg.threshold_method)
     io.write_json(paths.THRESHOLDS_FILE, operating.stamp(chosen, paths.MODEL_FILE))  # + the model's sha256
-    thresholds, fallbacks, cut = chosen["thresholds"], chosen["fallbacks"], chosen["no_finding"]["cut"]
     test, scores, truth = predicted["test"]
-    split_positives = {k: v["positives"] for k, v in io.read_json(paths.report_file("split")).items()
-                       if k in ("train", "val")}  # fmt: skip
+    split_report = io.read_json(paths.report_file("split"))  # positives per finding of train and val
+    split_positives = {k: v["positives"] for k, v in split_report.items() if k in ("train", "val")}
     groups = subgroups.attribute_groups(cache.load_groups(paths.PREPARED_DIR), test["row"], cfg.age_bands)
-    result = evaluation.evaluate_test(truth, scores, test["patient"].to_numpy(), names, thresholds, fallbacks,
-                                      cfg, params.seed, split_positives, groups, cut)  # fmt: skip
+    result = evaluation.evaluate_test(
+        truth,
+        scores,
+        test["patient"].to_numpy(),
+        names,
+        thresholds=chosen["thresholds"],
+        fallbacks=chosen["fallbacks"],
+        cfg=cfg,
+        seed=params.seed,
+        split_positives=split_positives,
+        groups=groups,
+        no_finding=chosen["no_finding"]["cut"],
+    )
     record("evaluate", result.summary)
     io.write_json(paths.REPORT_JSON, result.classification_reports)
     io.write_text(paths.REPORT_TEXT, result.report_text)
     print(result.report_text)  # the seed prints its classification_report
-    figures.write_curves(truth, scores, names, result.calibration_bins, roc=paths.ROC_CSV, pr=paths.PR_CSV,
-                         calibration=paths.CALIBRATION_CSV)  # fmt: skip
+    curves = {"roc": paths.ROC_CSV, "pr": paths.PR_CSV, "calibration": paths.CALIBRATION_CSV}
+    figures.write_curves(truth, scores, names, result.calibration_bins, **curves)
     images = cache.load_images(paths.PREPARED_DIR)
     figures.evaluation_figures(result, test, truth, images, cfg.grid_images, **paths.EVALUATE_FIGURES)
     log.info("test mean AUROC %(value)s (95%% CI %(ci_low)s–%(ci_high)s)", result.summary["auroc"]["macro"])

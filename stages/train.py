@@ -29,7 +29,8 @@ def main(params) -> None:
 
 def train(params, ctx: distributed.Context) -> None:
     training.seed_everything(params.seed)
-    io.require(*PREPARED[1:], made_by="prepare"), io.require(paths.SPLIT_FILE, made_by="split")
+    io.require(*PREPARED[1:], made_by="prepare")
+    io.require(paths.SPLIT_FILE, made_by="split")
     split, labels = pd.read_parquet(paths.SPLIT_FILE), cache.load_labels(paths.PREPARED_DIR)
     image_size = cache.image_size(paths.PREPARED_DIR)
     if params.epochs == 0:  # evaluate-only: the model in `weights` as it is
@@ -38,15 +39,17 @@ def train(params, ctx: distributed.Context) -> None:
         model, pretrained = build_model(params.weights, labels, params.architecture)
     model.input_spec = replace(model.input_spec, resize=cache.resize_rule(paths.PREPARED_DIR))  # as fed
     options = training.TrainOptions.from_params(params, pretrained)
-    fingerprint = resume.run_fingerprint(options, params.weights, ctx.world_size, labels,
-                                         [paths.SPLIT_FILE, *PREPARED])  # fmt: skip
+    fingerprint = resume.run_fingerprint(
+        options, params.weights, ctx.world_size, labels, [paths.SPLIT_FILE, *PREPARED]
+    )
     checkpoint = Path(params.train.checkpoint_dir) / paths.CHECKPOINT_NAME
     logger = training.EpochLogger(paths.DVCLIVE_DIR) if ctx.is_main else None
     if ctx.is_main:
         log.info(training.describe(options, ctx, pretrained, labels))
     sets = [split_dataset(paths.PREPARED_DIR, split, name, labels) for name in ("train", "val")]
-    result = training.fit(model, *sets, options, ctx, checkpoint=checkpoint, run_fingerprint=fingerprint,
-                          on_epoch=logger)  # fmt: skip
+    result = training.fit(
+        model, *sets, options, ctx, checkpoint=checkpoint, run_fingerprint=fingerprint, on_epoch=logger
+    )
     if not ctx.is_main:
         return
     logger.end()

@@ -1,12 +1,14 @@
 """dvc.yaml lists, for every stage, exactly the project files that stage's script imports (transitively).
 
-Derived from the code with ``ast``, so a new import without its dvc.yaml line fails here, naming the stage
-and the file, instead of leaving stale metrics that ``dvc status`` calls up to date.
+Derived from the code with ``ast`` (:mod:`chexnet.pipeline.stage_deps`, which ``python
+scripts/stage_deps.py`` uses to write the lists), so a new import without its dvc.yaml line fails here,
+naming the stage and the file, instead of leaving stale metrics that ``dvc status`` calls up to date.
 """
 
 from __future__ import annotations
 
-import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,50 +16,12 @@ import yaml
 
 from chexnet.config.params import Params
 from chexnet.config.schema import file_params
+from chexnet.pipeline import stage_deps
 from tests.conftest import REPO
-
-SRC = REPO / "src"
-
-
-def _module_file(name: str) -> Path | None:
-    base = SRC.joinpath(*name.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _imported(path: Path) -> set[Path]:
-    """Project files a file imports: ``import chexnet.x``, ``from chexnet import x``, ``from chexnet.x
-    import y``, anywhere in the file (function-level imports count: they run too). Importing
-    ``chexnet.x`` runs the package's ``__init__`` as well."""
-    found: set[Path] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        for name in names:
-            if name.split(".")[0] != "chexnet":
-                continue
-            parts = name.split(".")
-            for depth in range(1, len(parts) + 1):  # every package on the way is imported too
-                module = _module_file(".".join(parts[:depth]))
-                if module is not None:
-                    found.add(module)
-    return found
 
 
 def import_closure(script: Path) -> set[str]:
-    seen: set[Path] = set()
-    todo = [script]
-    while todo:
-        for module in _imported(todo.pop()):
-            if module not in seen:
-                seen.add(module)
-                todo.append(module)
-    return {str(path.relative_to(REPO)) for path in seen}
+    return stage_deps.import_closure(script, REPO)
 
 
 STAGE_SCRIPTS = {path.stem: path for path in sorted((REPO / "stages").glob("*.py"))}
@@ -132,3 +96,24 @@ def test_the_repo_params_name_files_that_exist():
             value = value[part]
         produced = value.startswith(("data/demo/", "data/prepared/"))  # a stage's output
         assert produced or (REPO / value).exists(), f"params.yaml {key}: {value} does not exist"
+
+
+def test_the_script_writes_exactly_the_lists_the_test_checks(tmp_path: Path):
+    """``scripts/stage_deps.py`` leaves the committed dvc.yaml as it is (its lists are the closure), and
+    puts back a code dep removed by hand, keeping the comments and the data deps."""
+    text = (REPO / "dvc.yaml").read_text(encoding="utf-8")
+    assert stage_deps.with_code_deps(text, REPO) == text
+    damaged = text.replace("      - src/chexnet/engine/opened.py\n", "", 1)
+    assert damaged != text
+    (tmp_path / "stages").symlink_to(REPO / "stages")
+    (tmp_path / "src").symlink_to(REPO / "src")
+    (tmp_path / "dvc.yaml").write_text(damaged, encoding="utf-8")
+    script = [
+        sys.executable,
+        str(REPO / "scripts" / "stage_deps.py"),
+        "--dvc-yaml",
+        str(tmp_path / "dvc.yaml"),
+    ]
+    assert subprocess.run([*script, "--check"], capture_output=True).returncode == 1
+    assert subprocess.run(script, capture_output=True).returncode == 0
+    assert (tmp_path / "dvc.yaml").read_text(encoding="utf-8") == text

@@ -147,9 +147,9 @@ def test_predict_with_onnx_gives_torch_fp32_s_findings(tmp_path: Path):
         env = {"CHEXNET_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
         result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
         assert result.returncode == 0, result.stderr[-2000:]
-        outputs[engine] = json.loads(result.stdout)["images"]
+        outputs[engine] = json.loads(result.stdout)["results"]
     for torch_row, onnx_row in zip(outputs["torch"], outputs["onnx"], strict=True):
-        assert torch_row["findings"] == onnx_row["findings"]
+        assert torch_row["positives"] == onnx_row["positives"]
         for label in LABELS:
             assert abs(torch_row["probabilities"][label] - onnx_row["probabilities"][label]) < 1e-5
 

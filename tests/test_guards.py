@@ -6,6 +6,7 @@ errors from every command."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import threading
@@ -23,7 +24,7 @@ from chexnet.core import io
 from chexnet.core.errors import ChexnetError
 from chexnet.data.images import ImageReadError, decoded_pixels, load_gray, read_dicom, scale_to_uint8
 from chexnet.model.file import load_model
-from chexnet.model.thresholds import ThresholdsError, operating_points, stamp
+from chexnet.model.thresholds import OperatingPoints, ThresholdsError, operating_points, stamp
 from tests.conftest import LABELS, run_cli, save_test_model
 from tests.dicom_files import claim_size, dx_dicom, gray_jpeg, jpeg_dx_dicom
 
@@ -209,7 +210,7 @@ def test_an_unusable_cache_falls_back_to_torch_under_auto_and_is_named_under_onn
     image = str(_png(tmp_path / "x.png"))
     auto = run_cli("predict", image, "--model", str(model_path), "--engine", "auto", "--json")
     assert auto.returncode == 0 and "running in PyTorch" in auto.stderr
-    assert json.loads(auto.stdout)["images"][0]["error"] is None
+    assert json.loads(auto.stdout)["results"][0]["ok"]
     onnx = run_cli("predict", image, "--model", str(model_path), "--engine", "onnx")
     assert onnx.returncode == 1 and "CHEXNET_CACHE" in onnx.stderr and "Traceback" not in onnx.stderr
 
@@ -299,8 +300,8 @@ def test_any_failure_of_one_file_is_that_files_answer(model_path: Path, tmp_path
         return answers
 
     a, b = asyncio.run(scenario())
-    assert a["ok"] and set(a["probabilities"]) == set(LABELS)
-    assert not b["ok"] and b["status"] == 422 and b["file"] == "b.dcm"
+    assert a.ok and set(a.probabilities) == set(LABELS)
+    assert not b.ok and b.status == 422 and b.file == "b.dcm"
 
     def explode(*args, **kwargs):  # an error of a type nobody listed
         raise ZeroDivisionError("a decoder bug")
@@ -314,7 +315,7 @@ def test_any_failure_of_one_file_is_that_files_answer(model_path: Path, tmp_path
         return answer
 
     answer = asyncio.run(second())
-    assert not answer["ok"] and "ZeroDivisionError" in answer["error"]
+    assert not answer.ok and "ZeroDivisionError" in answer.error
 
 
 def test_a_decode_waits_for_its_share_of_the_memory_budget():
@@ -351,7 +352,8 @@ def test_a_plain_request_is_answered_while_the_heat_map_worker_is_busy(model_pat
         plain = await service.predict_one("plain.png", image, False, started + 60)
         waited = time.monotonic() - started
         service.heatmaps_waiting = 1  # the heat-map queue is full: the next file gets no heat maps
-        service.thresholds = dict.fromkeys(LABELS, 0.0)  # every finding positive
+        every_finding_positive = OperatingPoints(dict.fromkeys(LABELS, 0.0), "test", "default")
+        service.loaded = dataclasses.replace(service.loaded, operating_points=every_finding_positive)
         full = await service.predict_one("full.png", image, True, started + 60)
         task.cancel()
         return plain, waited, full
@@ -360,8 +362,8 @@ def test_a_plain_request_is_answered_while_the_heat_map_worker_is_busy(model_pat
         plain, waited, full = asyncio.run(scenario())
     finally:
         release.set()
-    assert plain["ok"] and waited < 30
-    assert full["ok"] and "heatmaps" not in full and "waiting for heat maps" in full["heatmaps_skipped"]
+    assert plain.ok and waited < 30
+    assert full.ok and full.heatmaps is None and "waiting for heat maps" in full.heatmaps_skipped
 
 
 def test_an_image_whose_request_is_gone_is_not_computed(model_path: Path):

@@ -122,8 +122,10 @@ def test_portuguese_model_predicts_and_explains_by_name(portuguese: Path):
     Image.fromarray(np.full((80, 80), 120, np.uint8)).save(image)
     predicted = _run(portuguese, sys.executable, "-m", "chexnet", "predict", str(image), "--json")
     document = json.loads(predicted.stdout)
-    assert document["labels"] == sorted(PORTUGUESE.values()) and document["image_size"] == 32
-    assert set(document["images"][0]["probabilities"]) == set(PORTUGUESE.values())
+    assert (
+        document["model"]["findings"] == sorted(PORTUGUESE.values()) and document["model"]["image_size"] == 32
+    )
+    assert set(document["results"][0]["probabilities"]) == set(PORTUGUESE.values())
     explained = _run(
         portuguese,
         sys.executable,

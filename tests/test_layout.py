@@ -12,7 +12,8 @@ know where the pipeline keeps its files; and a stage's import closure (what ``dv
 for the same reason: importing ``chexnet.data.cache`` must not pull in the rest of ``chexnet.data``.
 
 The size limits of the structure issue are checked here too: no module over 400 lines, no stage script
-over 60, no function over 60 unless its reason is written beside it (``# long: why``).
+over 80 (raised from 60 when the cap was being met by packing: readable beats short), no function over
+60 unless its reason is written beside it (``# long: why``), and no ``# fmt: skip`` in a stage script.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ PACKAGE = REPO / "src" / "chexnet"
 LAYERS = ("core", "config", "data", "evaluation", "model", "engine", "explain", "deploy", "pipeline", "cli")
 TOP_LEVEL = {"__init__.py", "__main__.py"}  # the package docstring and `python -m chexnet`
 MODULES = sorted(path for path in PACKAGE.rglob("*.py") if "__pycache__" not in path.parts)
-MAX_MODULE_LINES, MAX_STAGE_LINES, MAX_FUNCTION_LINES = 400, 60, 60
+MAX_MODULE_LINES, MAX_STAGE_LINES, MAX_FUNCTION_LINES = 400, 80, 60
 LONG_MARK = "# long:"
 
 
@@ -121,4 +122,10 @@ def test_size_limits():
     ]
     assert not too_long, f"modules over {MAX_MODULE_LINES} lines: {too_long}"
     assert not stages, f"stage scripts over {MAX_STAGE_LINES} lines: {stages}"
+    packed = [
+        p.name for p in sorted((REPO / "stages").glob("*.py")) if "fmt: skip" in p.read_text(encoding="utf-8")
+    ]
+    assert not packed, (
+        f"stage scripts packed with '# fmt: skip' (write them out, as ruff format does): {packed}"
+    )
     assert not functions, f"functions over {MAX_FUNCTION_LINES} lines with no '{LONG_MARK} why': {functions}"

@@ -115,7 +115,7 @@ def test_predict_runs_the_model_in_its_recorded_precision(tmp_path: Path):
     Image.fromarray(pixels).save(tmp_path / "x.png")
     result = run_cli("predict", str(tmp_path / "x.png"), "--model", str(path), "--json", "--engine", "torch")
     assert result.returncode == 0, result.stderr
-    got = np.array(list(json.loads(result.stdout)["images"][0]["probabilities"].values()))
+    got = np.array(list(json.loads(result.stdout)["results"][0]["probabilities"].values()))
     model = model.to(memory_format=torch.channels_last)
     bf16 = inference.predict_images(model, pixels[None], CPU, Precision(torch.bfloat16, True))[0]
     fp32 = inference.predict_images(model, pixels[None], CPU, FP32)[0]
@@ -125,8 +125,8 @@ def test_predict_runs_the_model_in_its_recorded_precision(tmp_path: Path):
     # of its threshold: its decisions are the bf16 path's, its probabilities within bf16's rounding
     auto = run_cli("predict", str(tmp_path / "x.png"), "--model", str(path), "--json")
     assert auto.returncode == 0, auto.stderr
-    image = json.loads(auto.stdout)["images"][0]
-    assert image["findings"] == [name for name, p in zip(LABELS.names, bf16, strict=True) if p >= 0.5]
+    image = json.loads(auto.stdout)["results"][0]
+    assert image["positives"] == [name for name, p in zip(LABELS.names, bf16, strict=True) if p >= 0.5]
     served = np.array(list(image["probabilities"].values()))
     near = (np.abs(fp32 - 0.5) < 0.02).any()
     np.testing.assert_allclose(served, bf16 if near else fp32, atol=1e-5)

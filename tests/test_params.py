@@ -143,3 +143,52 @@ def test_a_params_file_dvcs_rewrite_would_break_is_named_by_chexnet_check(tmp_pa
     problems = set_param_problems(tmp_path / "params.yaml")  # ... but not after `dvc exp run -S`
     assert len(problems) == 1 and "dvc exp run -S" in problems[0] and "block style" in problems[0]
     assert str(tmp_path / "params.yaml") in problems[0] and "chexnet-check-" not in problems[0]
+
+
+def _another_value(spec: dataclasses.Field):
+    """A value of the field's type other than its default, allowed by its declared choices/pattern."""
+    meta, default = spec.metadata, spec.default if spec.default is not dataclasses.MISSING else None
+    if spec.default_factory is not dataclasses.MISSING:
+        default = spec.default_factory()
+    choices = meta.get("choices")
+    if isinstance(default, list):
+        return [choices[0]] if choices else ["Hernia"]
+    if isinstance(default, dict):
+        return {"Mass": choices[-1]} if choices else {"Mass": "Nodule"}
+    if isinstance(default, bool):
+        return not default
+    if isinstance(default, float):
+        return 0.5
+    if choices:
+        return next(choice for choice in choices if choice != default)
+    if meta.get("file"):
+        return "inputs/other.csv"
+    return {"preset": "nih", "no_finding": "Normal"}.get(spec.name, "other")
+
+
+def test_every_option_of_a_data_source_is_taken_by_data_and_by_an_external_set():
+    """One type (DataSource) behind ``data:`` and ``evaluate.external.<name>``: every option it declares
+    is accepted by both sections and arrives where each is read."""
+    from chexnet.config.data import DataSource
+
+    for spec in dataclasses.fields(DataSource):
+        value = _another_value(spec)
+        as_data = params_from_dict({"data": {spec.name: value}}).data
+        entry = {"table": "t.csv", "images": "i", spec.name: value}
+        as_external = params_from_dict({"evaluate": {"external": {"x": entry}}}).evaluate.external["x"]
+        assert getattr(as_data, spec.name) == getattr(as_external, spec.name) == value, spec.name
+        assert as_data.label_options("from_data").__class__ is as_external.label_options().__class__
+
+
+def test_an_external_sets_label_options_are_read_as_datas_are():
+    """Per-finding uncertain policies and ignored findings: the external set passes them on as data does
+    (it had only one policy and no ignore list before one type held both)."""
+    entry = {"table": "t.csv", "images": "i", "uncertain": {"Edema": "ones", "default": "zeros"},
+             "ignore_findings": ["Hernia"]}  # fmt: skip
+    params = params_from_dict({"data": entry, "evaluate": {"external": {"x": entry}}})
+    external, data = params.evaluate.external["x"].label_options(), params.data.label_options("from_data")
+    assert external.uncertain == data.uncertain == {"Edema": "ones", "default": "zeros"}
+    assert external.ignore == data.ignore == ("Hernia",)
+    assert (external.min_positives, external.drop_rare) == (1, True)  # an external set keeps every finding
+    with pytest.raises(ParamsError, match=r"evaluate\.external\.uncertain"):
+        params_from_dict({"evaluate": {"external": {"x": {**entry, "uncertain": {"Edema": "maybe"}}}}})

@@ -82,16 +82,19 @@ def test_predict_cli_json_thresholds_seed_checkpoint_and_bad_files(tmp_path: Pat
     )  # one unreadable file: the others still run, the status says so
     document = json.loads(result.stdout)
     assert document["thresholds"]["values"]["Mass"] == 0.0
-    by_name = {Path(r["file"]).name: r for r in document["images"]}
+    by_name = {Path(r["file"]).name: r for r in document["results"]}
     assert set(by_name) == {"a.png", "b.dcm", "broken.png"}
-    assert by_name["broken.png"]["error"] and by_name["broken.png"]["probabilities"] == {}
+    broken = by_name["broken.png"]
+    assert not broken["ok"] and broken["status"] == 422 and broken["error"] and "probabilities" not in broken
     for name in ("a.png", "b.dcm"):
         entry = by_name[name]
-        assert entry["error"] is None and entry["findings"] == ["Mass"]
+        assert entry["ok"] and "error" not in entry and entry["positives"] == ["Mass"]
         assert set(entry["probabilities"]) == set(LABELS) and all(
             0 <= v <= 1 for v in entry["probabilities"].values()
         )
-        assert [Path(p).name for p in entry["heatmaps"]] == [f"{Path(name).stem}_Mass.png"]
+        assert {f: Path(p).name for f, p in entry["heatmaps"].items()} == {
+            "Mass": f"{Path(name).stem}_Mass.png"
+        }
     assert (tmp_path / "maps" / "a_Mass.png").exists()
 
 
@@ -128,15 +131,15 @@ def test_a_seed_checkpoint_reports_its_units_under_their_sorted_names(tmp_path: 
     common = ["--model", str(tmp_path / "seed.pth"), "--json"]
     result = _cli(str(tmp_path / "x.png"), *common)
     assert result.returncode == 0, result.stderr
-    entry = json.loads(result.stdout)["images"][0]
-    assert entry["findings"] == ["Consolidation"]
+    entry = json.loads(result.stdout)["results"][0]
+    assert entry["positives"] == ["Consolidation"]
     assert "seed's checkpoint" in result.stderr and "sorted" in result.stderr
     names = (
         "Atelectasia,Cardiomegalia,Consolidação,Edema,Derrame,Enfisema,Fibrose,Hérnia,Infiltração,Massa,"
         "Nódulo,Espessamento,Pneumonia,Pneumotórax"
     )
     given = _cli(str(tmp_path / "x.png"), *common, "--labels", names)
-    assert json.loads(given.stdout)["images"][0]["findings"] == ["Consolidação"]
+    assert json.loads(given.stdout)["results"][0]["positives"] == ["Consolidação"]
     wrong = _cli(str(tmp_path / "x.png"), *common, "--labels", "A,B,C")
     assert wrong.returncode == 1 and "14 outputs but its label list has 3" in wrong.stderr
     assert "Traceback" not in wrong.stderr
@@ -172,8 +175,8 @@ def test_the_model_carries_its_image_size_and_twin_names_keep_their_heat_maps(tm
     result = _cli(str(tmp_path / "in"), *common, "--json", "--heatmaps", str(tmp_path / "maps"))
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
-    assert document["image_size"] == 48 and document["labels"] == ["Derrame", "Nódulo"]
-    maps = [Path(m).name for entry in document["images"] for m in entry["heatmaps"]]
+    assert document["model"]["image_size"] == 48 and document["model"]["findings"] == ["Derrame", "Nódulo"]
+    maps = [Path(m).name for entry in document["results"] for m in entry["heatmaps"].values()]
     assert len(set(maps)) == 2 and all(m.endswith("_Derrame.png") for m in maps)
     assert len(list((tmp_path / "maps").glob("*.png"))) == 2  # neither overlay overwrote the other
     refused = _cli(str(tmp_path / "in"), *common, "--image-size", "224")

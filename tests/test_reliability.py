@@ -346,7 +346,7 @@ def test_predict_reads_the_chosen_models_own_thresholds(tmp_path: Path, other_mo
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert document["thresholds"]["source"] == str(other_model.parent / "thresholds.json")
-    assert document["images"][0]["findings"] == ["Derrame"]
+    assert document["results"][0]["positives"] == ["Derrame"]
 
 
 @pytest.mark.parametrize(

@@ -114,12 +114,49 @@ def test_predict_answers_each_file_and_a_bad_file_fails_alone(server):
     assert status == 200 and body["engine"].startswith("onnx")
     a, x, notes = body["results"]
     assert a["ok"] and x["ok"] and set(a["probabilities"]) == set(LABELS)
-    assert a["positives"] == [f for f in LABELS if a["probabilities"][f] >= body["thresholds"][f]]
+    assert a["positives"] == [f for f in LABELS if a["probabilities"][f] >= body["thresholds"]["values"][f]]
     for finding, url in a.get("heatmaps", {}).items():
         assert finding in a["positives"] and base64.b64decode(url.split(",", 1)[1])[:4] == b"\x89PNG"
     assert (notes["file"], notes["ok"], notes["status"]) == ("notes.txt", False, 415)
     status, body = _post(f"{server['base']}/predict", [("notes.txt", b"hello")])
     assert status == 422 and body["results"][0]["status"] == 415  # every file failed
+
+
+def test_predict_json_and_the_service_give_the_same_document_for_the_same_files(server, tmp_path: Path):
+    """One schema (chexnet.deploy.answers) for both paths: ``chexnet predict --json`` and ``POST
+    /predict`` on the same model, engine and files (two images, a DICOM, a broken file) give the same
+    document; probabilities may differ only by the batch the engine ran them in."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    files = {
+        "a.png": _png(11),
+        "b.png": _png(12, (120, 70)),
+        "c.dcm": _dicom(tmp_path),
+        "d.png": b"\x89PNG\r\n\x1a\nbroken",
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    env = os.environ | {"CHEXNET_CACHE": str(server["root"] / "cache")}
+    command = [sys.executable, "-m", "chexnet", "predict", *sorted(str(folder / name) for name in files),
+               "--model", str(server["root"] / "models" / "m.pth"), "--engine", "onnx", "--json"]  # fmt: skip
+    printed = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env=env, cwd=server["root"]
+    )
+    assert printed.returncode == 1, printed.stderr[-2000:]  # the broken file: the others still answered
+    from_cli = json.loads(printed.stdout)
+    status, from_service = _post(
+        f"{server['base']}/predict", [(str(folder / n), d) for n, d in sorted(files.items())]
+    )
+    assert status == 200
+    probabilities = []
+    for document in (from_cli, from_service):
+        probabilities.append([result.pop("probabilities", {}) for result in document["results"]])
+    assert from_cli == from_service  # everything but the probabilities: exactly
+    for cli, service in zip(*probabilities, strict=True):
+        assert cli.keys() == service.keys()
+        assert all(abs(cli[k] - service[k]) < 1e-5 for k in cli)  # ONNX Runtime, batch of 3 against 1
+    assert [r["ok"] for r in from_cli["results"]] == [True, True, True, False]
+    assert from_cli["results"][3]["status"] == 422 and from_cli["model"]["findings"] == list(LABELS)
 
 
 def test_the_model_record_and_the_token(server):

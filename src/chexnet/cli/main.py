@@ -31,109 +31,64 @@ from chexnet.pipeline.stage_runner import setup_logging
 log = logging.getLogger("chexnet")
 
 
-SEED_IMAGE_SIZE = 224  # the seed trains at 224 px; a seed checkpoint carries no size of its own
+def _open(args: argparse.Namespace):
+    """The model opened as every path opens one (:class:`chexnet.engine.opened.LoadedModel`), with the
+    Grad-CAM++ layer checked when heat maps are asked for, and their folder writable."""
+    from chexnet.engine.opened import LoadedModel
 
-
-def _load(args: argparse.Namespace):
-    """The model (ours or the seed's format, weights_only), its findings, image size, thresholds (and
-    where they came from), the precision to run it in, and its record."""
-    from chexnet.engine.inference import Precision, resolve_device
-    from chexnet.model.file import load_model
-
-    device = resolve_device(args.device)
-    given = parse_labels_argument(args.labels) if args.labels else None
-    model, info = load_model(args.model, given)
-    labels = list(info.labels.names)
-    image_size = info.image_size
-    if args.image_size is not None:
-        if args.image_size < 32:
-            raise ChexnetError(f"--image-size must be 32 or more, got {args.image_size}")
-        if image_size is not None and args.image_size != image_size:
-            raise ChexnetError(
-                f"--image-size {args.image_size}: model {args.model} was trained at {image_size} px "
-                f"({args.model.with_suffix('.json')}); its findings are only right at that size: "
-                "drop --image-size"
-            )
-        image_size = args.image_size
-    elif image_size is None:
-        image_size = SEED_IMAGE_SIZE
-        log.info(
-            "%s carries no image size: using the seed's %d px (--image-size to change)",
-            args.model,
-            image_size,
-        )
-    from chexnet.model.thresholds import operating_points
-
-    chosen = operating_points(args.model, info, args.thresholds)
-    thresholds, source = chosen.values, chosen.source
-    if getattr(args, "heatmaps", None) is not None or args.command == "explain":
-        from chexnet.model.network import check_target_layer
-
-        args.layer = check_target_layer(model, args.layer)
-        folder = args.heatmaps if args.command == "predict" else args.out
-        io.require_writable_dir(folder, "--heatmaps" if args.command == "predict" else "--out")
-    precision = Precision.recorded(info.run_as, device)  # the thresholds were chosen on outputs in it
-    model = model.to(device, memory_format=precision.memory_format).eval()
-    return model, device, labels, image_size, thresholds, source, precision, info
+    wants_heatmaps = args.command == "explain" or getattr(args, "heatmaps", None) is not None
+    if wants_heatmaps:
+        folder, option = (args.heatmaps, "--heatmaps") if args.command == "predict" else (args.out, "--out")
+        io.require_writable_dir(folder, option)
+    return LoadedModel.open(
+        args.model,
+        device=args.device,
+        labels=parse_labels_argument(args.labels) if args.labels else None,
+        thresholds=args.thresholds,
+        layer=args.layer if wants_heatmaps else None,
+        image_size=args.image_size,
+    )
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from chexnet.deploy.answers import prediction_document
+    from chexnet.deploy.engines import open_engine
     from chexnet.deploy.predict import collect_inputs, predict_files
 
     if args.batch_size < 1:
         raise ChexnetError(f"--batch-size must be 1 or more, got {args.batch_size}")
-    model, device, labels, image_size, thresholds, source, precision, info = _load(args)
+    loaded = _open(args)
     files = collect_inputs(args.inputs)
     if not files:
         log.error("no PNG, JPEG or DICOM files in %s", ", ".join(map(str, args.inputs)))
         return 1
-    from chexnet.deploy.engines import open_engine
-
-    engine = open_engine(args.engine, model, info, args.model, device, precision, args.batch_size, args.onnx,
-                         thresholds)  # fmt: skip
+    engine = open_engine(args.engine, loaded, args.batch_size, args.onnx)
     log.info("engine: %s", engine.name)
-    results = predict_files(
-        model,
-        files,
-        labels=labels,
-        thresholds=thresholds,
-        image_size=image_size,
-        device=device,
-        batch_size=args.batch_size,
-        heatmaps=args.heatmaps,
-        target_layer=args.layer,
-        precision=precision,
-        engine=engine,
-    )
-    if args.json:
-        document = {
-            "model": str(args.model),
-            "labels": labels,
-            "image_size": image_size,
-            "thresholds": {"source": source, "values": thresholds},
-            "images": [vars(r) for r in results],
-        }
-        json.dump(document, sys.stdout, indent=2)
-        print()
+    answers = predict_files(loaded, files, batch_size=args.batch_size, heatmaps=args.heatmaps, engine=engine)
+    labels = loaded.labels
+    if args.json:  # the service's document (chexnet.deploy.answers): one schema for both
+        print(prediction_document(loaded, engine.name, answers).model_dump_json(indent=2, exclude_none=True))
     elif args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(["file", "error", "findings", *labels])
-        for r in results:
+        for answer in answers:
             row = (
-                [f"{r.probabilities[label]:.6f}" for label in labels]
-                if r.error is None
+                [f"{answer.probabilities[label]:.6f}" for label in labels]
+                if answer.ok
                 else [""] * len(labels)
             )
-            writer.writerow([r.file, r.error or "", "|".join(r.findings), *row])
+            writer.writerow([answer.file, answer.error or "", "|".join(answer.positives or []), *row])
     else:
         print("\t".join(["file", "findings", *labels]))
-        for r in results:
-            if r.error:
-                print(f"{r.file}\tERROR: {r.error}")
+        for answer in answers:
+            if not answer.ok:
+                print(f"{answer.file}\tERROR: {answer.error}")
                 continue
-            found = ", ".join(r.findings) or "No Finding"
-            print("\t".join([r.file, found, *(f"{r.probabilities[label]:.3f}" for label in labels)]))
-    return 1 if any(r.error for r in results) else 0
+            found = ", ".join(answer.positives) or "No Finding"
+            print(
+                "\t".join([answer.file, found, *(f"{answer.probabilities[label]:.3f}" for label in labels)])
+            )
+    return 0 if all(answer.ok for answer in answers) else 1
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -141,25 +96,14 @@ def _explain(args: argparse.Namespace) -> int:
 
     from chexnet.deploy.predict import explain_file
 
-    model, device, labels, image_size, thresholds, _, precision, _ = _load(args)
-    unknown = [name for name in args.finding or [] if name not in labels]
+    loaded = _open(args)
+    unknown = [name for name in args.finding or [] if name not in loaded.labels]
     if unknown:
-        raise LabelMismatchError(f"--finding {unknown}: the model {args.model} predicts {labels}")
+        raise LabelMismatchError(f"--finding {unknown}: the model {args.model} predicts {loaded.labels}")
     failed = 0
     for image in args.images:
         try:
-            rows = explain_file(
-                image,
-                model,
-                labels,
-                image_size=image_size,
-                target_layer=args.layer,
-                device=device,
-                out_dir=args.out,
-                thresholds=thresholds,
-                findings=args.finding,
-                precision=precision,
-            )
+            rows = explain_file(image, loaded, out_dir=args.out, findings=args.finding)
         except (OSError, ValueError, Image.DecompressionBombError) as error:
             log.error("%s: cannot be explained: %s", image, error)
             failed += 1

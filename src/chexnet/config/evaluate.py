@@ -6,10 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from chexnet.config.common import PRESET_NAME
-from chexnet.config.data import BOX_LAYOUTS, VIEWS
+from chexnet.config.data import DataSource
 from chexnet.config.schema import ParamsError, check_ranges, param
-from chexnet.core.labels import BLANK_POLICIES, UNCERTAIN_POLICIES, LabelOptions
 
 THRESHOLD_METHODS = ("youden", "max_f1")
 EXTERNAL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"  # a DVC stage name (external@<name>) and a folder name
@@ -17,45 +15,14 @@ TTA_MODES = ("none", "hflip", "tencrop")
 
 
 @dataclass(frozen=True)
-class ExternalSet:
+class ExternalSet(DataSource):
     """One external test set (``evaluate.external.<name>``): another table and image folder, read by its
-    own preset and label options, scored with the trained model on the findings both share
+    own preset and label options (every option ``data:`` has for reading a source: one type,
+    :class:`chexnet.config.data.DataSource`), scored with the trained model on the findings both share
     (docs/evaluation.md, "External test sets"). Every entry names its files, ``inputs/none`` for none:
     dvc.yaml lists them as the ``external@<name>`` stage's dependencies."""
 
-    table: str = param(free=True)
-    images: str = param(free=True)
-    preset: str = param("seed", pattern=PRESET_NAME)
-    metadata_table: str = param("", file=True)  # params.yaml must name it (inputs/none: no file)
-    bbox_table: str = param("", file=True)  # its expert boxes, scored as explain scores the test split's
-    bbox_layout: str = param("nih", choices=BOX_LAYOUTS)
-    bbox_columns: dict[str, str] = param(factory=dict)
-    image_column: str = param("", free=True)
-    label_column: str = param("", free=True)
-    patient_column: str = param("", free=True)
-    no_finding: str = param("No Finding", pattern=r".*\S.*")
-    aliases: dict[str, str] = param(factory=dict)  # its names → the model's, e.g. Pleural Effusion: Effusion
-    uncertain: str = param("ignore", choices=UNCERTAIN_POLICIES)
-    blank: str = param("negative", choices=BLANK_POLICIES)
-    views: list[str] = param(factory=list, choices=VIEWS)
-    subgroups: dict[str, str] = param(factory=dict)
-    max_rejected_fraction: float = param(0.01, low=0, high=1)
-
-    def __post_init__(self) -> None:
-        check_ranges(self, "evaluate.external.")
-
-    def label_options(self) -> LabelOptions:
-        """Every finding the table holds (aliases applied), none refused as rare: which of them the
-        model scores is decided against the model's list afterwards."""
-        return LabelOptions(
-            spec="from_data",
-            no_finding=self.no_finding,
-            aliases=dict(self.aliases),
-            min_positives=1,
-            drop_rare=True,
-            uncertain=self.uncertain,
-            blank=self.blank,
-        )
+    PREFIX: ClassVar[str] = "evaluate.external."
 
 
 @dataclass(frozen=True)

@@ -136,6 +136,17 @@ def to_cache_pixels(fitted: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(fitted), 0, 255).astype(np.uint8)
 
 
+def open_image(path: str | Path) -> Image.Image:
+    """``Image.open``, with a file PIL cannot identify said as an unreadable image without its path (the
+    caller names the file: a service's upload lives under a temporary name the client never sent)."""
+    try:
+        return Image.open(path)
+    except UnidentifiedImageError as error:
+        raise ImageReadError(
+            "unreadable", "not an image PIL can read (PNG, JPEG) nor a DICOM file"
+        ) from error
+
+
 def load_gray(
     path: str | Path,
     size: int,
@@ -162,7 +173,7 @@ def decoded_pixels(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> int
         except Exception as error:  # any parser failure: the file is refused as unreadable, alone
             raise ImageReadError("unreadable", f"not a readable DICOM file: {decoder_hint(error)}") from error
     else:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             pixels = image.width * image.height
     refuse_over(pixels, max_pixels, "image")
     return pixels
@@ -179,7 +190,7 @@ def load_gray_sized(
     if is_dicom(path):
         gray = read_dicom(path, max_pixels)
     else:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             refuse_over(image.width * image.height, max_pixels, "image")
             image.load()
             gray = to_gray8(image)

@@ -20,12 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from chexnet.config.data import DataSource
 from chexnet.core import io
 from chexnet.core.labels import LABELS_FILE, SEPARATOR, LabelList, LabelOptions, write_labels_json
 from chexnet.data.cache import IMAGES_FILE, INDEX_FILE, REJECTS_FILE
 from chexnet.data.decode import check_cache_fits, decode_into, decode_tasks
 from chexnet.data.findings import Labelled, finding_columns, label_rows
 from chexnet.data.groups import GROUPS_FILE, group_columns, group_frame
+from chexnet.data.presets import registry
 from chexnet.data.presets.base import Columns
 from chexnet.data.tables import SOURCE_REJECTS, DataError, patients_from_file_names, require_columns
 
@@ -335,4 +337,43 @@ def prepare_cache(
         views=view_counts,
         join=join,
         subgroups=sorted(attributes),
+    )
+
+
+def prepare_source(
+    source: DataSource,
+    *,
+    out_dir: str | Path,
+    image_size: int,
+    resize: str,
+    label_options: LabelOptions,
+    subset: int,
+    seed: int,
+    workers: int,
+) -> PrepareReport:
+    """:func:`prepare_cache` of a whole :class:`chexnet.config.data.DataSource` (``data:`` or an external
+    set): its table read by its preset (joined with its metadata and demographics tables), its columns,
+    views, subgroups and rejection limit, so that both callers read a source by the same code. The image
+    size, resize rule and label options are the caller's: the training data's own, or the model's."""
+    table = registry.read_source(
+        source.preset, source.table, source.metadata_table, source.demographics_table, source.patient_column
+    )
+    return prepare_cache(
+        table,
+        table_path=source.table,
+        image_root=source.images,
+        out_dir=out_dir,
+        columns=registry.resolve_columns(
+            source.preset, source.image_column, source.label_column, source.patient_column
+        ),
+        image_size=image_size,
+        subset=subset,
+        seed=seed,
+        workers=workers,
+        max_rejected_fraction=source.max_rejected_fraction,
+        label_options=label_options,
+        preset=source.preset,
+        views=source.views,
+        resize=resize,
+        subgroups=dict(source.subgroups),
     )

@@ -33,6 +33,7 @@ from chexnet.core import io
 from chexnet.core.errors import ChexnetError
 from chexnet.deploy.export import SOURCE_KEY
 from chexnet.engine import inference
+from chexnet.engine.opened import LoadedModel
 from chexnet.model.file import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -252,34 +253,33 @@ def cached_onnx_engine(
 
 
 def open_engine(
-    name: str, model: torch.nn.Module, info: ModelInfo, model_path: Path, device: torch.device,
-    precision: inference.Precision, batch_size: int, onnx_path: Path | None = None,
-    thresholds: dict[str, float] | None = None,
-) -> TorchEngine | OnnxEngine | ThresholdConsistent:  # fmt: skip
+    name: str, loaded: LoadedModel, batch_size: int, onnx_path: Path | None = None
+) -> TorchEngine | OnnxEngine | ThresholdConsistent:
     """The engine ``name`` asks for (``auto``: :func:`auto_choice`; PyTorch for a seed checkpoint, which
-    has no record to export the input from); ONNX from ``onnx_path``, else the cached export of
-    ``model_path``. Under ``auto``, with ``thresholds`` and a model recorded in a reduced precision, ONNX
-    Runtime's decisions near a threshold are rechecked in that precision (:class:`ThresholdConsistent`)."""
+    has no record to export the input from); ONNX from ``onnx_path``, else the cached export of the
+    model file. Under ``auto``, when the model was opened with thresholds and is recorded in a reduced
+    precision, ONNX Runtime's decisions near a threshold are rechecked in that precision
+    (:class:`ThresholdConsistent`)."""
     if name not in ENGINES:
         raise ChexnetError(f"--engine must be one of {', '.join(ENGINES)}, got {name!r}")
+    info, device = loaded.info, loaded.device
+    exact = TorchEngine(loaded.network, device, loaded.precision)
     unrecorded = info.source == "seed" or info.image_size is None  # nothing to export the input rule from
     if unrecorded and name == "onnx" and onnx_path is None:
         raise ChexnetError(
-            f"{model_path} has no record beside it (a seed checkpoint): --engine onnx needs one; "
+            f"{loaded.path} has no record beside it (a seed checkpoint): --engine onnx needs one; "
             "chexnet import --format seed writes it, or use --engine torch"
         )
     if unrecorded and name == "auto":
-        return TorchEngine(model, device, precision)
+        return exact
     chosen = auto_choice(device, batch_size, info) if name == "auto" else name
     if chosen == "torch":
-        return TorchEngine(model, device, precision)
-    exact = TorchEngine(model, device, precision)
-    digest = io.sha256_of(model_path)
+        return exact
     if onnx_path is not None:
-        onnx = OnnxEngine(onnx_path, info, device, model_sha256=digest)
+        onnx = OnnxEngine(onnx_path, info, device, model_sha256=loaded.sha256)
     else:
         try:
-            onnx = cached_onnx_engine(model_path, info, device, digest)
+            onnx = cached_onnx_engine(loaded.path, info, device, loaded.sha256)
         except ChexnetError as error:
             if name != "auto":
                 raise
@@ -287,7 +287,9 @@ def open_engine(
             return exact
     if chosen == "time both" and timed_choice({"torch": exact, "onnx": onnx}, info, batch_size) == "torch":
         return exact
-    if name == "auto" and thresholds is not None and precision.dtype is not None:
+    points = loaded.operating_points
+    if name == "auto" and points is not None and loaded.precision.dtype is not None:
         # the thresholds were chosen on outputs in the recorded (reduced) precision: keep its decisions
-        return ThresholdConsistent(onnx, exact, np.array([thresholds[label] for label in info.labels.names]))
+        cuts = np.array([points.values[label] for label in info.labels.names])
+        return ThresholdConsistent(onnx, exact, cuts)
     return onnx

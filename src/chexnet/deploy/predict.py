@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,22 +18,15 @@ from tqdm import tqdm
 from chexnet.core.labels import file_safe
 from chexnet.data.images import is_dicom, load_gray, to_cache_pixels
 from chexnet.data.input_spec import IMAGENET_INPUT, InputSpec
+from chexnet.deploy.answers import FileAnswer, file_answered, file_failed
 from chexnet.engine import inference
+from chexnet.engine.opened import LoadedModel
 from chexnet.evaluation import figures
 from chexnet.explain import cam
 from chexnet.model.network import Network
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
-
-
-@dataclass
-class Prediction:
-    file: str
-    probabilities: dict[str, float] = field(default_factory=dict)
-    findings: list[str] = field(default_factory=list)
-    error: str | None = None
-    heatmaps: list[str] = field(default_factory=list)
 
 
 def collect_inputs(inputs: list[Path]) -> list[Path]:
@@ -60,13 +52,13 @@ def _batches(
     with their error."""
     good: list[Path] = []
     pixels: list[np.ndarray] = []
-    failures: list[tuple[Path, str]] = []
+    failures: list[tuple[Path, Exception]] = []
     for path in files:
         try:
             pixels.append(load_gray(path, size, spec.resize, spec.fill))
             good.append(path)
-        except Exception as error:  # any reader failure is reported, never fatal
-            failures.append((path, f"{type(error).__name__}: {error}"))
+        except Exception as error:  # any reader failure is that file's answer, never fatal
+            failures.append((path, error))
         if len(good) == batch_size:
             yield good, np.stack(pixels), failures
             good, pixels, failures = [], [], []
@@ -93,102 +85,63 @@ def unique_stems(files: list[Path]) -> dict[Path, str]:
 
 
 def predict_files(
-    model: torch.nn.Module,
+    loaded: LoadedModel,
     files: list[Path],
     *,
-    labels: list[str],
-    thresholds: dict[str, float],
-    image_size: int = 224,
-    device: torch.device,
     batch_size: int = 16,
     heatmaps: Path | None = None,
-    target_layer: str = "features[-1]",
-    precision: inference.Precision = inference.FP32,
     engine: object | None = None,
-) -> list[Prediction]:
-    """Probabilities and findings for every file, in order; heat maps of positive findings if asked.
+) -> list[FileAnswer]:
+    """An answer for every file, in order: its probabilities and positives at the model's thresholds, or
+    its own error; heat maps of the positives under ``heatmaps`` if asked (the model must have been
+    opened with a layer).
 
-    ``labels`` are the model's findings in output order; ``thresholds`` must name each of them.
-    ``engine`` (:mod:`chexnet.deploy.engines`) computes the probabilities, PyTorch in ``precision`` when
-    none is given; heat maps are always PyTorch's (they need gradients), and only positives pay for one."""
-    cut = np.array([thresholds[label] for label in labels])
+    ``engine`` (:mod:`chexnet.deploy.engines`) computes the probabilities, PyTorch in the model's
+    precision when none is given; heat maps are always PyTorch's (they need gradients), and only
+    positives pay for one."""
+    labels, thresholds, network = loaded.labels, loaded.thresholds, loaded.network
     stems = unique_stems(files)
-    results: dict[Path, Prediction] = {}
+    answers: dict[Path, FileAnswer] = {}
     with tqdm(total=len(files), desc="predict", unit="img") as bar:
-        for good, pixels, failures in _batches(files, image_size, batch_size, model.input_spec):
+        for good, pixels, failures in _batches(files, loaded.image_size, batch_size, network.input_spec):
             for path, error in failures:
                 log.error("%s: cannot be read: %s", path, error)
-                results[path] = Prediction(file=str(path), error=error)
+                answers[path] = file_failed(str(path), error)
             if pixels is not None:
                 if engine is None:
-                    probabilities = inference.predict_images(model, pixels, device, precision)
+                    probabilities = inference.predict_images(network, pixels, loaded.device, loaded.precision)
                 else:
                     probabilities = engine.probabilities(pixels)
                 for path, image, p in zip(good, pixels, probabilities, strict=True):
-                    positive = [label for label, flag in zip(labels, p >= cut, strict=True) if flag]
-                    result = Prediction(
-                        file=str(path),
-                        probabilities=dict(zip(labels, p.tolist(), strict=True)),
-                        findings=positive,
-                    )
-                    if heatmaps is not None and positive:
-                        result.heatmaps = write_overlays(
-                            model,
-                            image,
-                            path,
-                            positive,
-                            p,
-                            labels,
-                            out_dir=heatmaps,
-                            target_layer=target_layer,
-                            device=device,
-                            stem=stems[path],
-                            precision=precision,
-                        )
-                    results[path] = result
+                    answer = file_answered(str(path), p, labels, thresholds)
+                    if heatmaps is not None and answer.positives:
+                        written = write_overlays(loaded, image, path, answer.positives, p, out_dir=heatmaps,
+                                                 stem=stems[path])  # fmt: skip
+                        answer.heatmaps = dict(zip(answer.positives, written, strict=True))
+                    answers[path] = answer
             bar.update(len(good) + len(failures))
-    return [results[path] for path in files]
+    return [answers[path] for path in files]
 
 
 def explain_file(
-    path: str | Path,
-    model: Network,
-    labels: list[str],
-    *,
-    image_size: int,
-    target_layer: str,
-    device: torch.device,
-    out_dir: str | Path,
-    thresholds: dict[str, float] | None = None,
-    findings: list[str] | None = None,
-    precision: inference.Precision = inference.FP32,
+    path: str | Path, loaded: LoadedModel, *, out_dir: str | Path, findings: list[str] | None = None
 ) -> list[dict[str, object]]:
     """Explain one image file (any format :func:`chexnet.data.images.load_gray` reads: PNG, JPEG, DICOM).
 
-    Heat maps for ``findings`` if given, else for every finding at or above its threshold (0.5 where
-    none is given), else for the single most probable finding. Writes ``<stem>_<Finding>.png`` overlays
-    under ``out_dir`` and returns one row per finding explained.
+    Heat maps for ``findings`` if given, else for every finding at or above its threshold, else for the
+    single most probable finding. Writes ``<stem>_<Finding>.png`` overlays under ``out_dir`` and returns
+    one row per finding explained.
     """
-    spec = model.input_spec
-    image = load_gray(path, image_size, spec.resize, spec.fill)
-    thresholds = thresholds or dict.fromkeys(labels, 0.5)
+    labels, spec = loaded.labels, loaded.network.input_spec
+    image = load_gray(path, loaded.image_size, spec.resize, spec.fill)
     with torch.no_grad():
-        probabilities = inference.predict_images(model, image[None], device, precision)[0]
+        probabilities = inference.predict_images(
+            loaded.network, image[None], loaded.device, loaded.precision
+        )[0]
     if findings is None:
-        findings = [label for j, label in enumerate(labels) if probabilities[j] >= thresholds[label]]
+        findings = [label for j, label in enumerate(labels) if probabilities[j] >= loaded.thresholds[label]]
         findings = findings or [labels[int(np.argmax(probabilities))]]
-    overlays = write_overlays(
-        model,
-        image,
-        Path(path),
-        findings,
-        probabilities,
-        labels,
-        out_dir=Path(out_dir),
-        target_layer=target_layer,
-        device=device,
-        precision=precision,
-    )
+    overlays = write_overlays(loaded, image, Path(path), findings, probabilities, out_dir=Path(out_dir))
     return [
         {"finding": label, "probability": float(probabilities[labels.index(label)]), "overlay": overlay}
         for label, overlay in zip(findings, overlays, strict=True)
@@ -196,29 +149,28 @@ def explain_file(
 
 
 def write_overlays(
-    model: Network,
+    loaded: LoadedModel,
     image: np.ndarray,
     path: Path,
     findings: list[str],
     probabilities: np.ndarray,
-    labels: list[str],
     *,
     out_dir: Path,
-    target_layer: str,
-    device: torch.device,
     stem: str | None = None,
-    precision: inference.Precision = inference.FP32,
+    network: Network | None = None,
 ) -> list[str]:
-    """Grad-CAM++ overlays of one image (as the model is fed it) for each finding, as
-    ``<out_dir>/<stem>_<Finding>.png``."""
+    """Grad-CAM++ overlays of one image (as the model is fed it) for each finding, on the layer the model
+    was opened with, as ``<out_dir>/<stem>_<Finding>.png``; ``network``: a copy of the model's own to
+    run them on (the service's heat-map worker has one)."""
+    labels = loaded.labels
     indices = [labels.index(label) for label in findings]
     heats, _ = cam.grad_cam_pp_batch(
-        model,
+        network or loaded.network,
         np.repeat(image[None], len(indices), axis=0),
         indices,
-        target_layer=target_layer,
-        device=device,
-        precision=precision,
+        target_layer=loaded.layer,
+        device=loaded.device,
+        precision=loaded.precision,
     )
     written, image = [], to_cache_pixels(image)  # shown in 8 bits
     for label, j, heat in zip(findings, indices, heats, strict=True):

@@ -44,11 +44,18 @@ from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chexnet.core.errors import ChexnetError
-from chexnet.data.images import ImageReadError, decoded_pixels, load_gray
-from chexnet.deploy.answers import PredictAnswer, error_responses
+from chexnet.data.images import decoded_pixels, load_gray
+from chexnet.deploy.answers import (
+    FileAnswer,
+    PredictAnswer,
+    error_responses,
+    file_answered,
+    file_failed,
+    prediction_document,
+)
 from chexnet.deploy.limits import Limits
 from chexnet.deploy.predict import write_overlays
-from chexnet.deploy.uploads import FileError, MemoryBudget, kind_of
+from chexnet.deploy.uploads import MemoryBudget, kind_of
 
 log = logging.getLogger("chexnet.serve")
 DEFAULT_LIMITS = Limits()
@@ -69,37 +76,16 @@ class Service:
         onnx: Path | None = None,
     ):
         from chexnet.deploy.engines import open_engine
-        from chexnet.engine.inference import Precision, resolve_device
-        from chexnet.model.file import load_model
-        from chexnet.model.network import check_target_layer
-        from chexnet.model.thresholds import operating_points
+        from chexnet.engine.opened import LoadedModel
 
-        self.model_path, self.limits = Path(model_path), limits
-        self.device = resolve_device(device)
-        model, self.info = load_model(self.model_path)
-        if self.info.image_size is None:
-            raise ChexnetError(f"{model_path} records no image size: import it first (chexnet import)")
-        self.precision = Precision.recorded(self.info.run_as, self.device)
-        self.model = model.to(self.device, memory_format=self.precision.memory_format).eval()
-        self.labels = list(self.info.labels.names)
-        chosen = operating_points(self.model_path, self.info, thresholds)  # predict's rule, refusals too
-        self.thresholds, self.threshold_source = chosen.values, chosen.source
-        self.layer = check_target_layer(self.model, "auto")
-        self.engine = open_engine(
-            engine,
-            self.model,
-            self.info,
-            self.model_path,
-            self.device,
-            self.precision,
-            1,
-            onnx,
-            thresholds=self.thresholds,
-        )
+        self.limits = limits
+        # predict's opener: the same precision, image size, layer and thresholds rule, refusals too
+        self.loaded = LoadedModel.open(model_path, device=device, thresholds=thresholds, layer="auto")
+        self.engine = open_engine(engine, self.loaded, 1, onnx)
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chexnet-model")
         # heat maps need gradients and hooks on the network: their own copy and thread, so that a plain
         # request is never queued behind them and their hooks never see the plain worker's batches
-        self.heatmap_model = copy.deepcopy(self.model)
+        self.heatmap_model = copy.deepcopy(self.loaded.network)
         self.heatmap_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chexnet-heatmaps")
         self.heatmaps_waiting = 0
         self.queue: asyncio.Queue | None = None
@@ -107,11 +93,12 @@ class Service:
         self.batches = 0
 
     def describe(self) -> dict[str, Any]:
+        points = self.loaded.operating_points
         return {
-            "model": str(self.model_path),
-            "record": self.info.as_dict(),
+            "model": str(self.loaded.path),
+            "record": self.loaded.info.as_dict(),
             "engine": self.engine.name,
-            "thresholds": {"source": self.threshold_source, "values": self.thresholds},
+            "thresholds": {"source": points.source, "values": points.values},
             "limits": asdict(self.limits),
         }
 
@@ -144,55 +131,36 @@ class Service:
                     if not future.done():
                         future.set_exception(error)
 
-    async def predict_one(self, name: str, data: bytes, heatmaps: bool, deadline: float) -> dict[str, Any]:
+    async def predict_one(self, name: str, data: bytes, heatmaps: bool, deadline: float) -> FileAnswer:
         """One uploaded file: typed, checked, decoded within the memory budget, queued; its answer or its
         own error, whatever went wrong with it."""
         try:
             return await self._predict_one(name, data, heatmaps, deadline)
-        except FileError as error:
-            return {"file": name, "ok": False, "status": error.status, "error": str(error)}
-        except ImageReadError as error:
-            status = 413 if error.reason == "too_large" else 422
-            return {"file": name, "ok": False, "status": status, "error": str(error)}
         except asyncio.CancelledError:
             raise
         except Exception as error:  # any decoder or engine failure is this file's, never the request's
-            log.warning("an uploaded file failed: %s", type(error).__name__)  # no file name: patient data
-            message = " ".join(str(error).split())[:300]
-            return {
-                "file": name,
-                "ok": False,
-                "status": 422,
-                "error": f"cannot be read: {type(error).__name__}: {message}",
-            }
+            return file_failed(name, error)
 
-    async def _predict_one(self, name: str, data: bytes, heatmaps: bool, deadline: float) -> dict[str, Any]:
+    async def _predict_one(self, name: str, data: bytes, heatmaps: bool, deadline: float) -> FileAnswer:
         loop = asyncio.get_running_loop()
         suffix = kind_of(data)
         with tempfile.TemporaryDirectory(prefix="chexnet-serve-") as folder:
             path = Path(folder) / f"upload{suffix}"
             path.write_bytes(data)
             pixels = await loop.run_in_executor(None, decoded_pixels, path, self.limits.max_pixels)
-            spec = self.info.input
+            spec, size = self.loaded.info.input, self.loaded.image_size
             async with self.memory.hold(self.limits.decode_cost(pixels)):
                 image = await loop.run_in_executor(
-                    None,
-                    load_gray,
-                    path,
-                    self.info.image_size,
-                    spec.resize,
-                    spec.fill,
-                    self.limits.max_pixels,
+                    None, load_gray, path, size, spec.resize, spec.fill, self.limits.max_pixels
                 )
             future = loop.create_future()
             await self.queue.put((image, future))
             p = await future
-            result = self._result(name, p)
-            if heatmaps and result["positives"]:
-                result.update(
-                    await self._heatmaps(image, name, result["positives"], p, Path(folder), deadline)
-                )
-            return result
+            answer = file_answered(name, p, self.loaded.labels, self.loaded.thresholds)
+            if heatmaps and answer.positives:
+                made = await self._heatmaps(image, name, answer.positives, p, Path(folder), deadline)
+                answer = answer.model_copy(update=made)
+            return answer
 
     async def _heatmaps(
         self, image, name: str, positives: list[str], p, folder: Path, deadline: float
@@ -212,35 +180,13 @@ class Service:
             self.heatmaps_waiting -= 1
         return {"heatmaps": made} if made is not None else {"heatmaps_skipped": "not made in time"}
 
-    def _result(self, name: str, p: np.ndarray) -> dict[str, Any]:
-        positives = [
-            label for label, value in zip(self.labels, p, strict=True) if value >= self.thresholds[label]
-        ]
-        return {
-            "file": name,
-            "ok": True,
-            "probabilities": dict(zip(self.labels, map(float, p), strict=True)),
-            "positives": positives,
-        }
-
     def _overlays(
         self, image: np.ndarray, name: str, positives: list[str], p: np.ndarray, folder: Path, deadline: float
     ) -> dict | None:
         if time.monotonic() > deadline:  # its request has timed out: nobody reads the answer
             return None
-        written = write_overlays(
-            self.heatmap_model,
-            image,
-            Path(name),
-            positives,
-            p,
-            self.labels,
-            out_dir=folder,
-            target_layer=self.layer,
-            device=self.device,
-            stem="overlay",
-            precision=self.precision,
-        )
+        written = write_overlays(self.loaded, image, Path(name), positives, p, out_dir=folder, stem="overlay",
+                                 network=self.heatmap_model)  # fmt: skip
         return {
             label: "data:image/png;base64," + base64.b64encode(Path(f).read_bytes()).decode()
             for label, f in zip(positives, written, strict=True)
@@ -355,9 +301,9 @@ def create_app(service: Service, token: str | None = None):
         uploads = [(f.filename or f"file{i}", await f.read()) for i, f in enumerate(files)]
         deadline = getattr(request.state, "deadline", time.monotonic() + limits.timeout_s)
         answers = await asyncio.gather(*(service.predict_one(n, d, heatmaps, deadline) for n, d in uploads))
-        body = {"engine": service.engine.name, "thresholds": service.thresholds, "results": list(answers)}
-        status = 200 if any(r["ok"] for r in answers) else 422
-        return JSONResponse(PredictAnswer(**body).model_dump(exclude_none=True), status_code=status)
+        document = prediction_document(service.loaded, service.engine.name, list(answers))
+        status = 200 if any(answer.ok for answer in answers) else 422
+        return JSONResponse(document.model_dump(exclude_none=True), status_code=status)
 
     return app
 

@@ -68,8 +68,11 @@ def _is_probability(value: Any) -> bool:
     )
 
 
-def read_file(path: str | Path, info: ModelInfo, model_path: str | Path) -> dict[str, Any]:
-    """``path`` validated for the model at ``model_path`` (rule 1 of the module docstring)."""
+def read_file(
+    path: str | Path, info: ModelInfo, model_path: str | Path, *, model_sha256: str | None = None
+) -> dict[str, Any]:
+    """``path`` validated for the model at ``model_path`` (rule 1 of the module docstring);
+    ``model_sha256``: the model file's, when the caller has read it already."""
     path, labels = Path(path), list(info.labels.names)
     document = io.read_json(path)
     values = document.get("thresholds") if isinstance(document, dict) else None
@@ -96,24 +99,28 @@ def read_file(path: str | Path, info: ModelInfo, model_path: str | Path) -> dict
             path,
             model_path,
         )
-    elif chosen_for != io.sha256_of(model_path):
+    elif chosen_for != (model_sha256 := model_sha256 or io.sha256_of(model_path)):
         raise ThresholdsError(
             f"thresholds {path} were chosen for another model (sha256 {str(chosen_for)[:12]}…), not for "
-            f"{model_path} ({io.sha256_of(model_path)[:12]}…): rerun the evaluate stage for this model, or "
+            f"{model_path} ({model_sha256[:12]}…): rerun the evaluate stage for this model, or "
             "name its own file with --thresholds"
         )
     return {**document, "thresholds": {label: float(values[label]) for label in labels}}
 
 
 def operating_points(
-    model_path: str | Path, info: ModelInfo, named: str | Path | None = None
+    model_path: str | Path,
+    info: ModelInfo,
+    named: str | Path | None = None,
+    *,
+    model_sha256: str | None = None,
 ) -> OperatingPoints:
     """The model's thresholds by the module's rule: ``named`` (must exist), else ``thresholds.json``
     beside the model, else the record's, else 0.5 (with a warning)."""
     model_path = Path(model_path)
     path = Path(named) if named is not None else beside(model_path)
     if path.is_file():
-        document = read_file(path, info, model_path)
+        document = read_file(path, info, model_path, model_sha256=model_sha256)
         return OperatingPoints(document["thresholds"], str(path), "validation", document)
     if named is not None:
         raise ThresholdsError(f"--thresholds {path} does not exist; check the path (or leave it out)")

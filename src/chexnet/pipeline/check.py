@@ -49,11 +49,11 @@ def _external_problems(params: Params, made: list[Path]) -> list[str]:
             registry.get(spec.preset, f"{key}.preset")
         except ChexnetError as error:
             problems.append(str(error))
-        for field in ("table", "images", "metadata_table"):
+        for field in ("table", "images", "metadata_table", "demographics_table", "bbox_table"):
             value = getattr(spec, field)
             path = Path(value)
             if value and not path.exists() and not any(path == out or out in path.parents for out in made):
-                stand_in = f", or write {NO_FILE} for no file" if field == "metadata_table" else ""
+                stand_in = f", or write {NO_FILE} for no file" if field not in ("table", "images") else ""
                 problems.append(
                     f"params: {key}.{field}: {value} does not exist (dvc repro would stop on it); "
                     f"fix the path{stand_in}"

@@ -18,21 +18,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from chexnet.config.evaluate import EvaluateParams, ExternalSet
 from chexnet.core import io
 from chexnet.core.errors import ChexnetError
 from chexnet.data import cache
 from chexnet.data.dataset import CachedImages
-from chexnet.data.prepare import PrepareReport, prepare_cache
-from chexnet.data.presets import registry
+from chexnet.data.prepare import PrepareReport, prepare_source
 from chexnet.engine import inference
+from chexnet.engine.opened import LoadedModel
 from chexnet.evaluation import figures, report, subgroups
 from chexnet.explain.boxes import read_boxes
 from chexnet.explain.localisation import localisation
 from chexnet.model.file import ModelInfo
-from chexnet.model.network import Network, check_target_layer
 from chexnet.pipeline import headlines
 
 log = logging.getLogger("chexnet.external")
@@ -43,15 +41,18 @@ ALL_ROWS = 10**12  # an external set is used whole: no subset
 def prepare_set(
     spec: ExternalSet, out_dir: Path, info: ModelInfo, *, seed: int, workers: int
 ) -> PrepareReport:
-    """The set's cache under ``out_dir``, at the model's image size and resize rule."""
-    columns = registry.resolve_columns(spec.preset, spec.image_column, spec.label_column, spec.patient_column)
-    return prepare_cache(
-        registry.read_source(spec.preset, spec.table, spec.metadata_table),
-        table_path=spec.table, image_root=spec.images, out_dir=out_dir, columns=columns,
-        image_size=info.image_size, subset=ALL_ROWS, seed=seed, workers=workers,
-        max_rejected_fraction=spec.max_rejected_fraction, label_options=spec.label_options(),
-        preset=spec.preset, views=spec.views, resize=info.input.resize, subgroups=dict(spec.subgroups),
-    )  # fmt: skip
+    """The set's cache under ``out_dir``, whole (no subset), at the model's image size and resize rule,
+    read by the same code as ``data:`` (:func:`chexnet.data.prepare.prepare_source`)."""
+    return prepare_source(
+        spec,
+        out_dir=out_dir,
+        image_size=info.image_size,
+        resize=info.input.resize,
+        label_options=spec.label_options(),
+        subset=ALL_ROWS,
+        seed=seed,
+        workers=workers,
+    )
 
 
 def shared_findings(model_names: list[str], set_names: list[str]) -> tuple[list[str], list[str], list[str]]:
@@ -77,20 +78,23 @@ class ExternalResult:
 # subgroups), each step one call; split up, the pieces would pass the same six arrays around.
 def score_set(
     name: str,
-    model: Network,
-    info: ModelInfo,
+    loaded: LoadedModel,
     prepared_dir: Path,
-    thresholds_file: dict[str, Any],
     cfg: EvaluateParams,
     *,
     seed: int,
     batch_size: int,
     num_workers: int,
-    device: torch.device,
 ) -> ExternalResult:
-    """The model on every image of the set's cache, scored on the shared findings."""
+    """The model on every image of the set's cache, scored on the shared findings at the thresholds it
+    was opened with (the training data's validation thresholds, ``models/thresholds.json``)."""
+    if loaded.operating_points is None or loaded.operating_points.document is None:
+        raise ChexnetError(
+            "an external set is scored at the evaluate stage's thresholds: open the model with them"
+        )
+    thresholds_file, device = loaded.operating_points.document, loaded.device
     labels, index = cache.load_labels(prepared_dir), cache.load_index(prepared_dir)
-    model_names = list(info.labels.names)
+    model_names = loaded.labels
     shared, not_in_set, not_in_model = shared_findings(model_names, list(labels.names))
     if not shared:
         raise ChexnetError(
@@ -98,15 +102,11 @@ def score_set(
             f"{list(labels.names)}, the model predicts {model_names}: map the set's names to the model's "
             f"with evaluate.external.{name}.aliases"
         )
-    if list(thresholds_file.get("labels", [])) != model_names:
-        raise ChexnetError(
-            "models/thresholds.json is not this model's (its labels differ): rerun dvc repro evaluate"
-        )
     dataset = CachedImages(prepared_dir, index["row"].to_numpy(), cache.label_matrix(index, shared))
     loader = inference.make_loader(dataset, batch_size=batch_size, shuffle=False, seed=seed,
                                    num_workers=num_workers, device=device)  # fmt: skip
-    precision = inference.Precision.recorded(info.run_as, device)
-    every, truth = inference.predict(model, loader, device, desc=name, tta=cfg.tta, precision=precision)
+    every, truth = inference.predict(loaded.network, loader, device, desc=name, tta=cfg.tta,
+                                     precision=loaded.precision)  # fmt: skip
     scores = every[:, [model_names.index(n) for n in shared]]
     thresholds = {n: float(thresholds_file["thresholds"][n]) for n in shared}
     fallbacks = {n: r for n, r in thresholds_file.get("fallbacks", {}).items() if n in shared}
@@ -134,24 +134,28 @@ def score_set(
 
 
 def localise_set(
-    spec: ExternalSet, result: ExternalResult, model: Network, info: ModelInfo, prepared_dir: Path, *,
-    layer: str, fraction: float, device: torch.device,
-) -> dict[str, Any]:  # fmt: skip
+    spec: ExternalSet, result: ExternalResult, loaded: LoadedModel, prepared_dir: Path, *, fraction: float
+) -> dict[str, Any]:
     """The set's expert boxes of shared findings, scored as the explain stage scores the test split's:
     pointing game and IoBB > 0.5 on every image with a box, several readers as in docs/explanations.md;
-    Grad-CAM++ on ``layer`` (``explain.target_layer``, ``auto``: the network's own)."""
-    target_layer = check_target_layer(model, layer)
-    names = list(info.labels.names)
+    Grad-CAM++ on the layer the model was opened with (``explain.target_layer``)."""
+    names = loaded.labels
     known = [*names, *cache.load_labels(prepared_dir).names, *spec.aliases]
     boxes = read_boxes(spec.bbox_table, known, spec.aliases, spec.bbox_layout, spec.bbox_columns)
     shared = set(result.summary["findings_scored"])
     kept = boxes[boxes["finding"].isin(shared)]
-    precision = inference.Precision.recorded(info.run_as, device)
     scores = localisation(
-        model.to(device, memory_format=precision.memory_format), cache.load_images(prepared_dir),
-        result.predictions, kept, names, target_layer=target_layer, device=device, fraction=fraction,
-        precision=precision, groups=cache.load_groups(prepared_dir),
-    )  # fmt: skip
+        loaded.network,
+        cache.load_images(prepared_dir),
+        result.predictions,
+        kept,
+        names,
+        target_layer=loaded.layer,
+        device=loaded.device,
+        fraction=fraction,
+        precision=loaded.precision,
+        groups=cache.load_groups(prepared_dir),
+    )
     left_out = sorted(set(boxes["finding"]) - shared)
     return {"box_table": spec.bbox_table, **scores, **({"findings_not_scored": left_out} if left_out else {})}
 
