@@ -58,13 +58,18 @@ class PredictAnswer(BaseModel):
     results: list[FileAnswer]
 
 
+def thresholds_answer(loaded: LoadedModel) -> ThresholdsAnswer:
+    """The thresholds the model was opened with and their source (``/predict`` and ``/model`` both)."""
+    points = loaded.operating_points
+    return ThresholdsAnswer(source=points.source, values=points.values)
+
+
 def prediction_document(loaded: LoadedModel, engine: str, results: list[FileAnswer]) -> PredictAnswer:
     """The answer for ``results`` of the model ``loaded`` run by ``engine`` (its name)."""
-    points = loaded.operating_points
     return PredictAnswer(
         model=ModelAnswer(sha256=loaded.sha256, findings=loaded.labels, image_size=loaded.image_size),
         engine=engine,
-        thresholds=ThresholdsAnswer(source=points.source, values=points.values),
+        thresholds=thresholds_answer(loaded),
         results=results,
     )
 

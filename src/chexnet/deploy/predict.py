@@ -115,8 +115,9 @@ def predict_files(
                 for path, image, p in zip(good, pixels, probabilities, strict=True):
                     answer = file_answered(str(path), p, labels, thresholds)
                     if heatmaps is not None and answer.positives:
-                        written = write_overlays(loaded, image, path, answer.positives, p, out_dir=heatmaps,
-                                                 stem=stems[path])  # fmt: skip
+                        written = write_overlays(
+                            loaded, image, path, answer.positives, p, out_dir=heatmaps, stem=stems[path]
+                        )
                         answer.heatmaps = dict(zip(answer.positives, written, strict=True))
                     answers[path] = answer
             bar.update(len(good) + len(failures))

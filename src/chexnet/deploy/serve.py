@@ -52,6 +52,7 @@ from chexnet.deploy.answers import (
     file_answered,
     file_failed,
     prediction_document,
+    thresholds_answer,
 )
 from chexnet.deploy.limits import Limits
 from chexnet.deploy.predict import write_overlays
@@ -93,12 +94,11 @@ class Service:
         self.batches = 0
 
     def describe(self) -> dict[str, Any]:
-        points = self.loaded.operating_points
         return {
             "model": str(self.loaded.path),
             "record": self.loaded.info.as_dict(),
             "engine": self.engine.name,
-            "thresholds": {"source": points.source, "values": points.values},
+            "thresholds": thresholds_answer(self.loaded).model_dump(),  # as /predict says them
             "limits": asdict(self.limits),
         }
 
@@ -185,8 +185,16 @@ class Service:
     ) -> dict | None:
         if time.monotonic() > deadline:  # its request has timed out: nobody reads the answer
             return None
-        written = write_overlays(self.loaded, image, Path(name), positives, p, out_dir=folder, stem="overlay",
-                                 network=self.heatmap_model)  # fmt: skip
+        written = write_overlays(
+            self.loaded,
+            image,
+            Path(name),
+            positives,
+            p,
+            out_dir=folder,
+            stem="overlay",
+            network=self.heatmap_model,
+        )
         return {
             label: "data:image/png;base64," + base64.b64encode(Path(f).read_bytes()).decode()
             for label, f in zip(positives, written, strict=True)

@@ -49,8 +49,11 @@ def image_size_of(info: ModelInfo, model_path: Path, asked: int | None = None) -
         return info.image_size
     if asked is not None:
         return asked
-    log.info("%s carries no image size: using the seed's %d px (--image-size to change)", model_path,
-             SEED_IMAGE_SIZE)  # fmt: skip
+    log.info(
+        "%s carries no image size: using the seed's %d px (--image-size to change)",
+        model_path,
+        SEED_IMAGE_SIZE,
+    )
     return SEED_IMAGE_SIZE
 
 

@@ -105,8 +105,9 @@ def score_set(
     dataset = CachedImages(prepared_dir, index["row"].to_numpy(), cache.label_matrix(index, shared))
     loader = inference.make_loader(dataset, batch_size=batch_size, shuffle=False, seed=seed,
                                    num_workers=num_workers, device=device)  # fmt: skip
-    every, truth = inference.predict(loaded.network, loader, device, desc=name, tta=cfg.tta,
-                                     precision=loaded.precision)  # fmt: skip
+    every, truth = inference.predict(
+        loaded.network, loader, device, desc=name, tta=cfg.tta, precision=loaded.precision
+    )
     scores = every[:, [model_names.index(n) for n in shared]]
     thresholds = {n: float(thresholds_file["thresholds"][n]) for n in shared}
     fallbacks = {n: r for n, r in thresholds_file.get("fallbacks", {}).items() if n in shared}
