@@ -27,8 +27,8 @@ from benchmarks.common import peak_rss_mb
 from chexnet.core.labels import NIH14, LabelOptions
 from chexnet.data import decode, prepare
 from chexnet.data.images import decode_one
-from chexnet.data.painter import Anatomy, draw_radiograph
 from chexnet.data.presets import registry
+from chexnet.synthetic.painter import Anatomy, draw_radiograph
 
 
 def write_images(root: Path, count: int, size: int = 1024) -> list[str]:

@@ -1,4 +1,5 @@
-"""check stage: all of params.yaml against the whole schema, and the preset names, before any work.
+"""check stage: all of params.yaml against the whole schema, and the preset and demo layout names, before
+any work.
 
 Each other stage reads only its own sections (so that editing one section's schema reruns only the
 stages that use it) and depends on this stage's stamp, reports/check.json, so that a misspelled key or a
@@ -12,11 +13,13 @@ from chexnet.core.errors import ChexnetError
 from chexnet.data.presets import registry
 from chexnet.pipeline import paths
 from chexnet.pipeline.stage_runner import run_stage
+from chexnet.synthetic import layouts
 
 
 def main(params) -> None:
     registry.get(params.data.preset)
-    registry.get(params.demo.layout, "demo.layout")
+    layouts.get(params.demo.layout)
+    layouts.get(params.demo.external_layout, "demo.external_layout")
     for name, spec in params.evaluate.external.items():
         registry.get(spec.preset, f"evaluate.external.{name}.preset")
     for refusal in paths.demo_external_refusals(params.data, params.evaluate.external):

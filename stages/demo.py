@@ -7,10 +7,10 @@ import logging
 from chexnet.config.data import DataParams
 from chexnet.config.demo import DemoParams
 from chexnet.core import io
-from chexnet.data.demo import generate_demo
 from chexnet.pipeline import paths
 from chexnet.pipeline.paths import reads_demo
 from chexnet.pipeline.stage_runner import run_stage
+from chexnet.synthetic.demo import generate_demo
 
 log = logging.getLogger("chexnet.demo")
 

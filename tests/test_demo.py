@@ -12,12 +12,26 @@ from scipy import ndimage
 from chexnet.config.demo import DemoParams
 from chexnet.core.labels import NIH14 as LABELS
 from chexnet.core.labels import split_findings
-from chexnet.data.demo import DEMO_BOXES, generate_demo
 from chexnet.data.presets import registry
+from chexnet.data.tables import DataError
+from chexnet.synthetic import layouts
+from chexnet.synthetic.demo import DEMO_BOXES, generate_demo
 
 TINY = DemoParams(n_patients=20, n_images=50, image_size=96, rgba_images=2, gray16_images=2)
 
-SEED_DEMO = registry.PRESETS["seed"].demo
+SEED_DEMO = layouts.get("seed")
+
+
+def test_every_preset_has_a_demo_layout_and_every_layout_a_preset():
+    """``demo.layout`` names the same things ``data.preset`` does, each written in the shape its preset
+    reads (tests/test_more_presets.py reads each back); an unknown name is refused with the choices."""
+    assert list(layouts.LAYOUTS) == list(registry.PRESETS)
+    try:
+        layouts.get("nih14", "demo.external_layout")
+    except DataError as error:
+        assert str(error).startswith("params: demo.external_layout must be one of seed, nih,")
+    else:
+        raise AssertionError("an unknown layout was accepted")
 
 
 def test_demo_set_has_the_users_format_and_variety(tmp_path: Path):
@@ -62,7 +76,7 @@ def test_boxes_are_in_nih_format_and_inside_the_image(tmp_path: Path):
 
 def test_findings_are_drawn_where_their_boxes_say(tmp_path: Path):
     """A finding changes pixels inside its box more than outside it (heat maps can be checked against it)."""
-    from chexnet.data.painter import Anatomy, draw_radiograph
+    from chexnet.synthetic.painter import Anatomy, draw_radiograph
 
     anatomy = Anatomy.sample(np.random.default_rng(1))
     for label in ["Nodule", "Mass", "Effusion", "Pneumothorax"]:
@@ -89,7 +103,7 @@ def test_demo_is_deterministic(tmp_path: Path):
 def test_same_seed_same_data_set_in_any_process(tmp_path: Path):
     """Python randomises string hashing per process; the demo set must not depend on it."""
     script = (
-        "import sys; from chexnet.data.demo import generate_demo;"
+        "import sys; from chexnet.synthetic.demo import generate_demo;"
         "from chexnet.config.params import DemoParams;"
         "t = generate_demo(sys.argv[1], DemoParams(n_patients=20, n_images=60, image_size=32));"
         "print(t.to_csv(index=False))"
@@ -120,7 +134,7 @@ def test_the_demo_stage_generates_nothing_when_the_data_params_point_at_your_own
 
 
 def test_contrast_scales_what_the_findings_change():
-    from chexnet.data.painter import Anatomy, draw_radiograph
+    from chexnet.synthetic.painter import Anatomy, draw_radiograph
 
     anatomy = Anatomy.sample(np.random.default_rng(1))
     draw = lambda findings, contrast: draw_radiograph(  # noqa: E731
@@ -135,7 +149,7 @@ def test_contrast_scales_what_the_findings_change():
 
 
 def test_max_findings_bounds_the_new_findings_per_image():
-    from chexnet.data.demo import _sample_findings
+    from chexnet.synthetic.demo import _sample_findings
 
     rng = np.random.default_rng(0)
     counts = [len(_sample_findings(rng, 0.0, set(), max_findings=5)) for _ in range(2000)]

@@ -62,6 +62,21 @@ def test_the_stages_after_split_read_the_cache_through_its_contract_alone(stage:
     assert data_modules <= contract, data_modules
 
 
+def test_the_synthetic_demo_is_the_demo_stages_alone():
+    """The data layer never imports the demo (chexnet.synthetic): editing the painter reruns the demo
+    stage alone, and editing a layout writer the demo stage and the check stage (which refuses an unknown
+    demo.layout before any work), never prepare, the external sets or anything after them."""
+    synthetic = sorted(str(p.relative_to(REPO)) for p in (REPO / "src/chexnet/synthetic").glob("*.py"))
+    assert "src/chexnet/synthetic/painter.py" in synthetic
+    users = {
+        path: sorted(n for n, stage in PIPELINE.items() if path in stage.get("deps", []))
+        for path in synthetic
+    }
+    assert users["src/chexnet/synthetic/painter.py"] == ["demo"]
+    assert users["src/chexnet/synthetic/demo.py"] == ["demo"]
+    assert all(set(stages) <= {"check", "demo"} for stages in users.values()), users
+
+
 FILE_PARAMS = list(file_params(Params()))
 
 

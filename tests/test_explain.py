@@ -10,10 +10,10 @@ from PIL import Image
 
 from chexnet.config.demo import DemoParams
 from chexnet.core.labels import LabelMismatchError
-from chexnet.data.demo import DEMO_BOXES, generate_demo
 from chexnet.explain import boxes
 from chexnet.explain import localisation as explain
 from chexnet.model.network import CheXNet
+from chexnet.synthetic.demo import DEMO_BOXES, generate_demo
 from tests.conftest import LABELS
 
 CPU = torch.device("cpu")

@@ -15,12 +15,12 @@ import torch
 
 from chexnet.core.io import sha256_of
 from chexnet.data.input_spec import IMAGENET_INPUT, XRV_INPUT
-from chexnet.data.painter import Anatomy, draw_radiograph
 from chexnet.deploy import engines
 from chexnet.deploy.export import OPSET, export_onnx, sidecar
 from chexnet.engine import inference
 from chexnet.model.file import ModelInfo, RunAs, load_model, save_model
 from chexnet.model.network import build_network
+from chexnet.synthetic.painter import Anatomy, draw_radiograph
 from tests.conftest import LABELS
 
 pytest.importorskip("onnxruntime")

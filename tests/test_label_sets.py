@@ -21,8 +21,8 @@ from PIL import Image
 
 from chexnet.config.demo import DemoParams
 from chexnet.core.labels import NIH14, file_safe
-from chexnet.data.demo import DEMO_BOXES, generate_demo
-from chexnet.data.presets import registry
+from chexnet.synthetic import layouts
+from chexnet.synthetic.demo import DEMO_BOXES, generate_demo
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.e2e
@@ -73,7 +73,7 @@ def portuguese(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("pt")
     demo = work / "demo"
     generate_demo(demo, DemoParams(n_patients=30, n_images=60, image_size=64, rgba_images=0, gray16_images=0))
-    table = pd.read_parquet(demo / registry.PRESETS["seed"].demo.table)
+    table = pd.read_parquet(demo / layouts.get("seed").table)
     table["patologia"] = [
         "Sem Achados" if cell == "No Finding" else "|".join(PORTUGUESE[f] for f in cell.split("|"))
         for cell in table["patologia"]
@@ -175,7 +175,7 @@ def test_chexpert_layout_with_uncertain_labels_ignored_end_to_end(tmp_path: Path
     )
     data = {
         "preset": "chexpert",
-        "table": f"demo/{registry.PRESETS['chexpert'].demo.table}",
+        "table": f"demo/{layouts.get('chexpert').table}",
         "images": "demo",
         "bbox_table": "demo/BBox_List.csv",
         "uncertain": "ignore",

@@ -13,8 +13,9 @@ import pytest
 from chexnet.config.demo import DemoParams
 from chexnet.core.labels import NIH14, LabelOptions
 from chexnet.data import cache, prepare, tables
-from chexnet.data.demo import generate_demo
 from chexnet.data.presets import padchest, registry, rsna
+from chexnet.synthetic import layouts
+from chexnet.synthetic.demo import generate_demo
 
 TINY = DemoParams(
     n_patients=20, n_images=40, image_size=48, rgba_images=0, gray16_images=0, external_images=0
@@ -28,12 +29,12 @@ def _demo(tmp_path: Path, layout: str) -> Path:
 
 
 def _prepare(root: Path, layout: str, out: Path, metadata: str = "", image_column: str = "", **options):
-    preset = registry.PRESETS[layout]
-    table_path = root / preset.demo.table
+    written = layouts.get(layout)
+    table_path = root / written.table
     report = prepare.prepare_cache(
         registry.read_source(layout, table_path, metadata),
         table_path=table_path,
-        image_root=root / preset.demo.images,
+        image_root=root / written.images,
         out_dir=out,
         columns=registry.resolve_columns(layout, image_column, "", ""),
         image_size=32,
@@ -55,11 +56,12 @@ def test_padchest_reads_its_list_cells_in_its_own_vocabulary_with_sex_age_and_vi
     report, index, labels, groups = _prepare(root, "padchest", tmp_path / "out")
     assert report.images_written == 40
     drawn = _drawn(tmp_path / "padchest")
-    expected = {padchest.DEMO_NAMES[f] for cell in drawn["patologia"] for f in cell.split("|") if f in NIH14}
+    names = layouts.PADCHEST_NAMES
+    expected = {names[f] for cell in drawn["patologia"] for f in cell.split("|") if f in NIH14}
     assert set(labels.names) == expected  # PadChest's terms, never NIH's: an NIH model needs aliases
     truth = cache.label_matrix(index, labels)
     for j, name in enumerate(labels.names):
-        nih = next(k for k, v in padchest.DEMO_NAMES.items() if v == name)
+        nih = next(k for k, v in layouts.PADCHEST_NAMES.items() if v == name)
         holds = [nih in cell.split("|") for cell in drawn["patologia"]]
         np.testing.assert_array_equal(truth[:, j], holds)
     assert set(groups["sex"]) <= {"F", "M"} and groups["age"].between(5, 100).all()

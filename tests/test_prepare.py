@@ -284,10 +284,10 @@ def test_normalize_batch_matches_the_seeds_transform():
 
 def test_a_preset_name_that_names_nothing_lists_every_preset_and_what_it_reads():
     with pytest.raises(
-        tables.DataError, match=r"params: demo\.layout must be one of: seed \(.+\); nih \(.+got 'nih14'"
+        tables.DataError, match=r"params: data\.preset must be one of: seed \(.+\); nih \(.+got 'nih14'"
     ):
-        registry.get("nih14", "demo.layout")
+        registry.get("nih14")
     assert list(registry.PRESETS) == [
         "seed", "nih", "chexpert", "mimic", "padchest", "vindr", "rsna", "google_nih"
     ]  # fmt: skip
-    assert all(preset.notes and preset.demo.table for preset in registry.PRESETS.values())
+    assert all(preset.notes for preset in registry.PRESETS.values())

@@ -11,11 +11,12 @@ from PIL import Image
 from chexnet.config.demo import DemoParams
 from chexnet.core.labels import NIH14, LabelOptions
 from chexnet.data import cache, prepare, tables
-from chexnet.data.demo import generate_demo
 from chexnet.data.findings import label_rows
 from chexnet.data.presets import chexpert as chexpert_preset
-from chexnet.data.presets import mimic, registry
+from chexnet.data.presets import registry
 from chexnet.engine.loss import MaskedBCEWithLogitsLoss
+from chexnet.synthetic import layouts
+from chexnet.synthetic.demo import generate_demo
 
 TINY = DemoParams(n_patients=20, n_images=40, image_size=48, rgba_images=0, gray16_images=0)
 
@@ -63,7 +64,7 @@ def _expected(raw: pd.Series, healthy: pd.Series, uncertain: str, blank: str) ->
 @pytest.mark.parametrize("uncertain", ["ignore", "zeros", "ones"])
 @pytest.mark.parametrize("blank", ["negative", "ignore"])
 def test_chexpert_policies_cell_by_cell(chexpert: Path, tmp_path: Path, uncertain: str, blank: str):
-    table = registry.read_source("chexpert", chexpert / registry.PRESETS["chexpert"].demo.table)
+    table = registry.read_source("chexpert", chexpert / layouts.get("chexpert").table)
     assert (table[list(NIH14)] == -1.0).any().any() and table[list(NIH14)].isna().any().any()
     _prepare(table, chexpert, tmp_path, "chexpert", uncertain=uncertain, blank=blank)
     index = cache.load_index(tmp_path)
@@ -83,7 +84,7 @@ def test_chexpert_policies_cell_by_cell(chexpert: Path, tmp_path: Path, uncertai
 
 
 def test_per_finding_policy_and_the_masked_loss_by_hand(chexpert: Path, tmp_path: Path):
-    table = registry.read_source("chexpert", chexpert / registry.PRESETS["chexpert"].demo.table)
+    table = registry.read_source("chexpert", chexpert / layouts.get("chexpert").table)
     policy = {"default": "ignore", "Edema": "ones", "Atelectasis": "zeros"}
     _prepare(table, chexpert, tmp_path, "chexpert", uncertain=policy)
     index, labels = cache.load_index(tmp_path), cache.load_labels(tmp_path)
@@ -111,7 +112,7 @@ def test_per_finding_policy_and_the_masked_loss_by_hand(chexpert: Path, tmp_path
 
 
 def test_chexpert_view_filter_is_counted(chexpert: Path, tmp_path: Path):
-    raw = pd.read_csv(chexpert / registry.PRESETS["chexpert"].demo.table)
+    raw = pd.read_csv(chexpert / layouts.get("chexpert").table)
     lateral = int((raw[list(NIH14)] == 1.0).any(axis=1).to_numpy().argmax())  # a row with a positive
     raw.loc[lateral, ["Frontal/Lateral", "AP/PA"]] = ["Lateral", np.nan]  # as CheXpert writes a lateral
     raw.to_csv(tmp_path / "train.csv", index=False)
@@ -123,7 +124,7 @@ def test_chexpert_view_filter_is_counted(chexpert: Path, tmp_path: Path):
 
 
 def test_a_cell_that_is_not_a_label_names_column_and_row(chexpert: Path, tmp_path: Path):
-    table = registry.read_source("chexpert", chexpert / registry.PRESETS["chexpert"].demo.table)
+    table = registry.read_source("chexpert", chexpert / layouts.get("chexpert").table)
     table["Mass"] = table["Mass"].astype(object)
     table.loc[3, "Mass"] = "yes"
     with pytest.raises(tables.DataError, match=r"column 'Mass', row 3: 'yes' is not 1.0, 0.0, -1.0 or blank"):
@@ -134,7 +135,7 @@ def test_a_cell_that_is_not_a_label_names_column_and_row(chexpert: Path, tmp_pat
 
 
 def test_aliases_map_chexpert_names_onto_nih_names_exactly(chexpert: Path, tmp_path: Path):
-    table = registry.read_source("chexpert", chexpert / registry.PRESETS["chexpert"].demo.table)
+    table = registry.read_source("chexpert", chexpert / layouts.get("chexpert").table)
     table = table.rename(columns={"Effusion": "Pleural Effusion"})
     _prepare(table, chexpert, tmp_path, "chexpert", spec="nih14", aliases={"Pleural Effusion": "Effusion"})
     assert cache.load_labels(tmp_path).names == NIH14
@@ -186,8 +187,8 @@ def test_mimic_join_paths_patients_and_study_labels(tmp_path: Path):
 @pytest.mark.parametrize("layout", ["nih", "chexpert", "mimic"])
 def test_every_demo_layout_prepares_with_its_preset(tmp_path: Path, layout: str):
     generate_demo(tmp_path, TINY.__class__(**(TINY.__dict__ | {"layout": layout})))
-    metadata = tmp_path / mimic.METADATA_FILE if layout == "mimic" else ""
-    table = registry.read_source(layout, tmp_path / registry.PRESETS[layout].demo.table, metadata)
+    metadata = tmp_path / layouts.MIMIC_METADATA if layout == "mimic" else ""
+    table = registry.read_source(layout, tmp_path / layouts.get(layout).table, metadata)
     root = tmp_path / "images" if layout == "nih" else tmp_path
     report = _prepare(table, root, tmp_path / "out", layout)
     assert report.images_written == 40 and report.rejected == {}
@@ -222,7 +223,7 @@ def test_no_finding_makes_blanks_negatives_except_support_devices_cell_by_cell(t
 
 def _mimic_demo(root: Path) -> tuple[Path, Path, Path]:
     generate_demo(root, TINY.__class__(**(TINY.__dict__ | {"layout": "mimic"})))
-    return root / mimic.PRESET.demo.table, root / mimic.METADATA_FILE, root / mimic.PATIENTS_FILE
+    return root / layouts.MIMIC_TABLE, root / layouts.MIMIC_METADATA, root / layouts.MIMIC_PATIENTS
 
 
 def test_mimic_sex_and_age_come_from_mimic_iv_patients_joined_on_subject_id(tmp_path: Path):

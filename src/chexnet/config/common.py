@@ -16,9 +16,9 @@ from chexnet.core.labels import LABEL_MODES, check_names
 # Each section is a dataclass in its own module (chexnet/config/<section>.py); a stage reads the top
 # level and the sections it names, so its dvc.yaml dependencies hold only their schema.
 SECTIONS = ("demo", "data", "train", "split", "evaluate", "explain")
-# data.preset and demo.layout name a preset of chexnet.data.presets.registry, their one home (the
-# schema sits below the data layer): the check stage, prepare, the demo stage and chexnet check refuse a
-# name it does not hold before any work.
+# data.preset names a preset of chexnet.data.presets.registry and demo.layout one of
+# chexnet.synthetic.layouts (their homes: the schema sits below both): the check stage, prepare, the demo
+# stage and chexnet check refuse a name they do not hold before any work.
 PRESET_NAME = r"[a-z][a-z0-9_]*"
 # ``architecture`` names a backbone of chexnet.model.network.ARCHITECTURES (its one home, above this
 # layer): the check stage, train and chexnet check refuse a name it does not hold.

@@ -113,6 +113,7 @@ def check(params_file: str | Path = "params.yaml", dvc_yaml: str | Path = "dvc.y
     from chexnet.engine.inference import resolve_device
     from chexnet.model.initial import planned_architecture
     from chexnet.model.network import build_network, check_target_layer
+    from chexnet.synthetic import layouts
 
     try:
         params = load_params(params_file)
@@ -138,7 +139,8 @@ def check(params_file: str | Path = "params.yaml", dvc_yaml: str | Path = "dvc.y
 
     for what, run in (
         ("data.preset", lambda: registry.get(params.data.preset)),
-        ("demo.layout", lambda: registry.get(params.demo.layout, "demo.layout")),
+        ("demo.layout", lambda: layouts.get(params.demo.layout)),
+        ("demo.external_layout", lambda: layouts.get(params.demo.external_layout, "demo.external_layout")),
         ("architecture", lambda: backbone.append(planned_architecture(params.weights, params.architecture))),
         (
             "explain.target_layer",

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chexnet.core import io
-from chexnet.data.presets.base import Columns, DemoLayout, DrawnImage, Preset, wide_labels
+from chexnet.data.presets.base import Columns, Preset
 from chexnet.data.tables import require_columns
 
 METADATA = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
@@ -26,26 +25,6 @@ def read(table: pd.DataFrame, table_path: str | Path, metadata_table: str | Path
     return table
 
 
-def _entry(drawn: DrawnImage) -> str:
-    patient, study = 10000 + drawn.patient, drawn.follow_up
-    return f"CheXpert-v1.0-small/train/patient{patient:05d}/study{study + 1}/view1_frontal.jpg"
-
-
-def _write_demo(out_dir: Path, drawn: list[DrawnImage], views: np.ndarray, seed: int) -> pd.DataFrame:
-    meta = pd.DataFrame(
-        {
-            "Path": [_entry(d) for d in drawn],
-            "Sex": ["Female" if d.sex == "F" else "Male" for d in drawn],
-            "Age": [d.age for d in drawn],
-            "Frontal/Lateral": "Frontal",
-            "AP/PA": views,
-        }
-    )
-    table = pd.concat([meta, wide_labels(drawn, seed)], axis=1)
-    io.write_csv(out_dir / PRESET.demo.table, table)
-    return table
-
-
 PRESET = Preset(
     name="chexpert",
     columns=Columns(
@@ -57,7 +36,6 @@ PRESET = Preset(
         patient_pattern=PATIENT_IN_PATH,
         groups=(("sex", "Sex"), ("age", "Age"), ("view", "view")),
     ),
-    demo=DemoLayout(table="CheXpert-v1.0-small/train.csv", images="", entry=_entry, write=_write_demo),
     read=read,
     notes="CheXpert's train.csv or valid.csv",
 )

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chexnet.core import io
-from chexnet.data.presets.base import Columns, DemoLayout, DrawnImage, Preset, nih_file_name
+from chexnet.data.presets.base import Columns, Preset
 from chexnet.data.tables import DataError, require_columns
 
 FINDINGS = ("Fracture", "Pneumothorax", "Airspace opacity", "Nodule or mass")
@@ -38,29 +37,6 @@ def read(table: pd.DataFrame, table_path: str | Path, metadata_table: str | Path
     return table
 
 
-def _write_demo(out_dir: Path, drawn: list[DrawnImage], views: np.ndarray, seed: int) -> pd.DataFrame:
-    """The four findings from the drawn ones: nodule or mass, airspace opacity (consolidation,
-    pneumonia, infiltration), pneumothorax; the demo paints no fracture."""
-
-    def yes(d: DrawnImage, *names: str) -> str:
-        return "YES" if d.findings & set(names) else "NO"
-
-    table = pd.DataFrame({
-        "Image Index": [nih_file_name(d) for d in drawn],
-        "Patient ID": [10000 + d.patient for d in drawn],
-        "Patient Age": [d.age for d in drawn],
-        "Patient Gender": [d.sex for d in drawn],
-        "View Position": views,
-        "Fracture": "NO",
-        "Pneumothorax": [yes(d, "Pneumothorax") for d in drawn],
-        "Airspace opacity": [yes(d, "Consolidation", "Pneumonia", "Infiltration") for d in drawn],
-        "Nodule or mass": [yes(d, "Nodule", "Mass") for d in drawn],
-        "Set Id": "test",
-    })  # fmt: skip
-    io.write_csv(out_dir / PRESET.demo.table, table)
-    return table
-
-
 PRESET = Preset(
     name="google_nih",
     columns=Columns(
@@ -70,9 +46,6 @@ PRESET = Preset(
         view="View Position",
         metadata=METADATA,
         groups=(("sex", "Patient Gender"), ("age", "Patient Age"), ("view", "View Position")),
-    ),
-    demo=DemoLayout(
-        table="google2019_nih-chest-xray-labels.csv", images="images", entry=nih_file_name, write=_write_demo
     ),
     read=read,
     notes="Google's NIH relabels, google2019_nih-chest-xray-labels.csv(.gz)",

@@ -8,15 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chexnet.core import io
-from chexnet.data.presets.base import Columns, DemoLayout, DrawnImage, Preset, wide_labels
+from chexnet.data.presets.base import Columns, Preset
 from chexnet.data.tables import SOURCE_REJECTS, DataError, read_table, require_columns
 
 PATH_COLUMN = "image_path"  # built by read()
 KEYS = ("subject_id", "study_id")
-METADATA_FILE = "mimic-cxr-2.0.0-metadata.csv"  # the demo's; MIMIC ships it gzipped
-PATIENTS_FILE = "patients.csv"  # the demo's MIMIC-IV hosp/patients.csv(.gz): data.demographics_table
-ANCHOR_YEAR = 2150  # MIMIC-IV's shifted years lie in 2100-2200
 
 
 def read(labels: pd.DataFrame, table_path: str | Path, metadata_table: str | Path) -> pd.DataFrame:
@@ -104,55 +100,6 @@ def join(
     return joined
 
 
-def _dicom_id(drawn: DrawnImage) -> str:
-    return f"{drawn.index:08x}-{drawn.patient:08x}-demo"
-
-
-def _subject_id(drawn: DrawnImage) -> int:
-    """The demo patient's MIMIC-style ``subject_id`` (eight digits, as MIMIC's are)."""
-    return 10_000_000 + 10000 + drawn.patient
-
-
-def _entry(drawn: DrawnImage) -> str:
-    subject = _subject_id(drawn)
-    return f"files/p{str(subject)[:2]}/p{subject}/s{50_000_000 + drawn.index}/{_dicom_id(drawn)}.jpg"
-
-
-def _write_demo(out_dir: Path, drawn: list[DrawnImage], views: np.ndarray, seed: int) -> pd.DataFrame:
-    keys = pd.DataFrame(
-        {
-            "subject_id": [_subject_id(d) for d in drawn],
-            "study_id": [50_000_000 + d.index for d in drawn],
-        }
-    )
-    table = pd.concat([keys, wide_labels(drawn, seed)], axis=1)
-    metadata = keys.assign(dicom_id=[_dicom_id(d) for d in drawn], ViewPosition=views)
-    io.write_csv(out_dir / PRESET.demo.table, table)
-    io.write_csv(out_dir / METADATA_FILE, metadata[["dicom_id", "subject_id", "study_id", "ViewPosition"]])
-    io.write_csv(out_dir / PATIENTS_FILE, _patients(drawn))
-    return table
-
-
-def _patients(drawn: list[DrawnImage]) -> pd.DataFrame:
-    """MIMIC-IV's ``patients`` columns, one row a patient: ``anchor_age`` is the age at the patient's
-    first image, as MIMIC-IV gives an age in one (shifted) anchor year, not at each study."""
-    first: dict[int, DrawnImage] = {}
-    for d in drawn:
-        if d.patient not in first or d.follow_up < first[d.patient].follow_up:
-            first[d.patient] = d
-    rows = sorted(first.values(), key=lambda d: d.patient)
-    return pd.DataFrame(
-        {
-            "subject_id": [_subject_id(d) for d in rows],
-            "gender": [d.sex for d in rows],
-            "anchor_age": [d.age for d in rows],
-            "anchor_year": ANCHOR_YEAR,
-            "anchor_year_group": "2011 - 2013",
-            "dod": "",
-        }
-    )
-
-
 PRESET = Preset(
     name="mimic",
     columns=Columns(
@@ -163,7 +110,6 @@ PRESET = Preset(
         metadata=(*KEYS, "dicom_id", "ViewPosition", PATH_COLUMN, "gender", "anchor_age"),
         groups=(("sex", "gender"), ("age", "anchor_age"), ("view", "view")),
     ),
-    demo=DemoLayout(table="mimic-cxr-2.0.0-chexpert.csv", images="", entry=_entry, write=_write_demo),
     read=read,
     notes="MIMIC-CXR-JPG's -chexpert (or -negbio) table with data.metadata_table: -metadata "
     "(and data.demographics_table: MIMIC-IV's patients.csv for sex and age)",

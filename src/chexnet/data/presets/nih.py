@@ -2,30 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
-import pandas as pd
-
-from chexnet.core import io
-from chexnet.data.presets.base import Columns, DemoLayout, DrawnImage, Preset, findings_cells, nih_file_name
-
-
-def _write_demo(out_dir: Path, drawn: list[DrawnImage], views: np.ndarray, seed: int) -> pd.DataFrame:
-    table = pd.DataFrame(
-        {
-            "Image Index": [nih_file_name(d) for d in drawn],
-            "Finding Labels": findings_cells(drawn),
-            "Follow-up #": [d.follow_up for d in drawn],
-            "Patient ID": [10000 + d.patient for d in drawn],
-            "Patient Age": [d.age for d in drawn],
-            "Patient Gender": [d.sex for d in drawn],
-            "View Position": views,
-        }
-    )
-    io.write_csv(out_dir / PRESET.demo.table, table)
-    return table
-
+from chexnet.data.presets.base import Columns, Preset
 
 PRESET = Preset(
     name="nih",
@@ -41,6 +18,5 @@ PRESET = Preset(
             ("view", "View Position"),
         ),
     ),
-    demo=DemoLayout(table="Data_Entry_2017.csv", images="images", entry=nih_file_name, write=_write_demo),
     notes="NIH's Data_Entry_2017.csv or Data_Entry_2017_v2020.csv",
 )

@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chexnet.core import io
-from chexnet.core.labels import NIH14, NO_FINDING, SEPARATOR
-from chexnet.data.presets.base import Columns, DemoLayout, DrawnImage, Preset
+from chexnet.core.labels import NO_FINDING, SEPARATOR
+from chexnet.data.presets.base import Columns, Preset
 from chexnet.data.tables import DataError, require_columns
 
 FINDINGS = "findings"  # built by read(): the parsed list, |-separated
@@ -61,10 +60,6 @@ def read(table: pd.DataFrame, table_path: str | Path, metadata_table: str | Path
     return table
 
 
-def _entry(drawn: DrawnImage) -> str:
-    return f"2168{drawn.patient:06d}{drawn.index:06d}_{drawn.follow_up:02d}.png"
-
-
 # The demo's findings in PadChest's own vocabulary (its terms for NIH's 14), so that an NIH-named model
 # meets them only through aliases (params.yaml's default external set).
 DEMO_NAMES = {
@@ -76,29 +71,6 @@ DEMO_NAMES = {
 }  # fmt: skip
 
 
-def _labels_cell(drawn: DrawnImage) -> str:
-    """A PadChest-style list string in its vocabulary (:data:`DEMO_NAMES`), ``normal`` for none."""
-    names = [DEMO_NAMES[f] for f in NIH14 if f in drawn.findings] or [NORMAL]
-    return str(names)
-
-
-def _write_demo(out_dir: Path, drawn: list[DrawnImage], views: np.ndarray, seed: int) -> pd.DataFrame:
-    table = pd.DataFrame(
-        {
-            "ImageID": [_entry(d) for d in drawn],
-            "ImageDir": 0,
-            "StudyDate_DICOM": [f"{2010 + d.follow_up % 8}0601" for d in drawn],
-            "PatientID": [f"pc{10000 + d.patient}" for d in drawn],
-            "PatientBirth": [2010 + d.follow_up % 8 - d.age for d in drawn],
-            "PatientSex_DICOM": [d.sex for d in drawn],
-            "Projection": views,
-            "Labels": [_labels_cell(d) for d in drawn],
-        }
-    )
-    io.write_csv(out_dir / PRESET.demo.table, table)
-    return table
-
-
 PRESET = Preset(
     name="padchest",
     columns=Columns(
@@ -107,12 +79,6 @@ PRESET = Preset(
         "PatientID",
         view="view",
         groups=(("sex", "PatientSex_DICOM"), ("age", "age"), ("view", "view")),
-    ),
-    demo=DemoLayout(
-        table="PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv",
-        images="images",
-        entry=_entry,
-        write=_write_demo,
     ),
     read=read,
     notes="PadChest's PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv(.gz)",

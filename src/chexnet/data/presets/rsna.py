@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chexnet.core import io
 from chexnet.core.labels import NO_FINDING
-from chexnet.data.presets.base import Columns, DemoLayout, DrawnImage, Preset
+from chexnet.data.presets.base import Columns, Preset
 from chexnet.data.tables import DataError, read_table, require_columns
 
 FINDING = "Pneumonia"  # what Target 1 means (the challenge's "lung opacity suggestive of pneumonia")
@@ -50,21 +49,6 @@ def read(table: pd.DataFrame, table_path: str | Path, metadata_table: str | Path
     return out
 
 
-def _entry(drawn: DrawnImage) -> str:
-    return f"{drawn.index:08x}-{drawn.patient:04x}-demo.png"
-
-
-def _write_demo(out_dir: Path, drawn: list[DrawnImage], views: np.ndarray, seed: int) -> pd.DataFrame:
-    ids = [_entry(d).removesuffix(".png") for d in drawn]
-    table = pd.DataFrame({"patientId": ids, "x": np.nan, "y": np.nan, "width": np.nan, "height": np.nan,
-                          "Target": [int(FINDING in d.findings) for d in drawn]})  # fmt: skip
-    headers = pd.DataFrame({"PatientID": ids, "PatientSex": [d.sex for d in drawn],
-                            "PatientAge": [d.age for d in drawn], "ViewPosition": views})  # fmt: skip
-    io.write_csv(out_dir / PRESET.demo.table, table)
-    io.write_csv(out_dir / "stage_2_train_images_dicom_headers.csv", headers)
-    return table
-
-
 PRESET = Preset(
     name="rsna",
     columns=Columns(
@@ -74,7 +58,6 @@ PRESET = Preset(
         view="view",
         groups=(("sex", "PatientSex"), ("age", "PatientAge"), ("view", "view")),
     ),
-    demo=DemoLayout(table="stage_2_train_labels.csv", images="images", entry=_entry, write=_write_demo),
     read=read,
     notes="RSNA Pneumonia's stage_2_train_labels.csv, optionally data.metadata_table: its DICOM headers",
 )

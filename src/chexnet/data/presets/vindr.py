@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from chexnet.core import io
-from chexnet.core.labels import NIH14, NO_FINDING, SEPARATOR
-from chexnet.data.presets.base import Columns, DemoLayout, DrawnImage, Preset
+from chexnet.core.labels import NO_FINDING, SEPARATOR
+from chexnet.data.presets.base import Columns, Preset
 from chexnet.data.tables import require_columns
 
 NO_FINDING_CLASS = "No finding"  # VinDr's spelling
@@ -48,30 +47,9 @@ def read(table: pd.DataFrame, table_path: str | Path, metadata_table: str | Path
     return out
 
 
-def _image_id(drawn: DrawnImage) -> str:
-    return f"{drawn.index:08x}{drawn.patient:08x}demo"
-
-
-def _entry(drawn: DrawnImage) -> str:
-    return _image_id(drawn) + ".png"
-
-
-def _write_demo(out_dir: Path, drawn: list[DrawnImage], views: np.ndarray, seed: int) -> pd.DataFrame:
-    """Three readers an image; each reports every drawn finding (no boxes here: BBox_List.csv has them)."""
-    rows = []
-    for d in drawn:
-        for reader in ("R1", "R2", "R3"):
-            found = [f for f in NIH14 if f in d.findings] or [NO_FINDING_CLASS]
-            rows += [{"image_id": _image_id(d), "class_name": f, "rad_id": reader} for f in found]
-    table = pd.DataFrame(rows).assign(x_min=np.nan, y_min=np.nan, x_max=np.nan, y_max=np.nan)
-    io.write_csv(out_dir / PRESET.demo.table, table)
-    return table
-
-
 PRESET = Preset(
     name="vindr",
     columns=Columns("image_path", FINDINGS, "image_id"),
-    demo=DemoLayout(table="annotations_train.csv", images="images", entry=_entry, write=_write_demo),
     read=read,
     notes="VinDr-CXR's annotations_train.csv / annotations_test.csv (or Kaggle's train.csv)",
 )

@@ -2,7 +2,7 @@
 
 Each image has a body, lung fields, mediastinum, heart, spine, ribs, diaphragm and noise; each of the 14
 findings is drawn as its own pattern in an anatomically plausible place, with the box of where it was
-drawn, so that training is learnable and a heat map can be checked against it (:mod:`chexnet.data.demo`
+drawn, so that training is learnable and a heat map can be checked against it (:mod:`chexnet.synthetic.demo`
 writes the set). Its patterns are caricatures, not medicine.
 """
 

@@ -6,8 +6,8 @@ Parquet table with a ``patologia`` column of ``|``-separated findings (``No Find
 image-file column and a patient-id column, a folder of PNGs named like NIH's ``PPPPPPPP_FFF.png``, and a
 bounding-box table in the layout of NIH's ``BBox_List_2017.csv``.
 
-Each image is a chest-like radiograph drawn by :mod:`chexnet.data.painter`, with each finding's box,
-in the table layout of a preset (:mod:`chexnet.data.presets`: its ``demo`` layout). Patients have
+Each image is a chest-like radiograph drawn by :mod:`chexnet.synthetic.painter`, with each finding's
+box, in the table layout of a preset (:mod:`chexnet.synthetic.layouts`). Patients have
 several images (follow-ups) that share their anatomy, so a split that leaks patients would be
 rewarded: exactly the trap the seed's image-level split falls into. A few images are stored as RGBA and
 a few as 16-bit grayscale, as in the real data.
@@ -30,9 +30,9 @@ from tqdm import tqdm
 from chexnet.config.demo import DemoParams
 from chexnet.core import io
 from chexnet.core.labels import NIH14
-from chexnet.data.painter import Anatomy, draw_radiograph
-from chexnet.data.presets import registry
-from chexnet.data.presets.base import DrawnImage
+from chexnet.synthetic import layouts
+from chexnet.synthetic.layouts import DrawnImage
+from chexnet.synthetic.painter import Anatomy, draw_radiograph
 
 # Relative frequency of each finding among drawn findings: NIH's counts, square-rooted and floored so
 # that rare findings (Hernia: 227 of 112,120 in NIH) still have positives in a small test split.
@@ -105,10 +105,16 @@ def generate_demo(out_dir: str | Path, demo: DemoParams) -> pd.DataFrame:
     ``external/`` in ``demo.external_layout``; returns the main table (:func:`draw_set`)."""
     table = draw_set(out_dir, demo)
     if demo.external_images:
-        sizes = {"n_patients": demo.external_patients, "n_images": demo.external_images,
-                 "contrast": demo.external_contrast}  # fmt: skip
-        other = dataclasses.replace(demo, layout=demo.external_layout, seed=demo.seed + EXTERNAL_SEED_OFFSET,
-                                    rgba_images=0, gray16_images=0, **sizes)  # fmt: skip
+        other = dataclasses.replace(
+            demo,
+            layout=demo.external_layout,
+            seed=demo.seed + EXTERNAL_SEED_OFFSET,
+            n_patients=demo.external_patients,
+            n_images=demo.external_images,
+            contrast=demo.external_contrast,
+            rgba_images=0,
+            gray16_images=0,
+        )
         draw_set(Path(out_dir) / EXTERNAL_DIR, other)
     return table
 
@@ -125,7 +131,7 @@ def draw_set(out_dir: str | Path, demo: DemoParams) -> pd.DataFrame:
     their own table can never have it overwritten by the demo stage.
     """
     out_dir = Path(out_dir)
-    layout = registry.get(demo.layout, "demo.layout").demo
+    layout = layouts.get(demo.layout)
     rng = np.random.default_rng(demo.seed)
     image_dir = out_dir / layout.images
     image_dir.mkdir(parents=True, exist_ok=True)
