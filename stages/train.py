@@ -3,7 +3,6 @@ AUROC kept; epochs: 0 takes `weights` as it is (evaluate-only). With train.proce
 itself. Writes models/, metrics/ and reports/train.json, dvclive/; resumes from train.checkpoint_dir."""
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -36,26 +35,37 @@ def train(params, ctx: distributed.Context) -> None:
     if params.epochs == 0:  # evaluate-only: the model in `weights` as it is
         return evaluate_only.write_given_model(params.weights, labels, image_size) if ctx.is_main else None
     with distributed.main_first(ctx):  # one download of the ImageNet weights into the hub cache
-        model, pretrained = build_model(params.weights, labels, params.architecture)
-    model.input_spec = replace(model.input_spec, resize=cache.resize_rule(paths.PREPARED_DIR))  # as fed
+        model, pretrained = build_model(
+            params.weights, labels, params.architecture, resize=cache.resize_rule(paths.PREPARED_DIR)
+        )
     options = training.TrainOptions.from_params(params, pretrained)
+    placement = training.Placement.of(options, ctx.device)  # the precision and layout, once for the run
     fingerprint = resume.run_fingerprint(
         options, params.weights, ctx.world_size, labels, [paths.SPLIT_FILE, *PREPARED]
     )
     checkpoint = Path(params.train.checkpoint_dir) / paths.CHECKPOINT_NAME
     logger = training.EpochLogger(paths.DVCLIVE_DIR) if ctx.is_main else None
     if ctx.is_main:
-        log.info(training.describe(options, ctx, pretrained, labels))
+        log.info(training.describe(placement, ctx, pretrained, labels))
     sets = [split_dataset(paths.PREPARED_DIR, split, name, labels) for name in ("train", "val")]
     result = training.fit(
-        model, *sets, options, ctx, checkpoint=checkpoint, run_fingerprint=fingerprint, on_epoch=logger
+        model,
+        *sets,
+        options,
+        ctx,
+        checkpoint=checkpoint,
+        run_fingerprint=fingerprint,
+        on_epoch=logger,
+        placement=placement,
     )
     if not ctx.is_main:
         return
     logger.end()
-    info = records.model_record(params, labels, image_size, pretrained, ctx.device, model)
+    info = records.model_record(
+        params, labels, image_size, pretrained, ctx.device, model, precision=placement.precision
+    )
     save_model(paths.MODEL_FILE, result.best_state, info)
-    record("train", training.summary(result, pretrained, options, ctx))
+    record("train", training.summary(result, pretrained, options, placement, ctx))
     checkpoint.unlink(missing_ok=True)  # finished: the next run with other params starts fresh
 
 

@@ -136,3 +136,11 @@ def test_fine_tuning_across_label_lists_copies_exactly_the_shared_rows(tmp_path:
     assert torch.equal(net.features.conv0.weight, source.features.conv0.weight)
     message = " ".join(r.getMessage() for r in caplog.records)
     assert "['Edema', 'Mass']" in message and "Fratura" in message
+
+
+def test_a_model_is_built_with_the_fit_its_training_images_had():
+    """The train stage gives ``build_model`` the cache's ``data.resize``: the network's input rule says it
+    from construction (it used to be patched onto the module afterwards), whatever the rule it starts with."""
+    built, _ = build_model("none", resize="center_crop")
+    assert built.input_spec.resize == "center_crop" and built.input_spec.channels == 3
+    assert build_model("none")[0].input_spec.resize == "square"

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from chexnet.data.dataset import CachedImages
-from chexnet.engine import inference, resume, training
+from chexnet.engine import inference, state, training
 from chexnet.engine import loss as training_loss
 from chexnet.model.network import CheXNet, set_memory_efficient
 
@@ -23,7 +23,7 @@ def _cache(tmp_path: Path, n=16, size=32) -> CachedImages:
 
 def _fit(
     dataset: CachedImages, checkpoint: Path | None = None, **overrides
-) -> tuple[CheXNet, resume.FitResult]:
+) -> tuple[CheXNet, state.FitResult]:
     training.seed_everything(7)
     model = CheXNet()
     options = training.TrainOptions(**({"epochs": 1, "batch_size": 8, "seed": 7} | overrides))
@@ -239,6 +239,36 @@ def test_evaluate_and_explain_run_the_model_as_trained(monkeypatch):
 
 
 def test_lr_auto_is_the_seeds_with_pretrained_weights_and_chexnets_from_scratch():
-    assert training.learning_rate("auto", pretrained=True) == 1e-4  # the seed's Adam lr
-    assert training.learning_rate("auto", pretrained=False) == 3e-4
-    assert training.learning_rate(3e-4, pretrained=False) == 3e-4  # a number is used as it is
+    assert state.learning_rate("auto", pretrained=True) == 1e-4  # the seed's Adam lr
+    assert state.learning_rate("auto", pretrained=False) == 3e-4
+    assert state.learning_rate(3e-4, pretrained=False) == 3e-4  # a number is used as it is
+
+
+def test_one_run_resolves_its_precision_once_and_every_reader_says_the_same(tmp_path: Path, monkeypatch):
+    """The log line, the loop, the model's record and reports/train.json read one :class:`Placement`:
+    ``Precision.of`` runs once for a whole run (it ran four times, and ``memory_efficient`` was
+    re-derived three times)."""
+    from chexnet.config.stage import stage_params_from_dict
+    from chexnet.config.train import TrainParams
+    from chexnet.core.labels import NIH14, LabelList
+    from chexnet.engine import records
+
+    calls = []
+    real = inference.Precision.of.__func__
+    monkeypatch.setattr(
+        inference.Precision, "of", classmethod(lambda cls, *a: calls.append(a) or real(cls, *a))
+    )
+    dataset, ctx = _cache(tmp_path), inference.SINGLE
+    options = training.TrainOptions(epochs=1, batch_size=8, seed=7, amp="off", memory_efficient=True)
+    placement = training.Placement.of(options, ctx.device)
+    labels = LabelList(NIH14, "nih14")
+    params = stage_params_from_dict({"weights": "inputs/none"}, (TrainParams,))  # amp: auto there
+    line = training.describe(placement, ctx, False, labels)
+    model = CheXNet()
+    result = training.fit(model, dataset, dataset, options, ctx, placement=placement)
+    info = records.model_record(params, labels, 32, False, ctx.device, model, precision=placement.precision)
+    report = training.summary(result, False, options, placement, ctx)
+    assert len(calls) == 1
+    assert "fp32" in line and "memory_efficient True" in line
+    assert report["precision"] == "float32" and report["memory_efficient"] is True
+    assert info.run_as == placement.precision.run_as()

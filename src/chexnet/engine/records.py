@@ -25,14 +25,24 @@ def model_record(
     device: torch.device,
     model: Network | None = None,
     started_from: ModelInfo | None = None,
+    precision: Precision | None = None,
 ) -> ModelInfo:
     """What train writes beside the model: its architecture and input rule (``model``'s), the precision
-    and layout :func:`build_run` trained in (so evaluate, explain and predict run it so), where it
+    and layout it trained in (``precision``, the run's :class:`chexnet.engine.state.Placement`; resolved
+    from the params where no run trained it), so evaluate, explain and predict run it so; where it
     started from (``started_from``: the record of a model file it was fine-tuned from), and the params."""
-    precision = Precision.of(params.train.amp, params.train.channels_last, device)
+    if precision is None:
+        precision = Precision.of(params.train.amp, params.train.channels_last, device)
     origin: dict[str, Any] = {"kind": "trained", "initial_weights": params.weights, "pretrained": pretrained}
     if started_from is not None and started_from.origin:
         origin["initial_origin"] = started_from.origin
     model = model if model is not None else build_network(DEFAULT_ARCHITECTURE, len(labels))
-    return ModelInfo(labels, image_size, architecture=model.ARCHITECTURE, input=model.input_spec,
-                     run_as=precision.run_as(), origin=origin, training=params.as_dict())  # fmt: skip
+    return ModelInfo(
+        labels,
+        image_size,
+        architecture=model.ARCHITECTURE,
+        input=model.input_spec,
+        run_as=precision.run_as(),
+        origin=origin,
+        training=params.as_dict(),
+    )

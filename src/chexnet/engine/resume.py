@@ -1,7 +1,7 @@
-"""The training loop's state and its resume point: what a rerun needs to go on as if never stopped.
+"""The training loop's resume point: what a rerun needs to go on as if never stopped.
 
-:class:`Progress` holds every field of the loop's state once; :class:`ResumeState` saves it with the
-model, optimiser, scaler, scheduler and RNG states after every epoch, in types that
+:class:`chexnet.engine.state.Progress` holds every field of the loop's state once; :class:`ResumeState`
+saves it with the model, optimiser, scaler, scheduler and RNG states after every epoch, in types that
 ``torch.load(weights_only=True)`` reads, and is used only when its fingerprint (settings and data)
 matches the run's.
 """
@@ -12,32 +12,18 @@ import hashlib
 import json
 import logging
 import random
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from chexnet.core import io
 from chexnet.core.labels import LabelList
-from chexnet.model.network import Network
-
-if TYPE_CHECKING:  # the loop's types, for hints only (training imports this module)
-    from chexnet.engine.training import Run, TrainOptions
+from chexnet.engine.state import Progress, Run, TrainOptions
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EpochRecord:
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_mean_auroc: float | None
-    lr: float
-    seconds: float
-    images_per_second: float
 
 
 def fingerprint(settings: dict[str, Any], files: list[Path]) -> str:
@@ -83,54 +69,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     version, python_state, gauss = state["python"]
     random.setstate((version, tuple(python_state), gauss))
-
-
-@dataclass
-class Progress:
-    """The loop's state, in one place: every epoch's record, the best epoch so far and its weights, the
-    epochs since it, and how the run started and ended. The resume point saves and restores every field
-    of it generically, so a field added here survives a resume without being listed anywhere else; it
-    is also what :func:`fit` returns (:data:`FitResult`)."""
-
-    history: list[EpochRecord] = field(default_factory=list)
-    best_state: dict[str, torch.Tensor] | None = None
-    best_epoch: int = 0
-    best_val_mean_auroc: float | None = None
-    best_score: float = -np.inf
-    stale_epochs: int = 0
-    resumed_from_epoch: int = 0
-    stopped_early: bool = False
-
-    def record(self, record: EpochRecord, model: Network) -> float:
-        """Add an epoch; keep a copy of the weights when it is the best so far. Returns its score
-        (validation mean AUROC, or minus the validation loss when AUROC is undefined)."""
-        self.history.append(record)
-        score = record.val_mean_auroc if record.val_mean_auroc is not None else -record.val_loss
-        if score > self.best_score:
-            self.best_score, self.stale_epochs = score, 0
-            self.best_epoch, self.best_val_mean_auroc = record.epoch, record.val_mean_auroc
-            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        else:
-            self.stale_epochs += 1
-        return score
-
-    def to_state(self) -> dict[str, Any]:
-        """Every field, in types ``torch.load(weights_only=True)`` reads back (records as dicts)."""
-        state = {spec.name: getattr(self, spec.name) for spec in fields(self)}
-        state["history"] = [asdict(r) for r in self.history]
-        state["best_score"] = float(self.best_score)
-        return state
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Progress:
-        """The inverse of :meth:`to_state`; a field the file does not hold keeps its default."""
-        known = {spec.name for spec in fields(cls)}
-        values = {name: value for name, value in state.items() if name in known}
-        values["history"] = [EpochRecord(**record) for record in state.get("history", [])]
-        return cls(**values)
-
-
-FitResult = Progress  # what fit returns: the loop's state when it ended
 
 
 @dataclass

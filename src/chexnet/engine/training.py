@@ -2,8 +2,9 @@
 
 Read :func:`fit` first: it is the epoch loop and nothing else. Its steps are :func:`build_run` (net,
 optimiser, scaler, scheduler, criterion, precision), :func:`train_one_epoch`, :func:`validate`, the
-choice of the best epoch (:meth:`Progress.record`) and the resume point (:class:`ResumeState`), both in
-:mod:`chexnet.engine.resume`; the loss is :mod:`chexnet.engine.loss`'s.
+choice of the best epoch (:meth:`Progress.record`, with the run's state in :mod:`chexnet.engine.state`)
+and the resume point (:class:`ResumeState`, :mod:`chexnet.engine.resume`); the loss is
+:mod:`chexnet.engine.loss`'s.
 
 - Data: uint8 batches from the prepared cache (memory map, DataLoader workers, pinned memory),
   normalised and optionally flipped on the device (:mod:`chexnet.engine.inference`).
@@ -26,7 +27,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,23 +37,19 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from chexnet.config.common import CommonParams
-from chexnet.config.stage import StageParams
-from chexnet.config.train import TrainParams
 from chexnet.core.errors import ChexnetError
 from chexnet.core.labels import LabelList
 from chexnet.data.dataset import CachedImages
 from chexnet.engine.distributed import Context, barrier, sum_all
 from chexnet.engine.inference import (
     SINGLE,
-    Precision,
     make_loader,
-    on_cpu_by_default,
     predict_loader,
     prepare_batch,
 )
 from chexnet.engine.loss import MaskedBCEWithLogitsLoss, positive_weights
-from chexnet.engine.resume import EpochRecord, FitResult, Progress, ResumeState
+from chexnet.engine.resume import ResumeState
+from chexnet.engine.state import EpochRecord, FitResult, Placement, Progress, Run, TrainOptions
 from chexnet.evaluation.classification import mean_auroc, per_class_auroc
 from chexnet.model.network import (
     LogitsView,
@@ -67,40 +63,6 @@ _CHECK_EVERY_CUDA = 20  # batches between host syncs on a GPU (loss shown, finit
 
 class NonFiniteLossError(ChexnetError, RuntimeError):
     """The loss became NaN or infinite; training stops instead of saving a broken model."""
-
-
-_DEFAULTS = CommonParams()  # the defaults live in the params schema, nowhere else
-LR_PRETRAINED = 1e-4  # the seed's Adam learning rate, for a model that starts from trained weights
-LR_FROM_SCRATCH = 3e-4  # from random initialisation 1e-4 learns too little in a 5-epoch demo (measured)
-
-
-def learning_rate(lr: float | str, pretrained: bool) -> float:
-    """``lr: auto`` is the seed's 1e-4 where the seed's setting holds (ImageNet or other trained weights)
-    and 3e-4 from random initialisation, where 1e-4 learns too slowly for a 5-epoch run (measured:
-    benchmarks/README.md, "The demo"); a number is used as it is."""
-    if lr != "auto":
-        return float(lr)
-    return LR_PRETRAINED if pretrained else LR_FROM_SCRATCH
-
-
-@dataclass(frozen=True)
-class TrainOptions(TrainParams):
-    """What :func:`fit` needs: the ``train:`` section exactly as the params schema declares it (its
-    fields, defaults and meaning are inherited from :class:`chexnet.config.train.TrainParams`, never listed
-    twice), plus the seed's recipe from the top level, with ``lr`` resolved to a number."""
-
-    epochs: int = _DEFAULTS.epochs
-    batch_size: int = _DEFAULTS.batch_size
-    lr: float = LR_PRETRAINED
-    seed: int = _DEFAULTS.seed
-    num_workers: int = _DEFAULTS.num_workers
-
-    @classmethod
-    def from_params(cls, params: StageParams, pretrained: bool) -> TrainOptions:
-        """``pretrained``: whether the model starts from trained weights (what ``lr: auto`` depends on)."""
-        top = {"epochs": params.epochs, "batch_size": params.batch_size, "seed": params.seed,
-               "num_workers": params.num_workers, "lr": learning_rate(params.lr, pretrained)}  # fmt: skip
-        return cls(**asdict(params.train), **top)
 
 
 # --- set-up -----------------------------------------------------------------------------------------
@@ -123,36 +85,22 @@ def compile_model(net: nn.Module, mode: str = "default") -> nn.Module:
     return torch.compile(net, mode=None if mode == "default" else mode, dynamic=False)
 
 
-@dataclass
-class Run:
-    """Everything one training run steps with, built once by :func:`build_run`."""
-
-    model: Network  # the weights saved (unwrapped)
-    net: nn.Module  # what is called: LogitsView, under DDP and torch.compile when asked
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | None
-    criterion: nn.Module
-    precision: Precision  # autocast dtype and memory layout that train.amp and train.channels_last chose
-    ctx: Context
-
-    @property
-    def dtype(self) -> torch.dtype | None:
-        return self.precision.dtype
-
-    @property
-    def channels_last(self) -> bool:
-        return self.precision.channels_last
-
-
-def build_run(model: Network, train_labels: torch.Tensor, options: TrainOptions, ctx: Context) -> Run:
+def build_run(
+    model: Network,
+    train_labels: torch.Tensor,
+    options: TrainOptions,
+    ctx: Context,
+    placement: Placement | None = None,
+) -> Run:
     """The network on its device in its memory layout, wrapped for DDP and compilation, and the
-    optimiser, gradient scaler (fp16 only), LR scheduler (when asked) and loss."""
+    optimiser, gradient scaler (fp16 only), LR scheduler (when asked) and loss. ``placement``: the one
+    resolved by the caller for the whole run (resolved here from ``options`` when not given)."""
     device = ctx.device
-    precision = Precision.of(options.amp, options.channels_last, device)
+    placement = placement or Placement.of(options, device)
+    precision = placement.precision
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    set_memory_efficient(model, on_cpu_by_default(options.memory_efficient, device))
+    set_memory_efficient(model, placement.memory_efficient)
     model.to(device, memory_format=precision.memory_format)
     net: nn.Module = LogitsView(model)
     if ctx.distributed:
@@ -173,7 +121,7 @@ def build_run(model: Network, train_labels: torch.Tensor, options: TrainOptions,
         scaler=torch.amp.GradScaler(device.type, enabled=precision.dtype == torch.float16),
         scheduler=scheduler,
         criterion=MaskedBCEWithLogitsLoss(pos_weight).to(device),
-        precision=precision,
+        placement=placement,
         ctx=ctx,
     )
 
@@ -255,18 +203,17 @@ def fit(
     checkpoint: Path | None = None,
     run_fingerprint: str = "",
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    placement: Placement | None = None,
 ) -> FitResult:
     """Train ``model`` in place; return the history and the best epoch's weights.
 
     ``checkpoint``: the resume point, written after every epoch (by rank 0) and resumed from when it
     exists with the same ``run_fingerprint``. ``on_epoch`` is called with each finished epoch, also with
-    the epochs replayed from a resume point, so loggers see the whole history.
+    the epochs replayed from a resume point, so loggers see the whole history. ``placement``: the run's,
+    resolved once by the caller (from ``options`` when not given).
     """
-    run = build_run(model, train_set.labels, options, ctx)
-    loaders = dict(batch_size=options.batch_size, seed=options.seed, num_workers=options.num_workers,
-                   device=ctx.device, ctx=ctx)  # fmt: skip
-    train_loader = make_loader(train_set, shuffle=True, drop_single=True, **loaders)
-    val_loader = make_loader(val_set, shuffle=False, **loaders)
+    run = build_run(model, train_set.labels, options, ctx, placement)
+    train_loader, val_loader = _loaders(train_set, val_set, options, ctx)
 
     resumed = ResumeState.load(checkpoint, run_fingerprint) if checkpoint is not None else None
     progress, start = (resumed.restore(run), resumed.epoch + 1) if resumed is not None else (Progress(), 1)
@@ -306,6 +253,21 @@ def fit(
     return progress
 
 
+def _loaders(
+    train_set: CachedImages, val_set: CachedImages, options: TrainOptions, ctx: Context
+) -> tuple[DataLoader, DataLoader]:
+    """The training loader (shuffled, a last batch of one dropped: BatchNorm needs two) and validation's."""
+    shared = {
+        "batch_size": options.batch_size,
+        "seed": options.seed,
+        "num_workers": options.num_workers,
+        "device": ctx.device,
+        "ctx": ctx,
+    }
+    train = make_loader(train_set, shuffle=True, drop_single=True, **shared)
+    return train, make_loader(val_set, shuffle=False, **shared)
+
+
 def _log_epoch(record: EpochRecord, epochs: int) -> None:
     shown = "n/a" if record.val_mean_auroc is None else f"{record.val_mean_auroc:.4f}"
     log.info(
@@ -320,21 +282,24 @@ def _log_epoch(record: EpochRecord, epochs: int) -> None:
     )
 
 
-def describe(options: TrainOptions, ctx: Context, pretrained: bool, labels: LabelList) -> str:
+def describe(placement: Placement, ctx: Context, pretrained: bool, labels: LabelList) -> str:
     """One log line: where and how this run trains."""
-    device, precision = ctx.device, Precision.of(options.amp, options.channels_last, ctx.device)
+    precision = placement.precision
     return (
-        f"training on {device} × {ctx.world_size} process(es), {'ImageNet' if pretrained else 'random'} "
-        f"weights, {precision.dtype or 'fp32'}, channels_last {precision.channels_last}, memory_efficient "
-        f"{on_cpu_by_default(options.memory_efficient, device)}, {len(labels)} findings ({labels.source})"
+        f"training on {placement.device} × {ctx.world_size} process(es), "
+        f"{'ImageNet' if pretrained else 'random'} weights, {precision.dtype or 'fp32'}, channels_last "
+        f"{precision.channels_last}, memory_efficient {placement.memory_efficient}, {len(labels)} findings "
+        f"({labels.source})"
     )
 
 
-def summary(result: FitResult, pretrained: bool, options: TrainOptions, ctx: Context) -> dict[str, Any]:
+def summary(
+    result: FitResult, pretrained: bool, options: TrainOptions, placement: Placement, ctx: Context
+) -> dict[str, Any]:
     """``reports/train.json`` (its headline part: ``metrics/train.json``)."""
     history, device = result.history, ctx.device
     rates = [r.images_per_second for r in history if r.epoch > result.resumed_from_epoch]
-    precision = Precision.of(options.amp, options.channels_last, device)
+    precision = placement.precision
     best = result.best_val_mean_auroc
     return {
         "pretrained": pretrained,
@@ -342,7 +307,7 @@ def summary(result: FitResult, pretrained: bool, options: TrainOptions, ctx: Con
         "learning_rate": options.lr,
         "precision": str(precision.dtype or torch.float32).removeprefix("torch."),
         "channels_last": precision.channels_last,
-        "memory_efficient": on_cpu_by_default(options.memory_efficient, device),
+        "memory_efficient": placement.memory_efficient,
         "epochs_trained": len(history),
         "best_epoch": result.best_epoch,
         "best_val_mean_auroc": None if best is None else round(best, 6),

@@ -8,6 +8,7 @@ new label list by name. The ``architecture`` param only chooses for ImageNet wei
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch import nn
 from torchvision.models import get_model
 
 from chexnet.core.labels import NIH14, LabelList
-from chexnet.data.input_spec import IMAGENET_INPUT
+from chexnet.data.input_spec import IMAGENET_INPUT, InputSpec
 from chexnet.model.file import (
     ModelInfo,
     head_outputs,
@@ -94,8 +95,8 @@ def transfer_head(
     )
 
 
-def _imagenet(name: str, labels: LabelList) -> tuple[nn.Module, bool]:
-    model = build_network(name, len(labels))
+def _imagenet(name: str, labels: LabelList, spec: InputSpec) -> tuple[nn.Module, bool]:
+    model = build_network(name, len(labels), spec)
     weights = architecture(name).imagenet
     try:
         reference = get_model(name, weights=weights)
@@ -112,6 +113,11 @@ def _imagenet(name: str, labels: LabelList) -> tuple[nn.Module, bool]:
         return model, False
     load_backbone(model, reference.state_dict(), f"torchvision {name}")
     return model, True
+
+
+def _fed(spec: InputSpec, resize: str | None) -> InputSpec:
+    """``spec`` with the fit to a square its training images had, when that is known."""
+    return spec if resize is None else dataclasses.replace(spec, resize=resize)
 
 
 def read_weights_file(path: Path) -> tuple[dict[str, Any], ModelInfo | None, str]:
@@ -146,7 +152,11 @@ def planned_architecture(weights: str, name: str = "auto") -> str:
 
 
 def build_model(
-    weights: str = "imagenet", labels: LabelList | None = None, name: str = "auto"
+    weights: str = "imagenet",
+    labels: LabelList | None = None,
+    name: str = "auto",
+    *,
+    resize: str | None = None,
 ) -> tuple[nn.Module, bool]:
     """Build the model for ``labels`` and initialise it; returns ``(model, pretrained)``.
 
@@ -156,18 +166,24 @@ def build_model(
     other value is a local file: an ImageNet state_dict (backbone only) or a model file, whose
     architecture and input rule are kept and whose head rows are matched to ``labels`` by name.
     ``name``: ``auto`` (the file's backbone, else DenseNet121, the seed's), or a backbone that must
-    agree with the file's.
+    agree with the file's. ``resize``: how the images it will be trained on were fitted to a square (the
+    prepared cache's ``data.resize``), built into its input rule so that its record says how it was fed
+    (``None``: the rule it starts with).
     """
     labels = labels or LabelList(NIH14, "nih14")
     if weights in ("none", "imagenet"):
         chosen = planned_architecture(weights, name)
-        return (build_network(chosen, len(labels)), False) if weights == "none" else _imagenet(chosen, labels)
+        spec = _fed(IMAGENET_INPUT, resize)
+        if weights == "none":
+            return build_network(chosen, len(labels), spec), False
+        return _imagenet(chosen, labels, spec)
     path = Path(weights)
     if not path.is_file():
         raise CheckpointError(f"weights: {path} is not a file; use 'imagenet', 'none' or a state_dict path")
     state, info, found = read_weights_file(path)
     _agreeing(name, found, weights)
-    model = build_network(found, len(labels), info.input if info is not None else IMAGENET_INPUT)
+    spec = _fed(info.input if info is not None else IMAGENET_INPUT, resize)
+    model = build_network(found, len(labels), spec)
     load_backbone(model, state, str(path))
     if info is not None:
         transfer_head(model, state, info.labels, labels, path)
