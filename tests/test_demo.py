@@ -29,7 +29,7 @@ def test_every_preset_has_a_demo_layout_and_every_layout_a_preset():
     try:
         layouts.get("nih14", "demo.external_layout")
     except DataError as error:
-        assert str(error).startswith("params: demo.external_layout must be one of seed, nih,")
+        assert str(error).startswith("params: demo.external_layout must be one of: seed, nih,")
     else:
         raise AssertionError("an unknown layout was accepted")
 

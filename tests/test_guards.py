@@ -22,7 +22,8 @@ from PIL import Image
 
 from chexnet.core import io
 from chexnet.core.errors import ChexnetError
-from chexnet.data.images import ImageReadError, decoded_pixels, load_gray, read_dicom, scale_to_uint8
+from chexnet.data.dicom import read_dicom
+from chexnet.data.images import ImageReadError, decoded_pixels, load_gray, scale_to_uint8
 from chexnet.model.file import load_model
 from chexnet.model.thresholds import OperatingPoints, ThresholdsError, operating_points, stamp
 from tests.conftest import LABELS, run_cli, save_test_model
@@ -306,7 +307,7 @@ def test_any_failure_of_one_file_is_that_files_answer(model_path: Path, tmp_path
     def explode(*args, **kwargs):  # an error of a type nobody listed
         raise ZeroDivisionError("a decoder bug")
 
-    monkeypatch.setattr("chexnet.deploy.serve.load_gray", explode)
+    monkeypatch.setattr("chexnet.deploy.serve.OpenedImage.fitted", explode)
 
     async def second():
         task = await _running(service)
@@ -525,3 +526,38 @@ def test_a_failed_save_leaves_neither_the_model_nor_its_record(tmp_path: Path, m
                 file.save_model(path, torch.nn.Linear(1, 1).state_dict(), info.__class__(info.labels, 64))
     assert (path.read_bytes(), file.model_info_path(path).read_text()) == before  # the old pair, whole
     assert sorted(p.name for p in path.parent.iterdir()) == ["m.json", "m.pth"]  # no temporary left
+
+
+def test_an_upload_is_typed_once_opened_once_from_memory_and_never_written(
+    model_path: Path, tmp_path: Path, monkeypatch
+):
+    """The service used to type an upload by its bytes three times, write it to a temporary file and
+    open that twice (header, then decode). Now: one ``kind_of``, one open from memory whose header
+    reserves the memory and whose decode follows, and no file at all when no heat map is asked for."""
+    from chexnet.deploy import serve
+
+    service = _service(model_path)
+    uploads = [("a.png", _png(tmp_path / "g.png").read_bytes())]
+    typed, opened = [], []
+    real_kind, real_init = serve.kind_of, serve.OpenedImage.__init__
+    monkeypatch.setattr(serve, "kind_of", lambda data: typed.append(1) or real_kind(data))
+
+    def counting_init(self, source, *args, **kwargs):
+        opened.append(type(source))
+        real_init(self, source, *args, **kwargs)
+
+    def no_disk(*args, **kwargs):
+        raise AssertionError("an upload without heat maps touched the disk")
+
+    monkeypatch.setattr(serve.OpenedImage, "__init__", counting_init)
+    monkeypatch.setattr(serve.tempfile, "TemporaryDirectory", no_disk)
+
+    async def scenario():
+        task = await _running(service)
+        answers = [await service.predict_one(n, d, False, time.monotonic() + 60) for n, d in uploads]
+        task.cancel()
+        return answers
+
+    (answer,) = asyncio.run(scenario())
+    assert answer.ok, answer
+    assert typed == [1] and opened == [bytes]

@@ -56,7 +56,8 @@ def test_a_version_1_record_is_read_with_what_chexnet_wrote_then(tmp_path: Path,
     (tmp_path / "m.json").write_text(json.dumps({"format": "chexnet-model/1", "labels": list(LABELS.names),
                                                  "label_source": "from_data", "image_size": 64}))  # fmt: skip
     _, info = load_model(path)
-    assert info.architecture == "densenet121" and info.input == InputSpec() and info.run_as is None
+    assert info.architecture == "densenet121" and info.run_as is None
+    assert info.input == InputSpec(size=64)  # the record's image size travels in its input rule
     with caplog.at_level(logging.INFO, logger="chexnet.engine.inference"):
         assert Precision.recorded(info.run_as, CPU) == FP32
     assert "does not record the precision" in caplog.text

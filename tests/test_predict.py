@@ -9,8 +9,8 @@ from PIL import Image
 from torch import nn
 from torchvision.models import densenet121
 
+from chexnet.data.dicom import read_dicom
 from chexnet.data.images import load_gray as read_image
-from chexnet.data.images import read_dicom
 from chexnet.model.network import CheXNet
 from tests.conftest import LABELS, run_cli, save_test_model
 from tests.dicom_files import dx_dicom

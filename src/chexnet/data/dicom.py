@@ -4,6 +4,7 @@ header before it is decoded (:func:`check_dicom_pixels`, :func:`codestream_size`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -141,31 +142,41 @@ def _check_radiograph(dataset) -> None:
         )
 
 
-def read_dicom(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
-    """A DICOM radiograph as 8-bit grayscale, displayed as a radiologist would see it.
-
-    Only projection radiographs (Modality CR, DX, RG) with one frame, not palette colour, are read; any
-    other file raises :class:`ImageReadError` with its reason. Rescale slope/intercept (modality LUT),
-    then the VOI LUT or window centre/width when the file has one, then MONOCHROME1 (white = low values)
-    inverted, then the real range scaled to 0..255.
-    """
+def open_dicom(source: str | Path | BinaryIO, max_pixels: int | None = MAX_PIXELS):
+    """A DICOM radiograph's dataset, read and checked before any pixel is decoded: readable, with pixel
+    data that is not cut short, a projection radiograph (Modality CR, DX, RG) of one frame, not palette
+    colour, and pixel data that decodes to what its header says, within ``max_pixels``. ``source``: a
+    path, or a file object (an upload held in memory). Anything else raises :class:`ImageReadError`."""
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
-        dataset = pydicom.dcmread(path)
+        dataset = pydicom.dcmread(source)
         has_pixels = "PixelData" in dataset
     except (InvalidDicomError, AttributeError, KeyError, EOFError, ValueError, TypeError) as error:
         raise ImageReadError("unreadable", f"not a readable DICOM file: {decoder_hint(error)}") from error
     if not has_pixels:
-        with open(path, "rb") as handle:  # the tag (7FE0,0010) is there: its value was cut off
-            truncated = b"\xe0\x7f\x10\x00" in handle.read()
-        if truncated:
+        if b"\xe0\x7f\x10\x00" in _all_bytes(source):  # the tag (7FE0,0010) is there: its value was cut
             raise ImageReadError("truncated", "DICOM file is truncated: its pixel data is cut short")
         raise ImageReadError("unreadable", "DICOM file has no pixel data")
     _check_radiograph(dataset)
     check_dicom_pixels(dataset, max_pixels)
+    return dataset
+
+
+def _all_bytes(source: str | Path | BinaryIO) -> bytes:
+    if isinstance(source, str | Path):
+        return Path(source).read_bytes()
+    source.seek(0)
+    return source.read()
+
+
+def dicom_gray(dataset) -> np.ndarray:
+    """An opened radiograph's pixels (:func:`open_dicom`) as 8-bit grayscale, as a radiologist would see
+    them: rescale slope/intercept (modality LUT), then the VOI LUT or window centre/width when the file
+    has one, then MONOCHROME1 (white = low values) inverted, then the real range scaled to 0..255."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
     try:
         pixels = dataset.pixel_array
     except (RuntimeError, NotImplementedError, TypeError, ValueError, AttributeError, KeyError) as error:
@@ -185,3 +196,8 @@ def read_dicom(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> np.ndar
     if dataset.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
         gray = 255 - gray
     return gray
+
+
+def read_dicom(source: str | Path | BinaryIO, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """A DICOM radiograph as 8-bit grayscale (:func:`open_dicom`, then :func:`dicom_gray`)."""
+    return dicom_gray(open_dicom(source, max_pixels))

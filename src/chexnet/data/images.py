@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from chexnet.core.errors import ChexnetError
-from chexnet.data.dicom import decoder_hint, is_dicom, read_dicom
-from chexnet.data.input_spec import RESIZE_RULES, InputSpecError
+from chexnet.data.dicom import dicom_gray, is_dicom, open_dicom
+from chexnet.data.input_spec import RESIZE_RULES, InputSpec, InputSpecError
 from chexnet.data.pixels import MAX_PIXELS, ImageReadError, refuse_over, scale_to_uint8
 
 
@@ -147,6 +148,66 @@ def open_image(path: str | Path) -> Image.Image:
         ) from error
 
 
+class OpenedImage:
+    """An image file opened once: its header read and checked, its pixels not yet decoded.
+
+    ``pixels`` is what the decode will allocate, read from the header (PNG/JPEG frame header; DICOM
+    Rows × Columns, checked against its codestream), refused over ``max_pixels`` before any decode;
+    :meth:`gray` then decodes from the same open file. A service reserves memory between the two
+    without reading the file twice. ``source`` is a path, or bytes already in memory (an upload, never
+    written to disk), whose kind the caller has typed by content (``dicom``).
+    """
+
+    def __init__(
+        self, source: str | Path | bytes, max_pixels: int | None = MAX_PIXELS, *, dicom: bool | None = None
+    ):
+        if isinstance(source, bytes):
+            handle = BytesIO(source)
+            dicom = source[128:132] == b"DICM" if dicom is None else dicom
+        else:
+            handle = source
+            dicom = is_dicom(source) if dicom is None else dicom
+        self._dataset, self._image = None, None
+        if dicom:
+            self._dataset = open_dicom(handle, max_pixels)
+            self.width, self.height = int(self._dataset.Columns), int(self._dataset.Rows)
+            return
+        self._image = open_image(handle)
+        self.width, self.height = self._image.size
+        try:
+            refuse_over(self.pixels, max_pixels, "image")
+        except ImageReadError:
+            self.close()
+            raise
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    def gray(self) -> np.ndarray:
+        """The decoded image as 8-bit gray (DICOM as a radiologist sees it: :func:`dicom_gray`)."""
+        if self._dataset is not None:
+            return dicom_gray(self._dataset)
+        self._image.load()
+        return to_gray8(self._image)
+
+    def fitted(self, spec: InputSpec) -> np.ndarray:
+        """The decoded image as a model's input rule fits it: to ``spec.size`` by ``spec.resize``."""
+        if spec.size is None:
+            raise InputSpecError(f"input rule {spec.as_dict()} has no size to fit an image to")
+        return fit_to_square(self.gray(), spec.size, spec.resize, spec.fill)
+
+    def close(self) -> None:
+        if self._image is not None:
+            self._image.close()
+
+    def __enter__(self) -> OpenedImage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def load_gray(
     path: str | Path,
     size: int,
@@ -155,28 +216,21 @@ def load_gray(
     max_pixels: int | None = MAX_PIXELS,
 ) -> np.ndarray:
     """Decode an image file (PNG, JPEG, DICOM) to 8-bit gray and fit it to ``size × size`` by ``rule``
-    (:func:`chexnet.data.input_spec.fit_to_square`: uint8 for ``square``, float32 for ``center_crop``);
-    an image that would decode to more than ``max_pixels`` is refused before it is decoded."""
+    (:func:`fit_to_square`: uint8 for ``square``, float32 for ``center_crop``); an image that would
+    decode to more than ``max_pixels`` is refused before it is decoded."""
     return load_gray_sized(path, size, rule, fill, max_pixels)[0]
 
 
-def decoded_pixels(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> int:
-    """How many pixels ``path`` will decode to, read from what the decoder allocates (PNG/JPEG frame
-    header; DICOM Rows × Columns, checked against the codestream by :func:`read_dicom`); the service
-    reserves memory by it before decoding."""
-    if is_dicom(path):
-        import pydicom
+def load_input(path: str | Path, spec: InputSpec, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """An image file (PNG, JPEG, DICOM) fitted as a model's input rule says (:meth:`OpenedImage.fitted`)."""
+    with OpenedImage(path, max_pixels) as opened:
+        return opened.fitted(spec)
 
-        try:
-            header = pydicom.dcmread(path, stop_before_pixels=True)
-            pixels = int(header.get("Rows", 0) or 0) * int(header.get("Columns", 0) or 0)
-        except Exception as error:  # any parser failure: the file is refused as unreadable, alone
-            raise ImageReadError("unreadable", f"not a readable DICOM file: {decoder_hint(error)}") from error
-    else:
-        with open_image(path) as image:
-            pixels = image.width * image.height
-    refuse_over(pixels, max_pixels, "image")
-    return pixels
+
+def decoded_pixels(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> int:
+    """How many pixels ``path`` will decode to, from its header (:class:`OpenedImage`)."""
+    with OpenedImage(path, max_pixels) as opened:
+        return opened.pixels
 
 
 def load_gray_sized(
@@ -187,13 +241,8 @@ def load_gray_sized(
     max_pixels: int | None = MAX_PIXELS,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """:func:`load_gray`, and the original ``(width, height)``."""
-    if is_dicom(path):
-        gray = read_dicom(path, max_pixels)
-    else:
-        with open_image(path) as image:
-            refuse_over(image.width * image.height, max_pixels, "image")
-            image.load()
-            gray = to_gray8(image)
+    with OpenedImage(path, max_pixels) as opened:
+        gray = opened.gray()
     return fit_to_square(gray, size, rule, fill), (gray.shape[1], gray.shape[0])
 
 

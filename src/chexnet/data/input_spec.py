@@ -14,7 +14,7 @@ computed on the device (:func:`chexnet.data.dataset.normalize_batch`); only the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from chexnet.config.data import RESIZE_RULES
@@ -41,9 +41,15 @@ class InputSpec:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     resize: str = "square"  # one of RESIZE_RULES
+    # The side S of the square the image is fitted to: the model's record's ``image_size``, carried here
+    # so a reader takes the whole rule as one value (None: not known yet, e.g. a seed checkpoint before
+    # it is opened at 224 or --image-size). Recorded beside the rule, not in it (``as_dict``).
+    size: int | None = None
 
     def __post_init__(self) -> None:
         problems = []
+        if self.size is not None and self.size < 1:
+            problems.append(f"size {self.size} (a positive side)")
         if self.channels not in (1, 3):
             problems.append(f"channels {self.channels} (1 or 3)")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
@@ -54,6 +60,10 @@ class InputSpec:
             problems.append(f"resize {self.resize!r} (one of {', '.join(RESIZE_RULES)})")
         if problems:
             raise InputSpecError(f"input rule {self.as_dict()}: {'; '.join(problems)}")
+
+    def sized(self, size: int | None) -> InputSpec:
+        """This rule at side ``size``."""
+        return replace(self, size=size)
 
     @property
     def fill(self) -> float:

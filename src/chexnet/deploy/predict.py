@@ -16,8 +16,8 @@ import torch
 from tqdm import tqdm
 
 from chexnet.core.labels import file_safe
-from chexnet.data.images import is_dicom, load_gray, to_cache_pixels
-from chexnet.data.input_spec import IMAGENET_INPUT, InputSpec
+from chexnet.data.images import is_dicom, load_input, to_cache_pixels
+from chexnet.data.input_spec import InputSpec
 from chexnet.deploy.answers import FileAnswer, file_answered, file_failed
 from chexnet.engine import inference
 from chexnet.engine.opened import LoadedModel
@@ -46,7 +46,7 @@ def collect_inputs(inputs: list[Path]) -> list[Path]:
 
 
 def _batches(
-    files: list[Path], size: int, batch_size: int, spec: InputSpec = IMAGENET_INPUT
+    files: list[Path], spec: InputSpec, batch_size: int
 ) -> Iterator[tuple[list[Path], np.ndarray | None, list]]:
     """Decoded batches, fitted to a square by the model's rule; unreadable files come back one by one
     with their error."""
@@ -55,7 +55,7 @@ def _batches(
     failures: list[tuple[Path, Exception]] = []
     for path in files:
         try:
-            pixels.append(load_gray(path, size, spec.resize, spec.fill))
+            pixels.append(load_input(path, spec))
             good.append(path)
         except Exception as error:  # any reader failure is that file's answer, never fatal
             failures.append((path, error))
@@ -103,7 +103,7 @@ def predict_files(
     stems = unique_stems(files)
     answers: dict[Path, FileAnswer] = {}
     with tqdm(total=len(files), desc="predict", unit="img") as bar:
-        for good, pixels, failures in _batches(files, loaded.image_size, batch_size, network.input_spec):
+        for good, pixels, failures in _batches(files, loaded.spec, batch_size):
             for path, error in failures:
                 log.error("%s: cannot be read: %s", path, error)
                 answers[path] = file_failed(str(path), error)
@@ -127,14 +127,14 @@ def predict_files(
 def explain_file(
     path: str | Path, loaded: LoadedModel, *, out_dir: str | Path, findings: list[str] | None = None
 ) -> list[dict[str, object]]:
-    """Explain one image file (any format :func:`chexnet.data.images.load_gray` reads: PNG, JPEG, DICOM).
+    """Explain one image file (any format :func:`chexnet.data.images.load_input` reads: PNG, JPEG, DICOM).
 
     Heat maps for ``findings`` if given, else for every finding at or above its threshold, else for the
     single most probable finding. Writes ``<stem>_<Finding>.png`` overlays under ``out_dir`` and returns
     one row per finding explained.
     """
-    labels, spec = loaded.labels, loaded.network.input_spec
-    image = load_gray(path, loaded.image_size, spec.resize, spec.fill)
+    labels = loaded.labels
+    image = load_input(path, loaded.spec)
     with torch.no_grad():
         probabilities = inference.predict_images(
             loaded.network, image[None], loaded.device, loaded.precision

@@ -33,6 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,7 +45,7 @@ from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chexnet.core.errors import ChexnetError
-from chexnet.data.images import decoded_pixels, load_gray
+from chexnet.data.images import OpenedImage
 from chexnet.deploy.answers import (
     FileAnswer,
     PredictAnswer,
@@ -142,25 +143,25 @@ class Service:
             return file_failed(name, error)
 
     async def _predict_one(self, name: str, data: bytes, heatmaps: bool, deadline: float) -> FileAnswer:
+        """Typed by its bytes once, opened from memory once (header: what its decode will hold), decoded
+        from that same open file once its memory is reserved; nothing is written to disk but heat maps."""
         loop = asyncio.get_running_loop()
-        suffix = kind_of(data)
-        with tempfile.TemporaryDirectory(prefix="chexnet-serve-") as folder:
-            path = Path(folder) / f"upload{suffix}"
-            path.write_bytes(data)
-            pixels = await loop.run_in_executor(None, decoded_pixels, path, self.limits.max_pixels)
-            spec, size = self.loaded.info.input, self.loaded.image_size
-            async with self.memory.hold(self.limits.decode_cost(pixels)):
-                image = await loop.run_in_executor(
-                    None, load_gray, path, size, spec.resize, spec.fill, self.limits.max_pixels
-                )
-            future = loop.create_future()
-            await self.queue.put((image, future))
-            p = await future
-            answer = file_answered(name, p, self.loaded.labels, self.loaded.thresholds)
-            if heatmaps and answer.positives:
+        dicom = kind_of(data) == ".dcm"
+        opened = await loop.run_in_executor(
+            None, partial(OpenedImage, data, self.limits.max_pixels, dicom=dicom)
+        )
+        with opened:
+            async with self.memory.hold(self.limits.decode_cost(opened.pixels)):
+                image = await loop.run_in_executor(None, opened.fitted, self.loaded.spec)
+        future = loop.create_future()
+        await self.queue.put((image, future))
+        p = await future
+        answer = file_answered(name, p, self.loaded.labels, self.loaded.thresholds)
+        if heatmaps and answer.positives:
+            with tempfile.TemporaryDirectory(prefix="chexnet-serve-") as folder:
                 made = await self._heatmaps(image, name, answer.positives, p, Path(folder), deadline)
-                answer = answer.model_copy(update=made)
-            return answer
+            answer = answer.model_copy(update=made)
+        return answer
 
     async def _heatmaps(
         self, image, name: str, positives: list[str], p, folder: Path, deadline: float

@@ -22,6 +22,7 @@ from torch import nn
 from chexnet.core import io
 from chexnet.core.errors import ChexnetError
 from chexnet.core.labels import LabelList
+from chexnet.data.input_spec import InputSpec
 from chexnet.engine.inference import Precision, resolve_device
 from chexnet.model.file import ModelInfo, load_model
 from chexnet.model.network import check_target_layer
@@ -67,7 +68,7 @@ class LoadedModel:
     info: ModelInfo
     device: torch.device
     precision: Precision
-    image_size: int
+    spec: InputSpec  # how an image becomes its input, at the size it is fed at (spec.size)
     operating_points: OperatingPoints | None  # None: not asked for (the evaluate stage chooses them)
     layer: str | None  # the Grad-CAM++ layer, spelled out; None: no heat maps asked for
     sha256: str  # the model file's: what thresholds.json and an ONNX export name their model by
@@ -100,7 +101,13 @@ class LoadedModel:
         spelled = check_target_layer(network, layer) if layer is not None else None
         precision = Precision.recorded(info.run_as, device)  # the thresholds were chosen on outputs in it
         network = network.to(device, memory_format=precision.memory_format).eval()
-        return cls(path, network, info, device, precision, size, chosen, spelled, digest)
+        spec = info.input.sized(size)
+        return cls(path, network, info, device, precision, spec, chosen, spelled, digest)
+
+    @property
+    def image_size(self) -> int:
+        """The side it is fed at (its record's; a seed checkpoint's 224 or ``--image-size``)."""
+        return self.spec.size
 
     @property
     def labels(self) -> list[str]:

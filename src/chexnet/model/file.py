@@ -74,6 +74,11 @@ class ModelInfo:
     # predict when no thresholds chosen on validation data sit beside the model
     thresholds: dict[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        # the record's image size and its input rule travel as one value (InputSpec.size)
+        if self.input.size != self.image_size:
+            object.__setattr__(self, "input", self.input.sized(self.image_size))
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "format": MODEL_INFO_FORMAT,

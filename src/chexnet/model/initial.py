@@ -116,8 +116,9 @@ def _imagenet(name: str, labels: LabelList, spec: InputSpec) -> tuple[nn.Module,
 
 
 def _fed(spec: InputSpec, resize: str | None) -> InputSpec:
-    """``spec`` with the fit to a square its training images had, when that is known."""
-    return spec if resize is None else dataclasses.replace(spec, resize=resize)
+    """``spec`` with the fit to a square its training images had, when that is known; no size (the size
+    it is trained at is the prepared cache's, which the train stage records)."""
+    return dataclasses.replace(spec, size=None, resize=spec.resize if resize is None else resize)
 
 
 def read_weights_file(path: Path) -> tuple[dict[str, Any], ModelInfo | None, str]:

@@ -52,7 +52,7 @@ class Layout:
 def get(name: str, key: str = "demo.layout") -> Layout:
     """The layout called ``name``; anything else is refused naming the param ``key`` and the choices."""
     if name not in LAYOUTS:
-        raise DataError(f"params: {key} must be one of {', '.join(LAYOUTS)}; got {name!r}")
+        raise DataError(f"params: {key} must be one of: {', '.join(LAYOUTS)}; got {name!r}")
     return LAYOUTS[name]
 
 
