@@ -210,11 +210,13 @@ def test_a_rerun_that_changes_nothing_changes_no_metric(repo: Path):
 @pytest.mark.parametrize(
     ("module", "stages"),
     [
-        # the presets read tables (their names: check); an external set is prepared by the same code
+        # the presets read tables (their names: check); an external set is prepared by the same code; the
+        # demo's layouts use the tables' errors, so the demo stage reruns on that edit too
         ("data/tables.py", {"check", "demo", "prepare", "external@demo_padchest"}),
         ("data/images.py", {"prepare", "external@demo_padchest"}),
-        ("data/presets/nih.py", {"check", "demo", "prepare", "external@demo_padchest"}),
-        ("data/painter.py", {"demo"}),
+        ("data/presets/nih.py", {"check", "prepare", "external@demo_padchest"}),  # no demo writer in it
+        ("synthetic/painter.py", {"demo"}),
+        ("synthetic/layouts.py", {"check", "demo"}),  # check refuses an unknown demo.layout
         # the params schema: the check stage reads every section, a stage only those it names
         ("config/split.py", {"check", "split"}),
         ("config/train.py", {"check", "train"}),  # evaluate and explain run the model as its record says
