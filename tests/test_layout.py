@@ -144,3 +144,17 @@ def test_size_limits():
         f"stage scripts packed with '# fmt: skip' (write them out, as ruff format does): {packed}"
     )
     assert not functions, f"functions over {MAX_FUNCTION_LINES} lines with no '{LONG_MARK} why': {functions}"
+
+
+def test_a_test_outside_the_system_tier_cannot_start_a_process():
+    """The tier rule is enforced, not only written (tests/conftest.py): this test lives outside
+    ``tests/system/``, so a process it starts fails it, naming the tier it belongs in."""
+    import os
+    import subprocess
+
+    from tests.conftest import ProcessOutsideSystemTier
+
+    if os.environ.get("CHEXNET_RECORD_PROCESSES"):
+        pytest.skip("the guard is recording, not refusing")
+    with pytest.raises(ProcessOutsideSystemTier, match="belongs in tests/system/"):
+        subprocess.run(["true"], check=False)

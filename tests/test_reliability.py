@@ -28,7 +28,7 @@ from chexnet.data.presets import base as presets_base
 from chexnet.data.presets import registry
 from chexnet.engine.inference import resolve_device
 from chexnet.model.network import CheXNet, LayerError, check_target_layer
-from tests.conftest import REPO, run_cli, save_test_model
+from tests.conftest import REPO, run_cli
 
 SEED = registry.resolve_columns("seed", "", "", "")
 
@@ -327,20 +327,6 @@ def _cli_process(*args: str, cwd: Path | None = None) -> subprocess.CompletedPro
                           timeout=300, cwd=cwd)  # fmt: skip
 
 
-@pytest.fixture
-def other_model(tmp_path: Path) -> Path:
-    """A model in another folder with its own thresholds, and a decoy models/thresholds.json in cwd."""
-    model = tmp_path / "other" / "chexnet_model.pth"
-    save_test_model(model, labels=("Derrame", "Nódulo"), image_size=32)
-    own = {"labels": ["Derrame", "Nódulo"], "thresholds": {"Derrame": 0.0, "Nódulo": 1.0}}
-    (model.parent / "thresholds.json").write_text(json.dumps(own))
-    (tmp_path / "models").mkdir()
-    decoy = {"labels": ["Mass"], "thresholds": {"Mass": 0.5}}
-    (tmp_path / "models" / "thresholds.json").write_text(json.dumps(decoy))
-    Image.fromarray(np.full((48, 48), 90, np.uint8)).save(tmp_path / "x.png")
-    return model
-
-
 def test_predict_reads_the_chosen_models_own_thresholds(tmp_path: Path, other_model: Path):
     result = _cli("predict", "x.png", "--model", str(other_model), "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -443,21 +429,6 @@ def test_every_cli_option_that_names_nothing_gives_one_line(
     assert len(errors) == 1, result.stderr[-2000:]
 
 
-@pytest.mark.e2e
-@pytest.mark.parametrize(("command", "options"), [CLI_NAMES_NOTHING[0], CLI_NAMES_NOTHING[8]], ids=str)
-def test_the_same_one_line_from_a_real_chexnet_process(tmp_path: Path, other_model: Path, command, options):
-    """What the in-process runs above check, once in a real ``python -m chexnet`` process: exit status
-    1, one ERROR line, no traceback, and the same line as in-process."""
-    inputs = ["x.png", "--model", str(other_model)]
-    result = _cli_process(command, *inputs, *options, cwd=tmp_path)
-    errors = [line.split(" ERROR ", 1)[1] for line in result.stderr.splitlines() if " ERROR " in line]
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    in_process = _cli(command, *inputs, *options, cwd=tmp_path)
-    assert errors == [
-        line.split(" ERROR ", 1)[1] for line in in_process.stderr.splitlines() if " ERROR " in line
-    ]
-
-
 # --- training on what is left, and the end of a stage --------------------------------------------------
 @pytest.mark.parametrize(
     ("images", "batch", "dropped"), [(17, 8, True), (16, 8, False), (18, 8, False), (1, 8, False)]
@@ -476,20 +447,6 @@ def test_a_last_training_batch_of_one_image_is_left_out(images: int, batch: int,
         data, batch_size=batch, shuffle=False, seed=0, num_workers=0, device=torch.device("cpu")
     )
     assert sum(len(b[0]) for b in plain) == images  # evaluation loaders keep every image
-
-
-def test_training_at_32_px_with_a_last_batch_of_one_runs(tmp_path: Path):
-    from tests.conftest import make_workdir
-
-    work = make_workdir(tmp_path, epochs=1, n=48)
-    split = pd.read_parquet(work / "data" / "split.parquet")
-    while (split["split"] == "train").sum() % 8 != 1:  # a last batch of one training image
-        split.loc[split.index[split["split"] == "train"][0], "split"] = "val"
-    split.to_parquet(work / "data" / "split.parquet", index=False)
-    stage = [sys.executable, str(REPO / "stages" / "train.py")]
-    result = subprocess.run(stage, cwd=work, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "last batch of one image" in result.stderr
 
 
 def test_out_of_memory_in_a_stage_is_one_line(tmp_path: Path, monkeypatch):

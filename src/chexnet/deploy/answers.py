@@ -1,5 +1,5 @@
 """The one shape of a prediction, typed: what ``chexnet predict --json`` prints and ``POST /predict``
-answers (both build it here, so the two cannot drift: tests/test_serve.py compares them on the same
+answers (both build it here, so the two cannot drift: tests/system/test_serve.py compares them on the same
 files), what the OpenAPI page (``/docs``, ``/openapi.json``) shows, every error included, and what a
 schema-based fuzzer checks the service against."""
 

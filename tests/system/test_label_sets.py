@@ -8,7 +8,6 @@ table with uncertain and blank cells under U-Ignore: prepare → split → train
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +22,8 @@ from chexnet.config.demo import DemoParams
 from chexnet.core.labels import NIH14, file_safe
 from chexnet.synthetic import layouts
 from chexnet.synthetic.demo import DEMO_BOXES, generate_demo
-from tests.conftest import REPO
+from tests.conftest import REPO, process_env
 
-pytestmark = pytest.mark.e2e
 PORTUGUESE = dict(
     zip(
         NIH14,
@@ -52,12 +50,10 @@ TINY = {"epochs": 1, "batch_size": 8, "image_size": 32, "weights": "none", "devi
 STAGES = ["prepare", "split", "train", "evaluate", "card", "explain"]
 
 
-def _env() -> dict[str, str]:
-    return os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
 def _run(work: Path, *command: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=work, env=_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=work, env=process_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{command}\n{result.stderr[-4000:]}"
     return result
 
@@ -142,7 +138,7 @@ def test_portuguese_model_predicts_and_explains_by_name(portuguese: Path):
     refused = subprocess.run(
         [sys.executable, "-m", "chexnet", "explain", str(image), "--finding", "Effusion"],
         cwd=portuguese,
-        env=_env(),
+        env=process_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -157,7 +153,7 @@ def test_an_english_box_table_is_refused_by_a_portuguese_model(portuguese: Path)
     result = subprocess.run(
         [sys.executable, str(REPO / "stages" / "explain.py")],
         cwd=portuguese,
-        env=_env(),
+        env=process_env(),
         capture_output=True,
         text=True,
         timeout=600,

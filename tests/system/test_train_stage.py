@@ -14,19 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, process_env
 from tests.conftest import make_workdir as _workdir
 
 STAGE = str(REPO / "stages" / "train.py")
 
 
-def _env() -> dict[str, str]:
-    return os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                         "DVC_NO_ANALYTICS": "1"}  # fmt: skip
 
 
 def _run(cwd: Path, *command: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=cwd, env=process_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
@@ -35,7 +32,6 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-@pytest.mark.e2e  # real processes killed or launched: the full run's
 def test_torchrun_two_cpu_processes_with_gloo(tmp_path: Path):
     work = _workdir(tmp_path, epochs=2)
     _run(work, "torchrun", "--standalone", "--nproc_per_node=2", STAGE)
@@ -56,7 +52,7 @@ def test_torchrun_two_cpu_processes_with_gloo(tmp_path: Path):
 def _kill_after_first_checkpoint(work: Path) -> Path:
     """Run the stage in ``work`` and ``kill -9`` it as soon as its first resume checkpoint exists."""
     checkpoint = work / "checkpoints" / "train_checkpoint.pt"
-    process = subprocess.Popen([sys.executable, STAGE], cwd=work, env=_env(),
+    process = subprocess.Popen([sys.executable, STAGE], cwd=work, env=process_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 300
     while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -67,7 +63,6 @@ def _kill_after_first_checkpoint(work: Path) -> Path:
     return checkpoint
 
 
-@pytest.mark.e2e  # real processes killed or launched: the full run's
 def test_killed_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path: Path):
     epochs = 4
     reference = _workdir(tmp_path / "reference", epochs=epochs)
@@ -96,7 +91,9 @@ def test_killed_mid_epoch_then_rerun_resumes_and_matches_an_uninterrupted_run(tm
 def test_bad_params_give_one_line_and_exit_1(tmp_path: Path, bad: str):
     work = _workdir(tmp_path, epochs=1)
     (work / "params.yaml").write_text(bad)
-    result = subprocess.run([sys.executable, STAGE], cwd=work, env=_env(), capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, STAGE], cwd=work, env=process_env(), capture_output=True, text=True
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr and "params:" in result.stderr
 
 
@@ -118,13 +115,13 @@ def test_torchrun_traceback_is_dropped_and_a_workers_own_traceback_kept():
     assert list(without_launcher_traceback(bug)) == bug
 
 
-@pytest.mark.e2e  # real processes killed or launched: the full run's
 def test_two_processes_launched_by_the_stage_report_a_user_error_in_one_line(tmp_path: Path):
     work = _workdir(tmp_path, epochs=1)
     (work / "params.yaml").write_text("{weights: none, device: cpu, train: {processes: 2}}\n")
     (work / "data" / "split.parquet").unlink()  # every worker fails to read it
-    result = subprocess.run([sys.executable, STAGE], cwd=work, env=_env(), capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, STAGE], cwd=work, env=process_env(), capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 1
     assert "ChildFailedError" not in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert "failed in one of its 2 processes" in result.stderr
@@ -143,14 +140,13 @@ def _processes_in(folder: Path) -> list[int]:
     return found
 
 
-@pytest.mark.e2e  # real processes killed or launched: the full run's
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_kill_9_of_the_process_group_leaves_no_worker_training(tmp_path: Path):
     work = _workdir(tmp_path, epochs=30)
     (work / "params.yaml").write_text(
         "{epochs: 30, batch_size: 8, weights: none, device: cpu, train: {processes: 2}}\n"
     )
-    leader = subprocess.Popen([sys.executable, STAGE], cwd=work, env=_env(), start_new_session=True,
+    leader = subprocess.Popen([sys.executable, STAGE], cwd=work, env=process_env(), start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     checkpoint = work / "checkpoints" / "train_checkpoint.pt"
     deadline = time.monotonic() + 300

@@ -32,19 +32,17 @@ from chexnet.config.schema import ParamsError
 from chexnet.data.dataset import CachedImages
 from chexnet.engine import training
 from chexnet.model.network import CheXNet
-from tests.conftest import REPO
+from tests.conftest import REPO, process_env
 from tests.test_dvc_deps import stages_reading
 
 PREPARE = str(REPO / "stages" / "prepare.py")
 
 
-def _env() -> dict[str, str]:
-    return os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
 def _stage(work: Path, script: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, script], cwd=work, env=_env(), capture_output=True, text=True, timeout=600
+        [sys.executable, script], cwd=work, env=process_env(), capture_output=True, text=True, timeout=600
     )
 
 
@@ -329,14 +327,13 @@ def test_a_broken_resume_checkpoint_is_skipped_never_fatal(tmp_path: Path, fault
     assert not (tmp_path / "pwned").exists()  # weights_only: the pickle's code never ran
 
 
-@pytest.mark.e2e  # real processes killed or launched: the full run's
 def test_prepare_killed_at_a_random_moment_then_rerun_gives_the_same_cache(tmp_path: Path):
     reference, table = _work(tmp_path / "reference", n=120)
     table.to_parquet(reference / "table.parquet")
     assert _stage(reference, PREPARE).returncode == 0
     work, _ = _work(tmp_path / "killed", n=120)
     table.to_parquet(work / "table.parquet")
-    process = subprocess.Popen([sys.executable, PREPARE], cwd=work, env=_env(),
+    process = subprocess.Popen([sys.executable, PREPARE], cwd=work, env=process_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     time.sleep(random.Random(os.getpid()).uniform(0.5, 2.5))  # anywhere from imports to the last write
     process.send_signal(signal.SIGKILL)
@@ -384,7 +381,6 @@ def _evaluable(root: Path) -> Path:
     return work
 
 
-@pytest.mark.e2e  # real processes killed or launched: the full run's
 @pytest.mark.parametrize("stage", ["split", "evaluate", "explain"])
 def test_a_stage_killed_at_a_random_moment_then_rerun_writes_what_an_uninterrupted_run_writes(
     tmp_path: Path, stage: str
@@ -393,7 +389,7 @@ def test_a_stage_killed_at_a_random_moment_then_rerun_writes_what_an_uninterrupt
     reference, work = _evaluable(tmp_path / "reference"), _evaluable(tmp_path / "killed")
     assert _stage(reference, script).returncode == 0
     expected = _stage_outputs(reference, stage)
-    process = subprocess.Popen([sys.executable, script], cwd=work, env=_env(),
+    process = subprocess.Popen([sys.executable, script], cwd=work, env=process_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     time.sleep(random.Random(os.getpid()).uniform(0.5, 4.0))
     process.send_signal(signal.SIGKILL)
@@ -412,12 +408,13 @@ def test_explain_goes_on_after_a_decompression_bomb(tmp_path: Path):
     files = [str(tmp_path / "bomb.png"), str(tmp_path / "good.png")]
     options = ["--model", str(tmp_path / "m.pth"), "--finding", "Mass", "--out", str(tmp_path / "out")]
     command = [sys.executable, "-m", "chexnet", "explain", *files, *options]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp_path)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env=process_env(), cwd=tmp_path
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "bomb.png: cannot be explained" in result.stderr and (tmp_path / "out" / "good_Mass.png").exists()
 
 
-@pytest.mark.e2e  # real processes killed or launched: the full run's
 def test_the_demo_stage_killed_at_a_random_moment_then_rerun_writes_the_same_set(tmp_path: Path):
     params = "demo: {n_patients: 30, n_images: 60, image_size: 64}\n"
     outputs = {}
@@ -427,7 +424,7 @@ def test_the_demo_stage_killed_at_a_random_moment_then_rerun_writes_the_same_set
         (work / "params.yaml").write_text(params)
         script = str(REPO / "stages" / "demo.py")
         if kill:
-            process = subprocess.Popen([sys.executable, script], cwd=work, env=_env(),
+            process = subprocess.Popen([sys.executable, script], cwd=work, env=process_env(),
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
             time.sleep(random.Random(os.getpid()).uniform(0.5, 2.0))
             process.send_signal(signal.SIGKILL)
@@ -502,7 +499,6 @@ def _with(work: Path, key: str, value) -> dict:
     return params
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize(("key", "value"), _names_nothing(), ids=lambda v: str(v))
 def test_a_param_that_names_nothing_gives_one_line_in_every_stage_that_reads_it(
     every_stage_work: Path, tmp_path: Path, key: str, value

@@ -17,14 +17,11 @@ import pytest
 
 from chexnet.config.params import params_from_dict
 from chexnet.config.schema import read_yaml
-from tests.conftest import REPO
-from tests.test_pipeline import _env
-
-pytestmark = pytest.mark.e2e
+from tests.conftest import REPO, process_env
 
 
 def _run(cwd: Path, *args: str) -> str:
-    result = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(args, cwd=cwd, env=process_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
     return result.stdout + result.stderr
 
@@ -51,7 +48,7 @@ def test_the_cards_set_param_command_and_the_readmes_sweep_queue_on_a_fresh_clon
         _run(clone, "dvc", "exp", "run", "--queue", "-S", "lr=0.0001,0.0003", "-S", "batch_size=16,32")
         queued = _queued_params(clone)
     finally:
-        subprocess.run(["dvc", "queue", "remove", "--all"], cwd=clone, env=_env(), capture_output=True)
+        subprocess.run(["dvc", "queue", "remove", "--all"], cwd=clone, env=process_env(), capture_output=True)
     assert len(queued) == 5
     sweep = [{"lr": lr, "batch_size": size} for lr in (0.0001, 0.0003) for size in (16, 32)]
     expected = [{**committed, "epochs": 10}] + [{**committed, **point} for point in sweep]

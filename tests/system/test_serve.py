@@ -351,7 +351,6 @@ def test_the_openapi_document_declares_the_token_every_refusal_and_a_non_empty_f
     assert refused.value.code == 400 and "error" in json.loads(refused.value.read())
 
 
-@pytest.mark.e2e
 @pytest.mark.skipif(
     shutil.which("schemathesis") is None and not (Path(sys.executable).parent / "schemathesis").exists(),
     reason="schemathesis is not installed (requirements.txt)",

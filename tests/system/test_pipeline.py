@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -20,9 +19,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import LABELS, REPO
+from tests.conftest import LABELS, REPO, process_env
 
-pytestmark = pytest.mark.e2e
 COPY = [
     "dvc.yaml",
     "params.yaml",
@@ -39,18 +37,10 @@ COPY = [
 STAGES = ["check", "demo", "prepare", "split", "train", "evaluate", "external", "card", "explain"]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    # `python` in dvc.yaml must be this interpreter (the project's venv), as after `. .venv/bin/activate`.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["DVC_NO_ANALYTICS"] = "1"
-    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "test"
-    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@example.invalid"
-    return env
 
 
 def run(cwd: Path, *args: str) -> str:
-    result = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True)
+    result = subprocess.run(args, cwd=cwd, env=process_env(), capture_output=True, text=True)
     assert result.returncode == 0, (
         f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     )
@@ -137,7 +127,7 @@ def test_predict_on_test_images_gives_the_evaluate_stages_probabilities(repo: Pa
     saved = pd.read_parquet(repo / "data/predictions/test.parquet").head(4)
     files = [str(repo / "data/demo/images" / name) for name in saved["image"]]
     command = [sys.executable, "-m", "chexnet", "predict", *files, "--json", "--engine", "torch"]
-    result = subprocess.run(command, cwd=repo, env=_env(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=repo, env=process_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     answers = json.loads(result.stdout)["results"]
     for (_, row), answer in zip(saved.iterrows(), answers, strict=True):
@@ -202,7 +192,9 @@ def test_a_rerun_that_changes_nothing_changes_no_metric(repo: Path):
     run(repo, "git", "commit", "-qm", "after the experiment")
     output = run(repo, "dvc", "repro", "-f", "-s", "train")  # retrain: same data, code and params
     assert "Running stage 'train'" in output
-    diff = subprocess.run(["dvc", "metrics", "diff"], cwd=repo, env=_env(), capture_output=True, text=True)
+    diff = subprocess.run(
+        ["dvc", "metrics", "diff"], cwd=repo, env=process_env(), capture_output=True, text=True
+    )
     assert diff.returncode == 0 and diff.stdout.strip() == "", diff.stdout  # no timing, nothing that drifts
     assert "up to date" in run(repo, "dvc", "status")  # the same model bytes: nothing downstream to rerun
 
@@ -246,7 +238,7 @@ def test_a_bad_value_in_any_section_stops_dvc_repro_before_the_first_stage(repo:
         params["explain"]["top_k"] = 0  # read by the last stage only
         params["demo"]["seed"] = 7  # and a change that would rerun the first
         params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-        result = subprocess.run(["dvc", "repro"], cwd=repo, env=_env(), capture_output=True, text=True)
+        result = subprocess.run(["dvc", "repro"], cwd=repo, env=process_env(), capture_output=True, text=True)
         output = result.stdout + result.stderr
         assert result.returncode != 0 and "explain.top_k" in output, output[-3000:]
         assert "Running stage 'check'" in output and "Running stage 'demo'" not in output
@@ -318,7 +310,7 @@ def _predict_json(cwd: Path, image: Path) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "chexnet", "predict", str(image), "--json"],
         cwd=cwd,
-        env=_env(),
+        env=process_env(),
         capture_output=True,
         text=True,
         timeout=300,

@@ -25,23 +25,17 @@ import torch
 import yaml
 from PIL import Image
 
-from tests.conftest import REPO, make_workdir
-from tests.test_train_stage import _processes_in
+from tests.conftest import REPO, make_workdir, process_env
+from tests.system.test_train_stage import _processes_in
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals and /proc: Linux")
 TRAIN, PREPARE = str(REPO / "stages" / "train.py"), str(REPO / "stages" / "prepare.py")
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_COMMITTER_NAME="t",
-               GIT_AUTHOR_EMAIL="t@example.invalid", GIT_COMMITTER_EMAIL="t@example.invalid")  # fmt: skip
-    return env
 
 
 def _run(cwd: Path, *command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, cwd=cwd, env=process_env(), capture_output=True, text=True, timeout=600)
 
 
 def _dvc_repo(work: Path, stage: str, params: list[str], deps: list[str], outs: list[str]) -> Path:
@@ -67,7 +61,7 @@ def _train_repo(work: Path, epochs: int, processes: int = 1) -> Path:
 
 
 def _start_repro(work: Path) -> subprocess.Popen:
-    return subprocess.Popen(["dvc", "repro"], cwd=work, env=_env(), start_new_session=True,
+    return subprocess.Popen(["dvc", "repro"], cwd=work, env=process_env(), start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
 
 
@@ -105,7 +99,6 @@ def reference(tmp_path_factory) -> dict[str, torch.Tensor]:
     return _weights(work / "models" / "chexnet_model.pth")
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize("processes", [1, 2])
 def test_sigterm_to_dvc_stops_the_stage_and_a_rerun_resumes_to_the_same_weights(
     tmp_path: Path, reference, processes: int
@@ -127,7 +120,6 @@ def test_sigterm_to_dvc_stops_the_stage_and_a_rerun_resumes_to_the_same_weights(
         assert all(torch.equal(resumed[k], reference[k]) for k in reference)
 
 
-@pytest.mark.e2e
 def test_ctrl_c_to_dvc_repro_stops_training_in_one_line(tmp_path: Path):
     work = _train_repo(tmp_path, epochs=30)
     dvc = _start_repro(work)
@@ -154,13 +146,12 @@ def _prepare_repo(work: Path, n: int = 400) -> Path:
     return work
 
 
-@pytest.mark.e2e  # real processes killed or launched: the full run's
 def test_ctrl_c_during_decoding_stops_prepare_promptly_and_a_rerun_gives_the_same_bytes(tmp_path: Path):
     """The decoder pool used to deadlock here (its feeder waited on a semaphore nobody released)."""
     reference = _prepare_repo(tmp_path / "reference")
     assert _run(reference, sys.executable, PREPARE).returncode == 0
     work = _prepare_repo(tmp_path / "work")
-    stage = subprocess.Popen([sys.executable, PREPARE], cwd=work, env=_env(), stdout=subprocess.PIPE,
+    stage = subprocess.Popen([sys.executable, PREPARE], cwd=work, env=process_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
     deadline = time.monotonic() + 120
     while not list((work / "data" / "prepared").glob(".images.npy.*.tmp")) and time.monotonic() < deadline:
@@ -179,7 +170,6 @@ def test_ctrl_c_during_decoding_stops_prepare_promptly_and_a_rerun_gives_the_sam
         ).read_bytes()
 
 
-@pytest.mark.e2e
 def test_sigterm_to_dvc_during_prepare_stops_it(tmp_path: Path):
     work = _dvc_repo(_prepare_repo(tmp_path, n=600), "prepare", ["data", "image_size"],
                      ["table.parquet", "images"], ["data/prepared"])  # fmt: skip
@@ -193,7 +183,6 @@ def test_sigterm_to_dvc_during_prepare_stops_it(tmp_path: Path):
     assert _run(work, "dvc", "repro").returncode == 0
 
 
-@pytest.mark.e2e
 def test_params_edited_while_training_fail_the_stage_so_dvc_lock_never_records_them(tmp_path: Path):
     work = _train_repo(tmp_path, epochs=3)
     dvc = _start_repro(work)
@@ -232,7 +221,6 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.e2e
 def test_the_documented_two_machine_command_trains_as_two_nodes_on_loopback(tmp_path: Path):
     """docs/training.md's torchrun --nnodes=2 ... --rdzv_backend=c10d line, as two node processes."""
     work = make_workdir(tmp_path, epochs=2)
@@ -249,7 +237,7 @@ def test_the_documented_two_machine_command_trains_as_two_nodes_on_loopback(tmp_
                 TRAIN,
             ],
             cwd=work,
-            env=_env() | {"GLOO_SOCKET_IFNAME": "lo"},
+            env=process_env() | {"GLOO_SOCKET_IFNAME": "lo"},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
