@@ -23,7 +23,7 @@ from PIL import Image
 from chexnet.core import io
 from chexnet.core.errors import ChexnetError
 from chexnet.data.dicom import read_dicom
-from chexnet.data.images import ImageReadError, decoded_pixels, load_gray, scale_to_uint8
+from chexnet.data.images import ImageReadError, OpenedImage, load_gray, scale_to_uint8
 from chexnet.model.file import load_model
 from chexnet.model.thresholds import OperatingPoints, ThresholdsError, operating_points, stamp
 from tests.conftest import LABELS, run_cli, save_test_model
@@ -253,11 +253,12 @@ def test_a_truncated_dicom_is_called_truncated(tmp_path: Path):
 
 def test_the_pixel_limit_holds_for_every_reader(tmp_path: Path):
     png = _png(tmp_path / "big.png", side=300)
-    assert decoded_pixels(png) == 90_000
+    with OpenedImage(png) as opened:  # the header's count, before any decode (what the service reserves)
+        assert opened.pixels == 90_000
     with pytest.raises(ImageReadError, match="90,000 pixels"):
         load_gray(png, SIZE, max_pixels=80_000)
     with pytest.raises(ImageReadError, match="90,000 pixels"):
-        decoded_pixels(png, max_pixels=80_000)
+        OpenedImage(png, max_pixels=80_000)
 
 
 def test_16_bit_scaling_in_place_gives_the_same_pixels_as_the_formula():

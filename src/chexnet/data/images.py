@@ -227,12 +227,6 @@ def load_input(path: str | Path, spec: InputSpec, max_pixels: int | None = MAX_P
         return opened.fitted(spec)
 
 
-def decoded_pixels(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> int:
-    """How many pixels ``path`` will decode to, from its header (:class:`OpenedImage`)."""
-    with OpenedImage(path, max_pixels) as opened:
-        return opened.pixels
-
-
 def load_gray_sized(
     path: str | Path,
     size: int,
