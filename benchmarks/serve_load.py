@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from chexnet.pipeline import paths
-from tests.test_serve import _get, _png, _post
+from tests.system.test_serve import _get, _png, _post
 
 TOKEN = "load-test"
 

@@ -481,9 +481,7 @@ def test_chexnet_check_refuses_a_preset_or_layout_that_names_nothing(tmp_path: P
     (tmp_path / "params.yaml").write_text(bad)
     result = _cli("check", "--params", str(tmp_path / "params.yaml"), cwd=tmp_path)
     errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
-    assert result.returncode == 1 and len(errors) == 1 and "must be one of: seed" in errors[0], (
-        result.stderr
-    )
+    assert result.returncode == 1 and len(errors) == 1 and "must be one of: seed" in errors[0], result.stderr
 
 
 # --- compressed DICOM, as hospitals export it (pylibjpeg's decoders, requirements.txt) ------------------

@@ -50,8 +50,6 @@ TINY = {"epochs": 1, "batch_size": 8, "image_size": 32, "weights": "none", "devi
 STAGES = ["prepare", "split", "train", "evaluate", "card", "explain"]
 
 
-
-
 def _run(work: Path, *command: str) -> subprocess.CompletedProcess:
     result = subprocess.run(command, cwd=work, env=process_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{command}\n{result.stderr[-4000:]}"

@@ -32,8 +32,6 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="si
 TRAIN, PREPARE = str(REPO / "stages" / "train.py"), str(REPO / "stages" / "prepare.py")
 
 
-
-
 def _run(cwd: Path, *command: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, env=process_env(), capture_output=True, text=True, timeout=600)
 

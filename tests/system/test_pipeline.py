@@ -37,8 +37,6 @@ COPY = [
 STAGES = ["check", "demo", "prepare", "split", "train", "evaluate", "external", "card", "explain"]
 
 
-
-
 def run(cwd: Path, *args: str) -> str:
     result = subprocess.run(args, cwd=cwd, env=process_env(), capture_output=True, text=True)
     assert result.returncode == 0, (

@@ -38,8 +38,6 @@ from tests.test_dvc_deps import stages_reading
 PREPARE = str(REPO / "stages" / "prepare.py")
 
 
-
-
 def _stage(work: Path, script: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, script], cwd=work, env=process_env(), capture_output=True, text=True, timeout=600

@@ -20,8 +20,6 @@ from tests.conftest import make_workdir as _workdir
 STAGE = str(REPO / "stages" / "train.py")
 
 
-
-
 def _run(cwd: Path, *command: str) -> subprocess.CompletedProcess:
     result = subprocess.run(command, cwd=cwd, env=process_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
