@@ -3,7 +3,7 @@
     python scripts/count_table.py > /tmp/counts.md
 
 Every cell is chexnet's own reading (chexnet.data.counts, the same steps as prepare); the comparison with
-torchxrayvision's dataset classes is tests/test_counts.py.
+torchxrayvision's dataset classes is tests/unit/data/test_counts.py.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
     python scripts/stage_deps.py          # rewrite dvc.yaml (comments and data deps kept)
     python scripts/stage_deps.py --check  # exit 1 and name the stages whose lists differ
 
-Run it after adding or moving an import in src/ or stages/; tests/test_dvc_deps.py fails until you do.
+Run it after adding or moving an import in src/ or stages/; tests/repository/test_dvc_deps.py fails until
+you do.
 The closure is computed by chexnet.pipeline.stage_deps (with ast: nothing is imported or run).
 """
 

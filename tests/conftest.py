@@ -1,27 +1,21 @@
-"""Shared fixtures: tiny images and tables made on the fly (tests never need the network)."""
+"""Fixtures and hooks: the tiers (``system`` marked by path, no process outside it), a throwaway cache,
+and small models made on the fly (tests never need the network). Shared helpers: ``tests/helpers.py``."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-import yaml
 
-from chexnet.core.labels import NIH14, LabelList, write_labels_json
-
-LABELS = NIH14  # the tiny work dirs use NIH's 14 findings in CheXNet's order
 # ONNX exports and engine timings of test models go to a throwaway cache, never the user's ~/.cache
 os.environ.setdefault("CHEXNET_CACHE", tempfile.mkdtemp(prefix="chexnet-test-cache-"))
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_NIH = REPO.parent / "shared" / "data" / "nih"
+from tests.helpers import REPO, SHARED_NIH, save_test_model
 
 
 @pytest.fixture(autouse=True)
@@ -81,28 +75,6 @@ def _guarded_popen_init(self, args, *rest, **options):
 subprocess.Popen.__init__ = _guarded_popen_init
 
 
-def process_env() -> dict[str, str]:
-    """The environment of a process a system test starts: ``python`` and ``dvc`` are this venv's (as
-    after ``. .venv/bin/activate``), DVC sends no analytics, and git commits need no user config."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["DVC_NO_ANALYTICS"] = "1"
-    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "test"
-    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@example.invalid"
-    return env
-
-
-def committed(path: str) -> bytes:
-    """``path`` as the checked-out commit holds it (``git show HEAD:path``): the run the repository
-    ships, not what a local ``dvc repro`` rewrote. The README's two commands, ``dvc repro`` then the
-    tests, must compose on any CPU, and a CPU without native bf16 trains in fp32 and writes other figures:
-    tests of the shipped run's figures read them here. Skips where the checkout is not a git repository."""
-    result = subprocess.run(["git", "show", f"HEAD:{path}"], cwd=REPO, capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"no committed {path} (not a git checkout?): {result.stderr.decode()[:200]}")
-    return result.stdout
-
-
 @pytest.fixture
 def nih_dir() -> Path:
     if not (SHARED_NIH / "Data_Entry_2017_v2020.csv.gz").exists():
@@ -110,86 +82,10 @@ def nih_dir() -> Path:
     return SHARED_NIH
 
 
-def save_test_model(path: Path, labels: tuple[str, ...] = LABELS, image_size: int | None = 32, seed: int = 0):
-    """A random CheXNet saved as train saves it: the seed-format state_dict and its JSON beside it."""
-    from chexnet.model.file import ModelInfo, save_model
-    from chexnet.model.network import CheXNet
-
-    torch.manual_seed(seed)
-    model = CheXNet(len(labels))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(path, model.state_dict(), ModelInfo(LabelList(tuple(labels), "nih14"), image_size))
-    return model
-
-
-def make_workdir(root: Path, epochs: int, n: int = 48, size: int = 32) -> Path:
-    """A tiny prepared cache and split, as prepare and split would leave them, plus params.yaml."""
-    rng = np.random.default_rng(0)
-    (root / "data" / "prepared").mkdir(parents=True)
-    labels = (rng.random((n, 14)) < 0.3).astype(np.uint8)
-    images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
-    images[labels[:, 2] == 1, -10:, :] = 255
-    np.save(root / "data" / "prepared" / "images.npy", images)
-    index = pd.DataFrame(
-        {
-            "row": np.arange(n),
-            "image": [f"{i:08d}_000.png" for i in range(n)],
-            "patient": [str(i // 2) for i in range(n)],
-        }
-    )
-    index["width"], index["height"] = 1024, 1024
-    index[list(LABELS)] = labels
-    index.to_parquet(root / "data" / "prepared" / "index.parquet", index=False)
-    write_labels_json(root / "data" / "prepared" / "labels.json", LabelList(LABELS, "nih14"))
-    index["split"] = np.array(["val", "test", "train", "train"])[np.arange(n) // 2 % 4]  # 2 images a patient
-    index.to_parquet(root / "data" / "split.parquet", index=False)
-    params = {"epochs": epochs, "batch_size": 8, "weights": "none", "device": "cpu", "seed": 3}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return root
-
-
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """``chexnet ARGS`` run in this process, answered like ``subprocess.run(capture_output=True)``.
-
-    The command's ``main`` is what ``python -m chexnet`` runs; calling it here skips a new interpreter
-    and a torch import per call (seconds each; the fast inner loop runs dozens). Its log lines go to the
-    captured stderr in the command's own format, as they would in a process. An exception the command
-    does not turn into a message is not caught: the test fails with its traceback, as a process would
-    print one. ``tests/test_reliability.py`` keeps real-process runs of the same messages (e2e).
-    """
-    import contextlib
-    import io as text_io
-    import logging
-
-    from chexnet.cli.main import main
-
-    out, err = text_io.StringIO(), text_io.StringIO()
-    handler = logging.StreamHandler(err)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        with (
-            contextlib.chdir(cwd or Path.cwd()),
-            contextlib.redirect_stdout(out),
-            contextlib.redirect_stderr(err),
-        ):
-            try:
-                code = main(list(args))
-            except SystemExit as stop:  # argparse's usage errors and --help
-                code = stop.code if isinstance(stop.code, int) else 1
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-    return subprocess.CompletedProcess(["chexnet", *args], code, out.getvalue(), err.getvalue())
-
-
 @pytest.fixture
 def other_model(tmp_path: Path) -> Path:
     """A model in another folder with its own thresholds, and a decoy models/thresholds.json in cwd
-    (tests/test_reliability.py, in process, and its twin in tests/system/, in a real process)."""
+    (tests/stage/test_cli_files.py, in process, and its twin in tests/system/, in a real process)."""
     import json
 
     from PIL import Image

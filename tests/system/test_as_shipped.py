@@ -17,7 +17,7 @@ import pytest
 
 from chexnet.config.params import params_from_dict
 from chexnet.config.schema import read_yaml
-from tests.conftest import REPO, process_env
+from tests.helpers import REPO, process_env
 
 
 def _run(cwd: Path, *args: str) -> str:

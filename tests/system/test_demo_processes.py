@@ -1,4 +1,5 @@
-"""The demo stage and the demo set in new interpreters (the unit tests of the demo: tests/test_demo.py)."""
+"""The demo stage and the demo set in new interpreters (the unit tests of the demo:
+tests/unit/synthetic/test_demo.py)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_same_seed_same_data_set_in_any_process(tmp_path: Path):
 
 def test_the_demo_stage_generates_nothing_when_the_data_params_point_at_your_own_data(tmp_path: Path):
     from chexnet.pipeline.paths import reads_demo
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     assert reads_demo("data/demo/table.parquet", "data/demo/images", "data/demo")
     assert not reads_demo("/datalake/gold.parquet", "/data/images", "data/demo")

@@ -1,4 +1,4 @@
-"""scripts/stage_deps.py run as a user runs it (the dependency checks: tests/test_dvc_deps.py)."""
+"""scripts/stage_deps.py run as a user runs it (the dependency checks: tests/repository/test_dvc_deps.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from chexnet.pipeline import stage_deps
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_the_script_writes_exactly_the_lists_the_test_checks(tmp_path: Path):

@@ -1,4 +1,5 @@
-"""The evaluate stage run as DVC runs it, in its own process (the unit tests: tests/test_evaluation.py)."""
+"""The evaluate stage run as DVC runs it, in its own process (the unit tests:
+tests/unit/evaluation/test_evaluation.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import LABELS, REPO, make_workdir, save_test_model
+from tests.helpers import LABELS, REPO, make_workdir, save_test_model
 
 
 def _evaluate(work: Path, stage: str = "evaluate") -> subprocess.CompletedProcess:

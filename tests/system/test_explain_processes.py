@@ -1,4 +1,4 @@
-"""chexnet explain in its own process (the unit tests: tests/test_explain.py)."""
+"""chexnet explain in its own process (the unit tests: tests/unit/explain/test_explain.py)."""
 
 from __future__ import annotations
 

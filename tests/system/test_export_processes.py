@@ -1,4 +1,5 @@
-"""chexnet predict with an ONNX export, in its own process (the unit tests: tests/test_export.py)."""
+"""chexnet predict with an ONNX export, in its own process (the unit tests:
+tests/unit/deploy/test_export.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import LABELS
-from tests.test_export import _model, _radiographs
+from tests.helpers import LABELS
+from tests.unit.deploy.test_export import _model, _radiographs
 
 
 def test_predict_with_onnx_gives_torch_fp32_s_findings(tmp_path: Path):

@@ -22,7 +22,7 @@ from chexnet.config.demo import DemoParams
 from chexnet.core.labels import NIH14, file_safe
 from chexnet.synthetic import layouts
 from chexnet.synthetic.demo import DEMO_BOXES, generate_demo
-from tests.conftest import REPO, process_env
+from tests.helpers import REPO, process_env
 
 PORTUGUESE = dict(
     zip(

@@ -25,7 +25,7 @@ import torch
 import yaml
 from PIL import Image
 
-from tests.conftest import REPO, make_workdir, process_env
+from tests.helpers import REPO, make_workdir, process_env
 from tests.system.test_train_stage import _processes_in
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals and /proc: Linux")

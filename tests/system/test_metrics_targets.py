@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from chexnet.pipeline.paths import reads_demo
-from tests.conftest import REPO, committed
+from tests.helpers import REPO, committed
 
 AUROC_TARGET, MEN_AUROC_TARGET, POINTING_TARGET, MIN_BOXES = 0.82, 0.87, 0.70, 250
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import LABELS, REPO, process_env
+from tests.helpers import LABELS, REPO, process_env
 
 COPY = [
     "dvc.yaml",

@@ -1,4 +1,4 @@
-"""Real chexnet and stage processes for the reliability cases (in-process: tests/test_reliability.py)."""
+"""Real chexnet and stage processes for the reliability cases (in-process: tests/stage/test_cli_files.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO
-from tests.test_reliability import CLI_NAMES_NOTHING, _cli, _cli_process
+from tests.helpers import REPO
+from tests.stage.test_cli_files import CLI_NAMES_NOTHING, _cli, _cli_process
 
 
 @pytest.mark.parametrize(("command", "options"), [CLI_NAMES_NOTHING[0], CLI_NAMES_NOTHING[8]], ids=str)
@@ -28,7 +28,7 @@ def test_the_same_one_line_from_a_real_chexnet_process(tmp_path: Path, other_mod
 
 
 def test_training_at_32_px_with_a_last_batch_of_one_runs(tmp_path: Path):
-    from tests.conftest import make_workdir
+    from tests.helpers import make_workdir
 
     work = make_workdir(tmp_path, epochs=1, n=48)
     split = pd.read_parquet(work / "data" / "split.parquet")

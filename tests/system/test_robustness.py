@@ -32,8 +32,8 @@ from chexnet.config.schema import ParamsError
 from chexnet.data.dataset import CachedImages
 from chexnet.engine import training
 from chexnet.model.network import CheXNet
-from tests.conftest import REPO, process_env
-from tests.test_dvc_deps import stages_reading
+from tests.helpers import REPO, process_env
+from tests.repository.test_dvc_deps import stages_reading
 
 PREPARE = str(REPO / "stages" / "prepare.py")
 
@@ -362,7 +362,7 @@ def _stage_outputs(work: Path, stage: str) -> dict[str, bytes]:
 
 def _evaluable(root: Path) -> Path:
     """A tiny work dir as train leaves it (tests.conftest.make_workdir plus a model and the reports)."""
-    from tests.conftest import make_workdir, save_test_model
+    from tests.helpers import make_workdir, save_test_model
 
     work = make_workdir(root, epochs=1)
     (work / "params.yaml").write_text(
@@ -398,7 +398,7 @@ def test_a_stage_killed_at_a_random_moment_then_rerun_writes_what_an_uninterrupt
 
 
 def test_explain_goes_on_after_a_decompression_bomb(tmp_path: Path):
-    from tests.conftest import save_test_model
+    from tests.helpers import save_test_model
 
     save_test_model(tmp_path / "m.pth", image_size=32)
     _bomb(tmp_path / "bomb.png")

@@ -25,7 +25,7 @@ from PIL import Image
 
 from chexnet.core.errors import ChexnetError
 from chexnet.deploy.serve import is_loopback, kind_of, serve
-from tests.conftest import LABELS, save_test_model
+from tests.helpers import LABELS, save_test_model
 
 TOKEN = "test-token"
 MAX_FILES = 4

@@ -1,4 +1,5 @@
-"""The committed run's subgroup figures, read from git (the unit tests: tests/test_subgroups.py)."""
+"""The committed run's subgroup figures, read from git (the unit tests:
+tests/unit/evaluation/test_subgroups.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def test_the_committed_default_run_finds_the_planted_gap_and_the_planted_shift()
 
     import yaml
 
-    from tests.conftest import committed
+    from tests.helpers import committed
 
     params = yaml.safe_load(committed("params.yaml"))["demo"]
     assert params["female_occult"] > 0 and params["external_contrast"] < params["contrast"]

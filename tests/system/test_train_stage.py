@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO, process_env
-from tests.conftest import make_workdir as _workdir
+from tests.helpers import REPO, process_env
+from tests.helpers import make_workdir as _workdir
 
 STAGE = str(REPO / "stages" / "train.py")
 

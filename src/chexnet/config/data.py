@@ -21,7 +21,8 @@ BOX_LAYOUTS = ("nih", "vindr", "rsna", "columns")
 class DataSource:
     """A table of findings, its image folder, and how to read them: the one type behind ``data:`` and
     every ``evaluate.external.<name>``, so each takes every option the other takes and both are checked
-    by this code (tests/test_params.py derives the options from this class and tries each in both).
+    by this code (tests/unit/config/test_params.py derives the options from this class and tries each in
+    both).
 
     The table and images have no default here (an external set must name its own); ``data:`` defaults to
     the demo's. Every file param is named in params.yaml, ``inputs/none`` for no file: dvc.yaml lists

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.preprocessing import MultiLabelBinarizer
 
 from chexnet.core.errors import ChexnetError
 
@@ -130,7 +129,12 @@ def check_names(names: Sequence[str], where: str) -> None:
 
 
 def binarizer_order(names: Iterable[str]) -> tuple[str, ...]:
-    """The order scikit-learn's MultiLabelBinarizer gives, fitted with no ``classes=`` (the seed's)."""
+    """The order scikit-learn's MultiLabelBinarizer gives, fitted with no ``classes=`` (the seed's).
+
+    scikit-learn is imported here, not at the top: it pulls in scipy (about 1 s), and every stage and
+    command imports this module, most of them never binarising anything (``chexnet --help``, split)."""
+    from sklearn.preprocessing import MultiLabelBinarizer
+
     return tuple(str(c) for c in MultiLabelBinarizer().fit([sorted(set(names))]).classes_)
 
 
@@ -189,6 +193,8 @@ def binarize(rows: Sequence[Sequence[str]], labels: LabelList) -> np.ndarray:
 
     Every finding must be in the list already (:func:`choose` checked the table); anything else is a bug.
     """
+    from sklearn.preprocessing import MultiLabelBinarizer  # imported on use: binarizer_order says why
+
     binarizer = MultiLabelBinarizer(classes=list(labels.names))
     known = set(labels.names)
     return binarizer.fit_transform([[f for f in row if f in known] for row in rows]).astype(np.uint8)

@@ -1,6 +1,6 @@
 """How many images a table gives each finding under the label options, without reading an image: the
 count table of docs/data.md ("Counts"), checked against torchxrayvision's dataset classes in
-tests/test_counts.py. It runs the same steps as prepare (usable rows, views, duplicates, labels)."""
+tests/unit/data/test_counts.py. It runs the same steps as prepare (usable rows, views, duplicates, labels)."""
 
 from __future__ import annotations
 

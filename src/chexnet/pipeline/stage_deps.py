@@ -5,7 +5,7 @@ A stage depends on its script and on every project module that script imports, d
 leaves stale results that ``dvc status`` calls up to date, and a stale line reruns a stage for a file it
 never reads. So the closure is computed here with ``ast`` (nothing is imported or run), written into
 ``dvc.yaml`` by ``python scripts/stage_deps.py`` (comments and the other deps kept as they are), and
-checked by tests/test_dvc_deps.py.
+checked by tests/repository/test_dvc_deps.py.
 """
 
 from __future__ import annotations

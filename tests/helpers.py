@@ -1,0 +1,240 @@
+"""The helpers tests share: the repository's paths, tiny models and work folders, the in-process CLI,
+the environment of a process a system test starts, DICOM files written with pydicom, and an HTTP client
+for the service. One module, imported as ``from tests.helpers import ...`` (fixtures live in conftest.py).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from chexnet.core.labels import NIH14, LabelList, write_labels_json
+
+LABELS = NIH14  # the tiny work dirs use NIH's 14 findings in CheXNet's order
+REPO = Path(__file__).resolve().parents[1]
+SHARED_NIH = REPO.parent / "shared" / "data" / "nih"
+
+
+# --- processes, models and work folders ---
+
+
+def process_env() -> dict[str, str]:
+    """The environment of a process a system test starts: ``python`` and ``dvc`` are this venv's (as
+    after ``. .venv/bin/activate``), DVC sends no analytics, and git commits need no user config."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "test"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@example.invalid"
+    return env
+
+
+def committed(path: str) -> bytes:
+    """``path`` as the checked-out commit holds it (``git show HEAD:path``): the run the repository
+    ships, not what a local ``dvc repro`` rewrote. The README's two commands, ``dvc repro`` then the
+    tests, must compose on any CPU, and a CPU without native bf16 trains in fp32 and writes other figures:
+    tests of the shipped run's figures read them here. Skips where the checkout is not a git repository."""
+    result = subprocess.run(["git", "show", f"HEAD:{path}"], cwd=REPO, capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"no committed {path} (not a git checkout?): {result.stderr.decode()[:200]}")
+    return result.stdout
+
+
+def save_test_model(path: Path, labels: tuple[str, ...] = LABELS, image_size: int | None = 32, seed: int = 0):
+    """A random CheXNet saved as train saves it: the seed-format state_dict and its JSON beside it."""
+    from chexnet.model.file import ModelInfo, save_model
+    from chexnet.model.network import CheXNet
+
+    torch.manual_seed(seed)
+    model = CheXNet(len(labels))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(path, model.state_dict(), ModelInfo(LabelList(tuple(labels), "nih14"), image_size))
+    return model
+
+
+def make_workdir(root: Path, epochs: int, n: int = 48, size: int = 32) -> Path:
+    """A tiny prepared cache and split, as prepare and split would leave them, plus params.yaml."""
+    rng = np.random.default_rng(0)
+    (root / "data" / "prepared").mkdir(parents=True)
+    labels = (rng.random((n, 14)) < 0.3).astype(np.uint8)
+    images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
+    images[labels[:, 2] == 1, -10:, :] = 255
+    np.save(root / "data" / "prepared" / "images.npy", images)
+    index = pd.DataFrame(
+        {
+            "row": np.arange(n),
+            "image": [f"{i:08d}_000.png" for i in range(n)],
+            "patient": [str(i // 2) for i in range(n)],
+        }
+    )
+    index["width"], index["height"] = 1024, 1024
+    index[list(LABELS)] = labels
+    index.to_parquet(root / "data" / "prepared" / "index.parquet", index=False)
+    write_labels_json(root / "data" / "prepared" / "labels.json", LabelList(LABELS, "nih14"))
+    index["split"] = np.array(["val", "test", "train", "train"])[np.arange(n) // 2 % 4]  # 2 images a patient
+    index.to_parquet(root / "data" / "split.parquet", index=False)
+    params = {"epochs": epochs, "batch_size": 8, "weights": "none", "device": "cpu", "seed": 3}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``chexnet ARGS`` run in this process, answered like ``subprocess.run(capture_output=True)``.
+
+    The command's ``main`` is what ``python -m chexnet`` runs; calling it here skips a new interpreter
+    and a torch import per call (seconds each; the fast inner loop runs dozens). Its log lines go to the
+    captured stderr in the command's own format, as they would in a process. An exception the command
+    does not turn into a message is not caught: the test fails with its traceback, as a process would
+    print one. ``tests/system/test_reliability_processes.py`` keeps real-process runs of the same
+    messages.
+    """
+    import contextlib
+    import io as text_io
+    import logging
+
+    from chexnet.cli.main import main
+
+    out, err = text_io.StringIO(), text_io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        with (
+            contextlib.chdir(cwd or Path.cwd()),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
+            try:
+                code = main(list(args))
+            except SystemExit as stop:  # argparse's usage errors and --help
+                code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    return subprocess.CompletedProcess(["chexnet", *args], code, out.getvalue(), err.getvalue())
+
+
+# --- DICOM files ---
+
+DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+
+
+def _dx_dataset(transfer_syntax: str):
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DX_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = transfer_syntax
+    dataset = pydicom.Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID, dataset.SOPInstanceUID = DX_STORAGE, meta.MediaStorageSOPInstanceUID
+    dataset.Modality = "DX"
+    return dataset
+
+
+def dx_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    photometric: str = "MONOCHROME2",
+    slope: float = 1.0,
+    intercept: float = 0.0,
+    window: tuple[float, float] | None = None,
+) -> Path:
+    """A minimal 12-bit DX DICOM, uncompressed."""
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    dataset = _dx_dataset(ExplicitVRLittleEndian)
+    dataset.set_pixel_data(pixels.astype(np.uint16), photometric_interpretation=photometric, bits_stored=12)
+    dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
+    if window:
+        dataset.WindowCenter, dataset.WindowWidth = window
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def gray_jpeg(side: int, seed: int = 0) -> bytes:
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 256, (side, side)).astype(np.uint8)
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def claim_size(jpeg: bytes, rows: int, columns: int) -> bytes:
+    """``jpeg`` with its frame header (SOF0) saying ``rows × columns``: what a decoder would allocate."""
+    at = jpeg.index(b"\xff\xc0")
+    return jpeg[: at + 5] + rows.to_bytes(2, "big") + columns.to_bytes(2, "big") + jpeg[at + 9 :]
+
+
+def jpeg_dx_dicom(path: Path, jpeg: bytes, rows: int, columns: int) -> Path:
+    """A DX DICOM (JPEG Baseline) holding ``jpeg`` as its one frame, its header saying ``rows × columns``."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    dataset = _dx_dataset(JPEGBaseline8Bit)
+    dataset.Rows, dataset.Columns = rows, columns
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+    dataset.BitsAllocated = dataset.BitsStored = 8
+    dataset.HighBit, dataset.PixelRepresentation = 7, 0
+    dataset.PixelData = encapsulate([jpeg])
+    dataset["PixelData"].VR = "OB"
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+# --- an HTTP client for the service (tests/system/test_serve.py, benchmarks/serve_load.py) ---
+
+
+def png_bytes(seed: int, shape=(80, 90)) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, shape).astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def multipart_body(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = [
+        (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+         f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n"
+        for name, data in files
+    ]  # fmt: skip
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def http_post(url: str, files: list[tuple[str, bytes]], token: str | None = None) -> tuple[int, dict]:
+    body, kind = multipart_body(files)
+    headers = {"Content-Type": kind, **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def http_get(url: str, token: str | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
