@@ -63,7 +63,7 @@ def main(params) -> None:
         seed=params.seed,
         split_positives=split_positives,
         groups=groups,
-        no_finding=chosen["no_finding"]["cut"],
+        few_validation_images=chosen["validation"]["few_images"],
     )
     record("evaluate", result.summary)
     io.write_json(paths.REPORT_JSON, result.classification_reports)

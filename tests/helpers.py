@@ -238,3 +238,19 @@ def http_get(url: str, token: str | None = None) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+# --- predictions files (chexnet compare) ---
+
+
+def predictions_frame(seed: int, images: int = 60, order=None) -> pd.DataFrame:
+    """A predictions file as the evaluate stage writes it, two findings, the same labels for every
+    ``seed`` (the model), in ``order`` when given (tests of ``chexnet compare``)."""
+    rng = np.random.default_rng(seed)
+    truth = np.random.default_rng(0).random((images, 2)) < 0.4  # the same labels for every model
+    frame = pd.DataFrame({"row": range(images), "image": [f"{i:05d}.png" for i in range(images)],
+                          "patient": [str(i // 2) for i in range(images)]})  # fmt: skip
+    for j, finding in enumerate(("Derrame", "Nódulo")):
+        frame[finding] = truth[:, j].astype(float)
+        frame[f"p_{finding}"] = np.clip(truth[:, j] * 0.3 + rng.random(images) * 0.7, 0, 1)
+    return frame if order is None else frame.iloc[order].reset_index(drop=True)

@@ -165,6 +165,13 @@ def test_exp_run_set_param_and_metrics_diff(repo: Path):
     header = table[0].split(",")
     assert "epochs" in header and "auroc.macro.value" in header
     assert len(table) >= 3  # the workspace, the commit and the experiment
+    # the researcher's question, "is the experiment better?", on its dvc exp name (#33)
+    name = run(repo, "dvc", "exp", "list", "--name-only").split()[-1]
+    compared = json.loads(run(repo, "chexnet", "compare", "HEAD", name, "--json", "--resamples", "50"))
+    assert compared["b"].startswith(name) and compared["adjustment"].startswith("Holm over")
+    assert compared["macro"]["difference"] == pytest.approx(
+        compared["macro"]["auroc_b"] - compared["macro"]["auroc_a"]
+    )
 
 
 def test_plots_show_renders_every_declared_plot(repo: Path):

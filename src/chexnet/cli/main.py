@@ -21,6 +21,7 @@ import logging
 import sys
 from pathlib import Path
 
+from chexnet.cli import compare as compare_command
 from chexnet.cli import deploy as deploy_commands
 from chexnet.core import io
 from chexnet.core.errors import ChexnetError
@@ -219,11 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     checking.add_argument("--params", type=Path, default=Path("params.yaml"))
     checking.add_argument("-v", "--verbose", action="store_true")
     _counts_parser(commands)
+    compare_command.add_parser(commands)
     deploy_commands.add_parsers(commands)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     commands_by_name = {"predict": _predict, "explain": _explain, "check": _check, "import": _import,
-                        "counts": _counts, **deploy_commands.COMMANDS}  # fmt: skip
+                        "counts": _counts, "compare": compare_command.run,
+                        **deploy_commands.COMMANDS}  # fmt: skip
     return run_command(commands_by_name[args.command], args)
 
 

@@ -40,6 +40,9 @@ class EvaluateParams:
     # an interval (fewer patients, or fewer than 5 with a finding: point values only, said so).
     age_bands: list[int] = param(factory=lambda: [20, 40, 60, 80])
     subgroup_min_patients: int = param(10, low=1)
+    # The group each attribute's other groups are compared with, fixed before looking at the results,
+    # e.g. {sex: M, age: 40-60}; an attribute not named here compares with its largest group.
+    subgroup_reference: dict[str, str] = param(factory=dict)
     # Other datasets to test on, by name: {name: {table, images, preset, ...}} (ExternalSet). None by
     # default; the repo's params.yaml names the demo's second hospital (docs/evaluation.md).
     external: dict[str, ExternalSet] = param(factory=dict)

@@ -32,6 +32,19 @@ class Interval:
         return out
 
 
+def clopper_pearson(events: int, trials: int, level: float = 0.95) -> tuple[float, float]:
+    """The exact binomial interval of ``events`` in ``trials`` (Clopper & Pearson, Biometrika 1934;
+    beta quantiles as in Brown, Cai & DasGupta, Statistical Science 2001, eq. 5). It never collapses to a
+    point: 0 of 69 gives 0 to 0.052, where a bootstrap of no events says "0–0". It counts each trial as
+    independent, so for images of the same patient it is, if anything, too narrow: said in the docs."""
+    from scipy.stats import beta  # imported on use: most callers never need scipy
+
+    alpha = 1 - level
+    low = 0.0 if events == 0 else float(beta.ppf(alpha / 2, events, trials - events + 1))
+    high = 1.0 if events == trials else float(beta.ppf(1 - alpha / 2, events + 1, trials - events))
+    return low, high
+
+
 def patient_draws(patients: np.ndarray, resamples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """How often each patient is drawn in each replicate (``resamples × patients``), and each image's patient.
 

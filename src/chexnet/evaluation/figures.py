@@ -191,15 +191,18 @@ def subgroup_figure(path: Path, by_attribute: dict[str, Any]) -> None:
                 if figure["value"] is None:
                     continue
                 filled = figure["ci_low"] is not None
+                exact = figure.get("interval") == "clopper-pearson"  # few events: the exact interval
+                colour = "tab:orange" if exact else "tab:blue"
                 if filled:
-                    ax.plot([figure["ci_low"], figure["ci_high"]], [y, y], color="tab:blue", lw=2)
-                ax.plot(figure["value"], y, "o", color="tab:blue", mfc="tab:blue" if filled else "white")
+                    ax.plot([figure["ci_low"], figure["ci_high"]], [y, y], color=colour, lw=2)
+                ax.plot(figure["value"], y, "o", color=colour, mfc=colour if filled else "white")
             ax.set_yticks(range(len(names)))
             ax.set_yticklabels([f"{n} ({entry['groups'][n]['patients']} pts)" for n in names], fontsize=8)
             ax.set_xlim(0, 1)
             ax.set_title(f"{attribute}: {title}", fontsize=9)
             ax.grid(axis="x", alpha=0.3)
-    fig.suptitle("Test split by subgroup, 95% patient-bootstrap intervals (hollow: too small for one)")
+    fig.suptitle("Test split by subgroup, 95% intervals: patient bootstrap (blue), exact Clopper–Pearson for "
+                 "few events (orange), none (hollow)", fontsize=9)  # fmt: skip
     fig.tight_layout()
     io.write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)

@@ -51,33 +51,35 @@ def choose_thresholds(
     return thresholds, fallbacks
 
 
-def choose_no_finding_cut(
-    val_truth: np.ndarray,
-    val_scores: np.ndarray,
-    thresholds: dict[str, float],
-    labels: Sequence[str],
-    method: str,
-) -> tuple[float, str | None]:
-    """The "no finding" operating point on validation: the cut on :func:`subgroups.abnormality` that
-    best separates images holding a finding from the rest, by ``method`` (as each finding's threshold).
-    Without both kinds of image in validation: 1.0 ("no output clears its threshold"), with the reason."""
-    cuts = np.array([thresholds[label] for label in labels], dtype=float)
-    score = subgroups.abnormality(val_scores, cuts)[:, None]
-    sick = subgroups.holds_a_finding(val_truth).astype(float)[:, None]
-    chosen, fallback = choose_thresholds(sick, score / max(float(score.max()), 1e-12), ["no finding"], method)
-    if fallback:
-        return 1.0, fallback["no finding"].replace("the seed's 0.5", "the cut 1.0")
-    return float(chosen["no finding"] * max(float(score.max()), 1e-12)), None
+# A threshold chosen from fewer validation images than this, with the finding or without it, is set by
+# one or two images' scores (the optimum of Youden's J or F1 jumps from one image to the next): said in
+# thresholds.json, the report and the card, not hidden.
+MIN_THRESHOLD_IMAGES = 10
+
+
+def threshold_support(val_truth: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """How many validation images each threshold was chosen from, and which rest on too few."""
+    positives = {label: int((val_truth[:, j] == 1).sum()) for j, label in enumerate(labels)}
+    negatives = {label: int((val_truth[:, j] == 0).sum()) for j, label in enumerate(labels)}
+    few = {
+        label: f"chosen from {positives[label]} validation image(s) with it and {negatives[label]} without "
+        f"(fewer than {MIN_THRESHOLD_IMAGES}): it may move a long way with one more image"
+        for label in labels
+        if min(positives[label], negatives[label]) < MIN_THRESHOLD_IMAGES
+    }
+    return {"images": len(val_truth), "positives": positives, "negatives": negatives, "few_images": few}
 
 
 def validation_operating_points(
     val_truth: np.ndarray, val_scores: np.ndarray, labels: Sequence[str], method: str
 ) -> dict[str, Any]:
     """Every operating point chosen on validation, as ``models/thresholds.json`` holds them: one threshold
-    per finding (:func:`choose_thresholds`) and the "no finding" cut (:func:`choose_no_finding_cut`)."""
+    per finding (:func:`choose_thresholds`), with the validation images each was chosen from. There is
+    no separate "no finding" cut: an image is "no finding" when no output clears its own threshold
+    (:func:`chexnet.evaluation.subgroups.called_no_finding`), in predict, the service and the reports."""
     thresholds, fallbacks = choose_thresholds(val_truth, val_scores, labels, method)
-    no_finding = choose_no_finding_cut(val_truth, val_scores, thresholds, labels, method)
-    return thresholds_record(labels, method, thresholds, fallbacks, no_finding)
+    record = thresholds_record(labels, method, thresholds, fallbacks)
+    return record | {"validation": threshold_support(val_truth, labels)}
 
 
 def operating_points(
@@ -139,20 +141,16 @@ def reliability(
 
 
 def thresholds_record(
-    labels: Sequence[str], method: str, thresholds: dict[str, float], fallbacks: dict[str, str],
-    no_finding: tuple[float, str | None] | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """``models/thresholds.json``: what predict applies, with the label list it belongs to, and the "no
-    finding" operating point (:func:`choose_no_finding_cut`) that subgroup underdiagnosis uses."""
-    extra = {} if no_finding is None else {"no_finding": {
-        "score": "max over findings of probability / threshold", "cut": no_finding[0], "chosen_on": "val",
-        **({"fallback": no_finding[1]} if no_finding[1] else {})}}  # fmt: skip
-    return extra | {
+    labels: Sequence[str], method: str, thresholds: dict[str, float], fallbacks: dict[str, str]
+) -> dict[str, Any]:
+    """``models/thresholds.json``: what predict applies, with the label list it belongs to."""
+    return {
         "labels": list(labels),
         "method": method,
         "chosen_on": "val",
         "thresholds": thresholds,
         "fallbacks": fallbacks,
+        "no_finding": "no output at or above its threshold",
     }
 
 
@@ -234,14 +232,16 @@ def evaluate_test(
     seed: int,
     split_positives: dict[str, dict[str, int]] | None = None,
     groups: dict[str, np.ndarray] | None = None,
-    no_finding: tuple[np.ndarray, float] | float = 1.0,
+    normal: np.ndarray | None = None,
+    few_validation_images: dict[str, str] | None = None,
 ) -> TestEvaluation:
     """The test split measured like a clinical study: AUROC and AP with patient-bootstrap intervals,
     the validation thresholds and the seed's 0.5 applied, and calibration; with what cannot be trusted
     flagged (``split_positives``: positives per finding of each split, from the split stage's report),
-    and results by subgroup when ``groups`` gives each test image's group per attribute. ``no_finding``:
-    the "no finding" cut chosen on validation (:func:`choose_no_finding_cut`), or each image's abnormality
-    score over all the model's outputs with that cut (an external set scored on fewer findings)."""
+    and results by subgroup when ``groups`` gives each test image's group per attribute. ``normal``: each
+    image called "no finding" from all the model's outputs, when fewer are scored here (an external set);
+    by default from ``scores``. ``few_validation_images``: the thresholds chosen from too few validation
+    images (:func:`threshold_support`), said beside them."""
     names = list(labels)
     intervals = bootstrap.bootstrap_metrics(
         truth, scores, patients, names, resamples=cfg.bootstrap_resamples, seed=seed, level=cfg.ci_level
@@ -268,7 +268,12 @@ def evaluate_test(
         },
         "auroc": {key: value.as_dict() for key, value in intervals["auroc"].items()},
         "average_precision": {key: value.as_dict() for key, value in intervals["average_precision"].items()},
-        "thresholds": {"method": cfg.threshold_method, "chosen_on": "val", "fallbacks": fallbacks},
+        "thresholds": {
+            "method": cfg.threshold_method,
+            "chosen_on": "val",
+            "fallbacks": fallbacks,
+            "few_validation_images": few_validation_images or {},
+        },
         "at_thresholds": {
             "micro_confusion": classification.micro_confusion(truth, at_chosen),
             "micro_f1": chosen_report["micro avg"]["f1-score"],
@@ -290,11 +295,9 @@ def evaluate_test(
         "caution": trust_flags(truth, patients, names, split_positives),
     }
     if groups:  # results by subgroup: docs/evaluation.md
-        abnormal, cut = no_finding if isinstance(no_finding, tuple) else (None, float(no_finding))
-        summary["no_finding_cut"] = cut
         summary["subgroups"] = subgroups.subgroup_results(
-            truth, scores, patients, groups, names, thresholds, no_finding_cut=cut, abnormal=abnormal,
-            resamples=cfg.bootstrap_resamples, seed=seed,
+            truth, scores, patients, groups, names, thresholds, normal=normal,
+            reference=cfg.subgroup_reference, resamples=cfg.bootstrap_resamples, seed=seed,
             level=cfg.ci_level, min_patients=cfg.subgroup_min_patients,
             min_positive_patients=MIN_CI_POSITIVE_PATIENTS,
         )  # fmt: skip

@@ -41,7 +41,7 @@ class ThresholdsError(ChexnetError):
 @dataclass(frozen=True)
 class OperatingPoints:
     """The thresholds to apply, where they came from (said in every answer), and the whole validated
-    ``thresholds.json`` when they came from one (its "no finding" cut and fallbacks)."""
+    ``thresholds.json`` when they came from one (its fallbacks and validation counts)."""
 
     values: dict[str, float]
     source: str

@@ -113,12 +113,11 @@ def score_set(
     fallbacks = {n: r for n, r in thresholds_file.get("fallbacks", {}).items() if n in shared}
     groups = subgroups.attribute_groups(cache.load_groups(prepared_dir), index["row"], cfg.age_bands)
     patients = index["patient"].astype(str).to_numpy()
-    # "No finding" is called from all the model's outputs, at the training data's validation cut
-    cut = float(thresholds_file.get("no_finding", {}).get("cut", 1.0))
+    # "No finding" is called from all the model's outputs, as predict calls it: none clears its threshold
     all_cuts = np.array([float(thresholds_file["thresholds"][n]) for n in model_names])
-    called = (subgroups.abnormality(every, all_cuts), cut)
+    normal = subgroups.called_no_finding(every, all_cuts)
     evaluation = report.evaluate_test(
-        truth, scores, patients, shared, thresholds, fallbacks, cfg, seed, None, groups, no_finding=called
+        truth, scores, patients, shared, thresholds, fallbacks, cfg, seed, None, groups, normal=normal
     )
     summary = evaluation.summary | {
         "split": f"external:{name}",

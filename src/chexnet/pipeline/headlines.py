@@ -53,7 +53,11 @@ def evaluate(full: dict[str, Any]) -> dict[str, Any]:
     headline: dict[str, Any] = {"auroc": auroc}
     if full.get("subgroups"):  # the largest gap per attribute, for AUROC and underdiagnosis
         headline["subgroups"] = {
-            attribute: {k: v for k, v in entry["largest_gap"].items() if k in ("auroc", "underdiagnosis")}
+            attribute: {
+                k: _pick(v, ("group", "reference", "value", "ci_low", "ci_high"))
+                for k, v in entry["largest_gap"].items()
+                if k in ("auroc", "underdiagnosis")
+            }
             for attribute, entry in full["subgroups"].items()
         }
     return headline

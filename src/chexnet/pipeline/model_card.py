@@ -9,6 +9,7 @@ from chexnet.config.stage import StageParams
 from chexnet.core import io
 from chexnet.core.labels import LABELS_FILE, LabelList
 from chexnet.pipeline import paths
+from chexnet.pipeline.card_tables import external_lines, interval, num, subgroup_lines
 from chexnet.pipeline.paths import reads_demo
 
 # Rajpurkar et al. 2017 (CheXNet), Table 1: per-class test AUROC on NIH ChestX-ray14.
@@ -32,19 +33,17 @@ CHEXNET_PAPER_MEAN = 0.841
 FEW_POSITIVES = 30  # below this many test positives an interval is wide: say so
 
 
-def _num(value: Any, digits: int = 3) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def _interval(entry: dict[str, Any]) -> str:
-    if entry.get("value") is None:
-        return f"undefined ({entry.get('undefined', 'n/a')})"
-    if entry.get("ci_low") is None:
-        return _num(entry["value"])
-    return f"{entry['value']:.3f} ({entry['ci_low']:.3f}–{entry['ci_high']:.3f})"
-
-
 ARCHITECTURE_NAMES = {"densenet121": "DenseNet121", "resnet50": "ResNet50"}
+
+
+def _initial_weights(pretrained: bool | None, asked: str | None) -> str:
+    """What the network started from, next to what was asked: ``weights: imagenet`` with no weights on
+    this machine trains from random initialisation, and the card says both, not one beside the other."""
+    if pretrained:
+        return "ImageNet (torchvision DEFAULT)"
+    if asked in (None, "imagenet"):
+        return "random initialisation: ImageNet weights were asked for (`weights: imagenet`) but were not available"
+    return f"random initialisation (`weights: {asked}`)"
 
 
 def _origin_line(record: dict[str, Any]) -> str:
@@ -91,10 +90,10 @@ def _model_lines(
             f"- Run in {run_as.get('dtype', 'fp32 (precision not recorded)')}; test-time augmentation `{params['evaluate']['tta']}`.",
         ]
     lines += [
-        f"- Initial weights: {'ImageNet (torchvision DEFAULT)' if train.get('pretrained') else 'random initialisation (ImageNet weights were not available or not asked for)'}.",
+        f"- Initial weights: {_initial_weights(train.get('pretrained'), trained.get('weights'))}.",
         *([origin] if origin else []),
         f"- Trained on {train.get('train_device', '?')}, {train.get('epochs_trained', '?')} epochs; kept: epoch "
-        f"{train.get('best_epoch', '?')} (best validation mean AUROC {_num(train.get('best_val_mean_auroc'))}).",
+        f"{train.get('best_epoch', '?')} (best validation mean AUROC {num(train.get('best_val_mean_auroc'))}).",
         f"- Trained with (its record, `models/chexnet_model.json`): epochs {trained.get('epochs', '?')}, batch size {trained.get('batch_size', '?')}, Adam lr {train.get('learning_rate', trained.get('lr', '?'))}, image size "
         f"{record.get('image_size') or '?'} px, seed {trained.get('seed', '?')}, weights `{trained.get('weights', '?')}`, amp `{trained_train.get('amp', '?')}` "
         f"({run_as.get('dtype', 'precision not recorded: run in fp32')}{', ' + run_as['memory_format'] if run_as else ''}: evaluated so, or in fp32 with a warning where the machine lacks it), pos_weight {trained_train.get('pos_weight', '?')}; "
@@ -187,12 +186,12 @@ def model_card(
         "|---|---|---|---|---|",
         *(
             f"| {label} | {test_positives[label]}{f' ({test_masked[label]} masked)' if test_masked.get(label) else ''} | "
-            f"{_interval(auroc[label])} | {_interval(ap[label])} | "
-            f"{_num(CHEXNET_PAPER_AUROC.get(label), 4)} |"
+            f"{interval(auroc[label])} | {interval(ap[label])} | "
+            f"{num(CHEXNET_PAPER_AUROC.get(label), 4)} |"
             for label in names
         ),
-        f"| **mean (macro)** | | {_interval(auroc['macro'])} | {_interval(ap['macro'])} | {_num(CHEXNET_PAPER_MEAN if set(names) == set(CHEXNET_PAPER_AUROC) else None)} |",
-        f"| micro | | {_interval(auroc['micro'])} | {_interval(ap['micro'])} | |",
+        f"| **mean (macro)** | | {interval(auroc['macro'])} | {interval(ap['macro'])} | {num(CHEXNET_PAPER_MEAN if set(names) == set(CHEXNET_PAPER_AUROC) else None)} |",
+        f"| micro | | {interval(auroc['micro'])} | {interval(ap['micro'])} | |",
         "",
         "## Operating thresholds",
         "",
@@ -202,8 +201,8 @@ def model_card(
         "| finding | threshold | sensitivity | specificity | PPV | F1 |",
         "|---|---|---|---|---|---|",
         *(
-            f"| {label} | {p['threshold']:.3f} | {_num(p['sensitivity'])} | {_num(p['specificity'])} | "
-            f"{_num(p['ppv'])} | {_num(p['f1'])} |"
+            f"| {label} | {p['threshold']:.3f} | {num(p['sensitivity'])} | {num(p['specificity'])} | "
+            f"{num(p['ppv'])} | {num(p['f1'])} |"
             for label, p in evaluation["at_thresholds"]["per_class"].items()
         ),
         "",
@@ -211,13 +210,13 @@ def model_card(
         "",
         "## Calibration",
         "",
-        f"Expected calibration error over all findings: {_num(evaluation['calibration']['ece'])} "
+        f"Expected calibration error over all findings: {num(evaluation['calibration']['ece'])} "
         f"({evaluation['calibration']['bins']} equal-width bins; `plots/reliability.png`). Per finding: "
-        + ", ".join(f"{label} {_num(v)}" for label, v in evaluation["calibration"]["ece_per_class"].items())
+        + ", ".join(f"{label} {num(v)}" for label, v in evaluation["calibration"]["ece_per_class"].items())
         + ".",
         "",
-        *_subgroup_lines(evaluation.get("subgroups") or {}),
-        *_external_lines(auroc, external or {}),
+        *subgroup_lines(evaluation.get("subgroups") or {}),
+        *external_lines(auroc, external or {}),
         "## Limits of these numbers",
         "",
     ]
@@ -239,6 +238,10 @@ def model_card(
     limits += [
         f"**{label}**: {'; '.join(reasons)}." for label, reasons in caution.get("findings", {}).items()
     ]
+    limits += [
+        f"**{label}**: threshold {reason} (docs/evaluation.md)."
+        for label, reason in evaluation.get("thresholds", {}).get("few_validation_images", {}).items()
+    ]
     undefined = [label for label in names if auroc[label].get("value") is None]
     if undefined:
         limits.append(
@@ -251,91 +254,21 @@ def model_card(
         )
     limits += [
         "Thresholds are tuned to this validation split's prevalence; PPV changes with prevalence elsewhere.",
-        "NIH ChestX-ray14 labels were mined from reports by NLP and are imperfect; so is any score against them.",
+        *(
+            [
+                "The demo's labels are synthetic: they say what was painted, and no figure here says anything "
+                "about a real chest X-ray."
+            ]
+            if demo_data
+            else [
+                "Labels mined from reports by NLP (NIH ChestX-ray14, CheXpert, MIMIC-CXR) are imperfect; "
+                "so is any score against them."
+            ]
+        ),
         "This is a research model, not a medical device.",
     ]
     lines += [f"- {limit}" for limit in limits]
     return "\n".join(lines) + "\n"
-
-
-def _subgroup_lines(by_attribute: dict[str, Any]) -> list[str]:
-    """The card's subgroup section: per attribute a table of groups, then the largest gaps."""
-    if not by_attribute:
-        return ["## Subgroups", "", "No subgroup attribute in this data (docs/evaluation.md).", ""]
-    lines = [
-        "## Subgroups",
-        "",
-        "Test split by group, 95% patient-bootstrap intervals (`plots/subgroups.png`; definitions in "
-        "docs/evaluation.md). Underdiagnosis: the share of images holding a finding that the model calls "
-        '"no finding": their highest probability over its threshold is below the no-finding cut chosen on '
-        "validation.",
-        "",
-    ]
-    for attribute, entry in by_attribute.items():
-        lines += [f"**{attribute}**", "", "| group | images | patients | macro AUROC | sensitivity | "
-                  "specificity | underdiagnosis |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-        for name, g in entry["groups"].items():
-            note = f" ({g['too_small']})" if g.get("too_small") else ""
-            lines.append(
-                f"| {name}{note} | {g['images']} | {g['patients']} | {_interval(g['auroc'])} | "
-                f"{_interval(g['sensitivity'])} | {_interval(g['specificity'])} | {_interval(g['underdiagnosis'])} |"
-            )
-        for key, gap in entry.get("largest_gap", {}).items():
-            lines.append(f"- Largest {key} gap: {gap['worst']} vs {gap['best']}: {_interval(gap)}")
-        lines.append("")
-    return lines
-
-
-def _external_lines(test_auroc: dict[str, Any], external: dict[str, dict[str, Any]]) -> list[str]:
-    """The card's external validation: each set's size and macro AUROC beside the test split's on the
-    same findings, then AUROC per finding side by side, then what was not scored and why."""
-    if not external:
-        return []
-    lines = [
-        "## External test sets",
-        "",
-        "The model as evaluated above, on other data: each set prepared with the model's image pipeline, "
-        "scored on the findings it shares with the model (by name, after its aliases), at the thresholds "
-        "chosen on this run's validation split (docs/evaluation.md).",
-        "",
-        "| set | images | patients | findings scored | macro AUROC (95% CI) | test split, same findings |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, e in external.items():
-        shared = e["findings_scored"]
-        internal = [test_auroc[f]["value"] for f in shared if test_auroc.get(f, {}).get("value") is not None]
-        lines.append(
-            f"| {name} | {e['images']:,} | {e['patients']:,} | {len(shared)} | {_interval(e['auroc']['macro'])} | "
-            f"{_num(sum(internal) / len(internal) if internal else None)} |"
-        )
-    findings = [
-        f
-        for f in test_auroc
-        if f not in ("macro", "micro") and any(f in e["auroc"] for e in external.values())
-    ]
-    lines += [
-        "",
-        "| finding | test split | " + " | ".join(external) + " |",
-        "|---|---|" + "---|" * len(external),
-    ]
-    for finding in findings:
-        cells = [_interval(e["auroc"][finding]) if finding in e["auroc"] else "—" for e in external.values()]
-        lines.append(f"| {finding} | {_interval(test_auroc[finding])} | " + " | ".join(cells) + " |")
-    lines.append("")
-    for name, e in external.items():
-        if e.get("not_predicted_by_the_model"):
-            lines.append(
-                f"- {name}: not scored, the model has no output for: {', '.join(e['not_predicted_by_the_model'])}."
-            )
-        if e.get("not_in_this_set"):
-            lines.append(f"- {name}: the set does not label: {', '.join(e['not_in_this_set'])}.")
-        for attribute, entry in (e.get("subgroups") or {}).items():
-            gap = entry.get("largest_gap", {}).get("underdiagnosis")
-            if gap:
-                lines.append(
-                    f"- {name}, {attribute}: largest underdiagnosis gap {gap['worst']} vs {gap['best']}: {_interval(gap)}."
-                )
-    return [*lines, ""]
 
 
 def model_card_for(
