@@ -10,7 +10,12 @@ import pandas as pd
 import pytest
 
 from tests.helpers import REPO
-from tests.stage.test_cli_files import CLI_NAMES_NOTHING, _cli, _cli_process
+from tests.stage.test_cli_files import CLI_NAMES_NOTHING, _cli
+
+
+def _cli_process(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "chexnet", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)  # fmt: skip
 
 
 @pytest.mark.parametrize(("command", "options"), [CLI_NAMES_NOTHING[0], CLI_NAMES_NOTHING[8]], ids=str)

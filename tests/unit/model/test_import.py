@@ -287,7 +287,7 @@ class Payload:
 
 def test_a_pickle_with_a_class_not_on_the_allow_list_is_refused_naming_it(tmp_path: Path):
     torch.save({"model": NotAllowed()}, tmp_path / "c.pt")
-    with pytest.raises(CheckpointError, match=r"tests\.test_import\.NotAllowed.*would run code"):
+    with pytest.raises(CheckpointError, match=r"tests\.unit\.model\.test_import\.NotAllowed.*would run code"):
         import_checkpoint(tmp_path / "c.pt", tmp_path / "out.pth")
     assert not (tmp_path / "out.pth").exists()
 
