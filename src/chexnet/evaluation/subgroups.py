@@ -220,7 +220,15 @@ def subgroup_results(
                 "images": int(m.sum()),
                 "patients": len(np.unique(patients[m])),
                 "images_with_finding": int(holds_a_finding(truth[m]).sum()),
-                "auroc": _percentile(points[g]["auroc"][0], rep["auroc"] if rep else np.array([]), level),
+                "auroc": _percentile(points[g]["auroc"][0], rep["auroc"] if rep else np.array([]), level)
+                | (
+                    {}
+                    if common
+                    else {
+                        "undefined": "no finding every compared group can score (5+ patients "
+                        "with it and without it in each)"
+                    }
+                ),
             }
             for key in RATES:
                 events, trials = (int(c[m].sum()) for c in counts[key])

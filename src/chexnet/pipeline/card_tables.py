@@ -20,7 +20,8 @@ def interval(entry: dict[str, Any]) -> str:
         return f"{entry['value']:.3f} ({'; '.join(filter(None, [counts, 'no CI']))})"
     exact = ", exact" if entry.get("interval") == "clopper-pearson" else ""
     tail = f"; {counts}" if counts else ""
-    return f"{entry['value']:.3f} ({entry['ci_low']:.3f}–{entry['ci_high']:.3f}{exact}{tail})"
+    between = " to " if entry["ci_low"] < 0 else "–"  # "-0.156 to -0.011", not "-0.156–-0.011"
+    return f"{entry['value']:.3f} ({entry['ci_low']:.3f}{between}{entry['ci_high']:.3f}{exact}{tail})"
 
 
 def gap_line(key: str, gap: dict[str, Any]) -> str:
@@ -59,6 +60,8 @@ def subgroup_lines(by_attribute: dict[str, Any]) -> list[str]:
                 f"{interval(g['sensitivity'])} | {interval(g['specificity'])} | {interval(g['underdiagnosis'])} |"
             )
         lines += [gap_line(key, gap) for key, gap in entry.get("largest_gap", {}).items()]
+        lines += [f"- {key}: not compared ({gap['not_compared']})"
+                  for key, gap in entry.get("gaps", {}).items() if "not_compared" in gap]  # fmt: skip
         lines.append("")
     return lines
 
