@@ -172,6 +172,55 @@ def dx_dicom(
     return path
 
 
+def pydicom_sample(name: str) -> Path:
+    """One of pydicom's own test files (shipped in its wheel; skipped where this version lacks it)."""
+    from pydicom.data import get_testdata_file
+
+    found = get_testdata_file(name, download=False)
+    if found is None:
+        pytest.skip(f"pydicom's test file {name} is not shipped in this version")
+    return Path(found)
+
+
+def as_radiograph(source: Path, target: Path) -> Path:
+    """A pydicom sample rewritten as a DX radiograph (Modality and SOP class), its pixel data, transfer
+    syntax (compressed ones too), patient and study modules kept: what a PACS would send chexnet."""
+    import pydicom
+
+    dataset = pydicom.dcmread(source)
+    dataset.Modality = "DX"
+    dataset.SOPClassUID = DX_STORAGE
+    if getattr(dataset, "file_meta", None) is not None:
+        dataset.file_meta.MediaStorageSOPClassUID = DX_STORAGE
+    dataset.save_as(target)
+    return target
+
+
+def demo_radiograph(path: Path, findings: frozenset[str] = frozenset({"Effusion"}), *, size: int = 128,
+                    seed: int = 0, compressed: bool = False) -> Path:  # fmt: skip
+    """A demo image (the synthetic painter's) written as a hospital's DX radiograph: 12 bits, with patient
+    and study modules, RLE-compressed when asked."""
+    from pydicom.uid import RLELossless, generate_uid
+
+    from chexnet.synthetic.painter import Anatomy, draw_radiograph
+
+    rng = np.random.default_rng(seed)
+    image, _ = draw_radiograph(size, Anatomy.sample(rng), set(findings), rng)
+    dx_dicom(path, np.round(np.clip(image, 0, 1) * 4095))
+    import pydicom
+
+    dataset = pydicom.dcmread(path)
+    dataset.PatientName, dataset.PatientID, dataset.PatientSex = "Demo^Patient", f"DEMO{seed:04d}", "F"
+    dataset.PatientBirthDate, dataset.StudyDate, dataset.StudyTime = "19700101", "20261206", "120000"
+    dataset.StudyInstanceUID, dataset.SeriesInstanceUID = generate_uid(), generate_uid()
+    dataset.StudyID, dataset.AccessionNumber, dataset.SeriesNumber, dataset.InstanceNumber = "1", "A1", 1, 1
+    dataset.ReferringPhysicianName, dataset.Manufacturer = "", "chexnet demo"
+    if compressed:
+        dataset.compress(RLELossless)
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
 def gray_jpeg(side: int, seed: int = 0) -> bytes:
     buffer = io.BytesIO()
     pixels = np.random.default_rng(seed).integers(0, 256, (side, side)).astype(np.uint8)
@@ -254,3 +303,67 @@ def predictions_frame(seed: int, images: int = 60, order=None) -> pd.DataFrame:
         frame[finding] = truth[:, j].astype(float)
         frame[f"p_{finding}"] = np.clip(truth[:, j] * 0.3 + rng.random(images) * 0.7, 0, 1)
     return frame if order is None else frame.iloc[order].reset_index(drop=True)
+
+
+# --- DICOM network peers (chexnet listen: tests/stage/test_listen.py, tests/system/test_pacs.py) ---
+
+
+class Pacs:
+    """A storage SCP on loopback keeping what it receives (a real DICOM peer, not a mock)."""
+
+    def __init__(self):
+        from pynetdicom import AE, StoragePresentationContexts, evt
+
+        self.received: list = []
+        ae = AE(ae_title="PACS")
+        ae.supported_contexts = StoragePresentationContexts
+        self.server = ae.start_server(
+            ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)]
+        )
+        self.port = self.server.server_address[1]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+    def _store(self, event) -> int:
+        dataset = event.dataset
+        dataset.file_meta = event.file_meta
+        self.received.append(dataset)
+        return 0x0000
+
+    def of_class(self, sop_class: str) -> list:
+        return [d for d in self.received if str(d.SOPClassUID) == sop_class]
+
+
+SR_CLASS, SC_CLASS = "1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.7"
+
+
+def c_store(port: int, datasets: list, calling: str = "MODALITY") -> list[int]:
+    """Each dataset sent to the node on ``port`` in one association; their C-STORE statuses."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=calling)
+    for dataset in datasets:
+        ae.add_requested_context(str(dataset.SOPClassUID), [str(dataset.file_meta.TransferSyntaxUID)])
+    association = ae.associate("127.0.0.1", port, ae_title="CHEXNET")
+    assert association.is_established
+    try:
+        return [int(association.send_c_store(d).Status) for d in datasets]
+    finally:
+        association.release()
+
+
+def c_echo(port: int) -> int:
+    """C-ECHO to the node on ``port``: 0 when it answers."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(Verification)
+    association = ae.associate("127.0.0.1", port, ae_title="CHEXNET")
+    if not association.is_established:
+        return -1
+    try:
+        return int(association.send_c_echo().Status)
+    finally:
+        association.release()

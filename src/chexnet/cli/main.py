@@ -1,11 +1,14 @@
 """``chexnet`` (or ``python -m chexnet``): use a trained model outside the pipeline.
 
-chexnet predict IMAGE|FOLDER ... [--json | --csv] [--heatmaps DIR] [--model PATH] [--labels LIST|FILE]
+chexnet predict IMAGE|FOLDER ... [--json | --csv] [--heatmaps DIR] [--dicom-out DIR] [--model PATH]
+                                         [--labels LIST|FILE]
 chexnet explain IMAGE ... [--finding Mass] [--out DIR] [--model PATH] [--labels LIST|FILE]
 chexnet import SOURCE --out models/NAME.pth [--format F] [--labels LIST|FILE] [--weights-name N]
                                          a foreign checkpoint (seed, arnoweng, jrzech, torchxrayvision,
                                          torchvision) as a chexnet model file (docs/models.md)
 chexnet check [--params params.yaml]     params checked as the stages read them, before dvc repro
+chexnet compare A B [--json]             two models on the same test images (docs/evaluation.md)
+chexnet export | serve | listen          ONNX, the HTTP service, the DICOM node (docs/predict.md, dicom.md)
 
 A model trained here carries its findings and input size in the JSON file beside it
 (models/chexnet_model.json). A checkpoint with no such file is read as the seed's: its outputs in
@@ -41,6 +44,9 @@ def _open(args: argparse.Namespace):
     if wants_heatmaps:
         folder, option = (args.heatmaps, "--heatmaps") if args.command == "predict" else (args.out, "--out")
         io.require_writable_dir(folder, option)
+    if getattr(args, "dicom_out", None) is not None:  # its heat-map captures need the layer too
+        io.require_writable_dir(args.dicom_out, "--dicom-out")
+        wants_heatmaps = True
     return LoadedModel.open(
         args.model,
         device=args.device,
@@ -65,7 +71,8 @@ def _predict(args: argparse.Namespace) -> int:
         return 1
     engine = open_engine(args.engine, loaded, args.batch_size, args.onnx)
     log.info("engine: %s", engine.name)
-    answers = predict_files(loaded, files, batch_size=args.batch_size, heatmaps=args.heatmaps, engine=engine)
+    answers = predict_files(loaded, files, batch_size=args.batch_size, heatmaps=args.heatmaps, engine=engine,
+                            dicom_out=args.dicom_out)  # fmt: skip
     labels = loaded.labels
     if args.json:  # the service's document (chexnet.deploy.answers): one schema for both
         print(prediction_document(loaded, engine.name, answers).model_dump_json(indent=2, exclude_none=True))
@@ -186,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     formats.add_argument("--json", action="store_true", help="JSON on stdout")
     formats.add_argument("--csv", action="store_true", help="CSV on stdout")
     predict.add_argument("--heatmaps", type=Path, help="write a Grad-CAM++ overlay per positive finding here")
+    predict.add_argument("--dicom-out", type=Path, help="for each DICOM input, write here a Structured "
+                         "Report of its findings and a Secondary Capture heat map per positive finding, "
+                         "in its study (docs/dicom.md)")  # fmt: skip
     predict.add_argument("--batch-size", type=int, default=16)
     predict.add_argument("--engine", default="auto", help="torch | onnx | auto (default: the faster for this "
                          "device and batch size, as measured in benchmarks/README.md)")  # fmt: skip

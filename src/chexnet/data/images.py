@@ -184,6 +184,12 @@ class OpenedImage:
     def pixels(self) -> int:
         return self.width * self.height
 
+    @property
+    def dataset(self):
+        """The opened DICOM dataset (checked by :func:`open_dicom`), None for PNG and JPEG: what results
+        written as DICOM take their study and patient from."""
+        return self._dataset
+
     def gray(self) -> np.ndarray:
         """The decoded image as 8-bit gray (DICOM as a radiologist sees it: :func:`dicom_gray`)."""
         if self._dataset is not None:

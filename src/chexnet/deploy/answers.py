@@ -29,6 +29,11 @@ class FileAnswer(BaseModel):
         "service, the PNG file written from chexnet predict --heatmaps",
     )
     heatmaps_skipped: str | None = Field(None, description="why heat maps were not made for this file")
+    dicom: dict[str, str] | None = Field(
+        None,
+        description="chexnet predict --dicom-out: the Structured Report and heat-map Secondary Captures "
+        "written for a DICOM input, in its study",
+    )
     status: int | None = Field(None, description="this file's HTTP-like status when not ok (413, 415, 422)")
     error: str | None = Field(None, description="why this file was not read")
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from chexnet.core.labels import file_safe
 from chexnet.data.images import is_dicom, load_input, to_cache_pixels
 from chexnet.data.input_spec import InputSpec
+from chexnet.deploy import dicom_results
 from chexnet.deploy.answers import FileAnswer, file_answered, file_failed
 from chexnet.engine import inference
 from chexnet.engine.opened import LoadedModel
@@ -91,6 +92,7 @@ def predict_files(
     batch_size: int = 16,
     heatmaps: Path | None = None,
     engine: object | None = None,
+    dicom_out: Path | None = None,
 ) -> list[FileAnswer]:
     """An answer for every file, in order: its probabilities and positives at the model's thresholds, or
     its own error; heat maps of the positives under ``heatmaps`` if asked (the model must have been
@@ -98,7 +100,8 @@ def predict_files(
 
     ``engine`` (:mod:`chexnet.deploy.engines`) computes the probabilities, PyTorch in the model's
     precision when none is given; heat maps are always PyTorch's (they need gradients), and only
-    positives pay for one."""
+    positives pay for one. ``dicom_out``: for each DICOM input, its results as DICOM objects in its study
+    (:mod:`chexnet.deploy.dicom_results`: an SR, and an SC heat map per positive)."""
     labels, thresholds, network = loaded.labels, loaded.thresholds, loaded.network
     stems = unique_stems(files)
     answers: dict[Path, FileAnswer] = {}
@@ -119,6 +122,11 @@ def predict_files(
                             loaded, image, path, answer.positives, p, out_dir=heatmaps, stem=stems[path]
                         )
                         answer.heatmaps = dict(zip(answer.positives, written, strict=True))
+                    if dicom_out is not None and is_dicom(path):
+                        overlays = overlay_images(loaded, image, answer.positives) if answer.positives else []
+                        answer.dicom = dicom_results.write_results(
+                            path, answer, loaded, overlays, out_dir=dicom_out, stem=stems[path]
+                        )
                     answers[path] = answer
             bar.update(len(good) + len(failures))
     return [answers[path] for path in files]
@@ -149,6 +157,25 @@ def explain_file(
     ]
 
 
+def overlay_images(
+    loaded: LoadedModel, image: np.ndarray, findings: list[str], *, network: Network | None = None
+) -> list[np.ndarray]:
+    """Grad-CAM++ overlays (RGB, 8 bits) of one image, as the model is fed it, for each finding, on the
+    layer the model was opened with; ``network``: a copy of the model's own to run them on."""
+    labels = loaded.labels
+    indices = [labels.index(label) for label in findings]
+    heats, _ = cam.grad_cam_pp_batch(
+        network or loaded.network,
+        np.repeat(image[None], len(indices), axis=0),
+        indices,
+        target_layer=loaded.layer,
+        device=loaded.device,
+        precision=loaded.precision,
+    )
+    shown = to_cache_pixels(image)  # shown in 8 bits
+    return [cam.overlay(shown, heat) for heat in heats]
+
+
 def write_overlays(
     loaded: LoadedModel,
     image: np.ndarray,
@@ -160,23 +187,15 @@ def write_overlays(
     stem: str | None = None,
     network: Network | None = None,
 ) -> list[str]:
-    """Grad-CAM++ overlays of one image (as the model is fed it) for each finding, on the layer the model
-    was opened with, as ``<out_dir>/<stem>_<Finding>.png``; ``network``: a copy of the model's own to
-    run them on (the service's heat-map worker has one)."""
+    """:func:`overlay_images` beside the image as ``<out_dir>/<stem>_<Finding>.png`` (the service's
+    heat-map worker passes its own ``network``)."""
     labels = loaded.labels
-    indices = [labels.index(label) for label in findings]
-    heats, _ = cam.grad_cam_pp_batch(
-        network or loaded.network,
-        np.repeat(image[None], len(indices), axis=0),
-        indices,
-        target_layer=loaded.layer,
-        device=loaded.device,
-        precision=loaded.precision,
-    )
-    written, image = [], to_cache_pixels(image)  # shown in 8 bits
-    for label, j, heat in zip(findings, indices, heats, strict=True):
+    written, shown = [], to_cache_pixels(image)
+    for label, blended in zip(
+        findings, overlay_images(loaded, image, findings, network=network), strict=True
+    ):
         target = out_dir / f"{stem or path.stem}_{file_safe(label)}.png"
-        title = f"{path.name} — {label}: p={probabilities[j]:.3f}"
-        figures.cam_figure(target, image, cam.overlay(image, heat), title)
+        title = f"{path.name} — {label}: p={probabilities[labels.index(label)]:.3f}"
+        figures.cam_figure(target, shown, blended, title)
         written.append(str(target))
     return written

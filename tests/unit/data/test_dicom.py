@@ -13,6 +13,7 @@ from PIL import Image
 from chexnet.core.labels import LabelOptions
 from chexnet.data import dicom, images, prepare
 from chexnet.data.presets import registry
+from tests.helpers import as_radiograph, pydicom_sample
 
 SEED = registry.resolve_columns("seed", "", "", "")
 
@@ -30,22 +31,6 @@ def _images(folder: Path, n: int) -> list[str]:
 pydicom = pytest.importorskip("pydicom")
 
 
-def _testdata(name: str) -> Path:
-    from pydicom.data import get_testdata_file
-
-    found = get_testdata_file(name, download=False)
-    if found is None:
-        pytest.skip(f"pydicom's test file {name} is not shipped in this version")
-    return Path(found)
-
-
-def _as_dx(source: Path, target: Path) -> Path:
-    dataset = pydicom.dcmread(source)
-    dataset.Modality = "DX"
-    dataset.save_as(target)
-    return target
-
-
 @pytest.mark.parametrize(
     ("name", "reason"),
     [
@@ -56,15 +41,15 @@ def _as_dx(source: Path, target: Path) -> Path:
 )
 def test_dicom_that_is_not_a_projection_radiograph_is_refused(name: str, reason: str):
     with pytest.raises(images.ImageReadError, match="is not a projection radiograph") as caught:
-        dicom.read_dicom(_testdata(name))
+        dicom.read_dicom(pydicom_sample(name))
     assert caught.value.reason == reason
 
 
 def test_multi_frame_and_undecodable_dicom_are_per_file_reasons(tmp_path: Path):
-    frames = _as_dx(_testdata("SC_rgb_rle_2frame.dcm"), tmp_path / "frames.dcm")
+    frames = as_radiograph(pydicom_sample("SC_rgb_rle_2frame.dcm"), tmp_path / "frames.dcm")
     # pydicom's JPEG-lossy.dcm (12-bit JPEG Extended) has a misplaced marker that libjpeg refuses: a real
     # file no installed decoder reads
-    broken = _as_dx(_testdata("JPEG-lossy.dcm"), tmp_path / "broken.dcm")
+    broken = as_radiograph(pydicom_sample("JPEG-lossy.dcm"), tmp_path / "broken.dcm")
     for path, reason in ((frames, "multi_frame"), (broken, "undecodable")):
         result = images.decode_one((0, str(path), 32))
         assert result.pixels is None and result.reason == reason, result
@@ -72,7 +57,7 @@ def test_multi_frame_and_undecodable_dicom_are_per_file_reasons(tmp_path: Path):
 
 
 def test_a_dicom_file_without_a_suffix_is_read_as_dicom(tmp_path: Path):
-    dataset = pydicom.dcmread(_testdata("CT_small.dcm"))
+    dataset = pydicom.dcmread(pydicom_sample("CT_small.dcm"))
     dataset.Modality = "CR"
     (tmp_path / "SE0001").mkdir()
     dataset.save_as(tmp_path / "SE0001" / "IM0001")
@@ -85,8 +70,8 @@ def test_a_dicom_file_without_a_suffix_is_read_as_dicom(tmp_path: Path):
 
 def test_prepare_counts_bad_dicom_among_pngs_and_goes_on(tmp_path: Path):
     names = _images(tmp_path / "images", 4)
-    _as_dx(_testdata("JPEG-lossy.dcm"), tmp_path / "images" / "ls.dcm")  # undecodable (above)
-    (tmp_path / "images" / "ct.dcm").write_bytes(_testdata("CT_small.dcm").read_bytes())
+    as_radiograph(pydicom_sample("JPEG-lossy.dcm"), tmp_path / "images" / "ls.dcm")  # undecodable (above)
+    (tmp_path / "images" / "ct.dcm").write_bytes(pydicom_sample("CT_small.dcm").read_bytes())
     table = pd.DataFrame({"imagem": [*names, "ls.dcm", "ct.dcm"], "patologia": ["Mass", "No Finding"] * 3,
                           "paciente_id": range(6)})  # fmt: skip
     report = prepare.prepare_cache(
@@ -112,15 +97,15 @@ def test_lossless_compressed_dicom_decodes_to_the_uncompressed_pixels(
 ):
     """pydicom ships each image compressed and uncompressed: the radiograph chexnet reads from the
     compressed file is the uncompressed one's, pixel for pixel (both read as DX radiographs)."""
-    ours = dicom.read_dicom(_as_dx(_testdata(compressed), tmp_path / "c.dcm"))
-    reference = dicom.read_dicom(_as_dx(_testdata(plain), tmp_path / "p.dcm"))
+    ours = dicom.read_dicom(as_radiograph(pydicom_sample(compressed), tmp_path / "c.dcm"))
+    reference = dicom.read_dicom(as_radiograph(pydicom_sample(plain), tmp_path / "p.dcm"))
     np.testing.assert_array_equal(ours, reference)
 
 
 def test_lossy_jpeg_dicom_decodes_close_to_its_decompressed_copy(tmp_path: Path):
     """JPEG Baseline (lossy, YBR): pydicom's SC_rgb_jpeg_dcmtk.dcm against the same image losslessly (RLE)."""
-    ours = dicom.read_dicom(_as_dx(_testdata("SC_rgb_jpeg_dcmtk.dcm"), tmp_path / "c.dcm"))
-    reference = dicom.read_dicom(_as_dx(_testdata("SC_rgb_rle.dcm"), tmp_path / "p.dcm"))
+    ours = dicom.read_dicom(as_radiograph(pydicom_sample("SC_rgb_jpeg_dcmtk.dcm"), tmp_path / "c.dcm"))
+    reference = dicom.read_dicom(as_radiograph(pydicom_sample("SC_rgb_rle.dcm"), tmp_path / "p.dcm"))
     assert ours.shape == reference.shape and np.abs(ours.astype(int) - reference).mean() < 2.0
 
 
@@ -130,6 +115,6 @@ def test_lossy_jpeg_dicom_decodes_close_to_its_decompressed_copy(tmp_path: Path)
 def test_lossy_jpeg_jpeg2000_and_jpeg_ls_decode_in_prepare_predict_and_serve(tmp_path: Path, name: str):
     """JPEG 2000 (16-, 14-bit), near-lossless JPEG-LS (16-bit), JPEG Baseline: the one reader every path uses
     (prepare's decoder, predict, explain, the service: chexnet.data.images.load_gray) reads them."""
-    path = _as_dx(_testdata(name), tmp_path / "x.dcm")
+    path = as_radiograph(pydicom_sample(name), tmp_path / "x.dcm")
     gray = images.load_gray(path, 64)
     assert gray.shape == (64, 64) and gray.dtype == np.uint8 and gray.std() > 1
