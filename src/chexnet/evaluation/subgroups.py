@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from chexnet.core.errors import ChexnetError
 from chexnet.evaluation.bootstrap import Interval, clopper_pearson, patient_draws, weighted_auroc_ap
 from chexnet.evaluation.classification import known
 
@@ -152,9 +153,14 @@ def _reference(
     if named is None:
         return max(eligible, key=lambda g: (int(members[g].sum()), g))  # the largest; ties by name
     if named not in members:
-        raise ValueError(
+        raise ChexnetError(
             f"evaluate.subgroup_reference.{attribute}: {named!r} is not a group of {attribute} in the test "
             f"split (groups: {sorted(members)})"
+        )
+    if named not in eligible:
+        raise ChexnetError(
+            f"evaluate.subgroup_reference.{attribute}: {named!r} is unknown or too small to compare with in "
+            f"the test split; name one of {sorted(eligible)}"
         )
     return named
 

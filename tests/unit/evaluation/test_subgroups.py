@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from chexnet.core.errors import ChexnetError
 from chexnet.evaluation import bootstrap, report, subgroups
 
 
@@ -213,9 +214,15 @@ def test_a_named_reference_is_used_and_an_unknown_one_is_refused():
         resamples=50, seed=0,
     )["age"]  # fmt: skip
     assert named["reference"] == "2" and set(named["gaps"]["auroc"]["to_reference"]) == {"0", "1"}
-    with pytest.raises(ValueError, match=r"subgroup_reference\.age: '9' is not a group"):
+    with pytest.raises(ChexnetError, match=r"subgroup_reference\.age: '9' is not a group"):
         subgroups.subgroup_results(
             truth, scores, patient, {"age": band}, ["A"], {"A": 0.5}, reference={"age": "9"}, resamples=5
+        )
+    few = np.where(band == "2", "0", band)
+    few[:6] = "2"  # group 2: 3 patients, fewer than the 10 a group needs to be compared
+    with pytest.raises(ChexnetError, match="too small to compare with"):
+        subgroups.subgroup_results(
+            truth, scores, patient, {"age": few}, ["A"], {"A": 0.5}, reference={"age": "2"}, resamples=5
         )
 
 
