@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from chexnet.pipeline import paths
-from tests.system.test_serve import _get, _png, _post
+from tests.helpers import http_get, http_post, png_bytes
 
 TOKEN = "load-test"
 
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     demo = sorted((paths.DEMO_DIR / "images").glob("*.png"))
-    image = demo[0].read_bytes() if demo else _png(0, shape=(256, 256))
+    image = demo[0].read_bytes() if demo else png_bytes(0, shape=(256, 256))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -54,20 +54,20 @@ def main() -> None:
         started = time.monotonic()
         while True:
             try:
-                if _get(f"{base}/health", None)[0] == 200:
+                if http_get(f"{base}/health", None)[0] == 200:
                     break
             except OSError:
                 time.sleep(0.5)
             if time.monotonic() - started > 300:
                 raise SystemExit("the server did not start")
         startup = time.monotonic() - started
-        _post(f"{base}/predict", [("warm.png", image)], TOKEN)
+        http_post(f"{base}/predict", [("warm.png", image)], TOKEN)
 
         def client(_: int) -> list[tuple[int, float]]:
             out = []
             for _ in range(args.requests):
                 t = time.perf_counter()
-                status, _body = _post(f"{base}/predict", [("x.png", image)], TOKEN)
+                status, _body = http_post(f"{base}/predict", [("x.png", image)], TOKEN)
                 out.append((status, time.perf_counter() - t))
             return out
 
@@ -77,11 +77,11 @@ def main() -> None:
         wall = time.perf_counter() - began
         latencies = sorted(t for _, t in answers)
         bad = {
-            "no token": _post(f"{base}/predict", [("x.png", image)], None)[0],
-            "not an image": _post(f"{base}/predict", [("x.txt", b"hello")], TOKEN)[0],
-            "too many files": _post(f"{base}/predict", [("x.png", image)] * 17, TOKEN)[0],
+            "no token": http_post(f"{base}/predict", [("x.png", image)], None)[0],
+            "not an image": http_post(f"{base}/predict", [("x.txt", b"hello")], TOKEN)[0],
+            "too many files": http_post(f"{base}/predict", [("x.png", image)] * 17, TOKEN)[0],
         }
-        _, health = _get(f"{base}/health", None)
+        _, health = http_get(f"{base}/health", None)
         report = {
             "machine": {"cores": len(os.sched_getaffinity(0))},
             "model": str(args.model),
@@ -98,7 +98,7 @@ def main() -> None:
             "batches_run": health["batches_run"],
             "server_peak_rss_mb": _peak_rss_mb(server.pid),
             "bad_requests": bad,
-            "answers_after_bad_requests": _get(f"{base}/health", None)[0],
+            "answers_after_bad_requests": http_get(f"{base}/health", None)[0],
         }
     finally:
         server.terminate()

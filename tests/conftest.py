@@ -15,7 +15,7 @@ import torch
 # ONNX exports and engine timings of test models go to a throwaway cache, never the user's ~/.cache
 os.environ.setdefault("CHEXNET_CACHE", tempfile.mkdtemp(prefix="chexnet-test-cache-"))
 
-from tests.helpers import REPO, SHARED_NIH, save_test_model
+from tests.helpers import REPO, SHARED_NIH, TEST_MODEL_SIZE, save_test_model
 
 
 @pytest.fixture(autouse=True)
@@ -80,6 +80,14 @@ def nih_dir() -> Path:
     if not (SHARED_NIH / "Data_Entry_2017_v2020.csv.gz").exists():
         pytest.skip("../shared/data/nih is absent (a user's clone has none)")
     return SHARED_NIH
+
+
+@pytest.fixture
+def model_path(tmp_path: Path) -> Path:
+    """A tiny random model of NIH's 14 findings at ``tmp_path/models/m.pth``, with its record."""
+    path = tmp_path / "models" / "m.pth"
+    save_test_model(path, image_size=TEST_MODEL_SIZE)
+    return path
 
 
 @pytest.fixture

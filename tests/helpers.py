@@ -66,6 +66,35 @@ def save_test_model(path: Path, labels: tuple[str, ...] = LABELS, image_size: in
     return model
 
 
+TEST_MODEL_SIZE = 32  # the image size of the tiny models the fast tiers run (conftest's model_path)
+
+
+def png_file(path: Path, side: int = 40, seed: int = 0) -> Path:
+    """A random gray PNG of ``side`` × ``side`` pixels at ``path``."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (side, side)).astype(np.uint8)
+    Image.fromarray(pixels).save(path, format="PNG")
+    return path
+
+
+def thresholds_file(model_path: Path, values: dict, **extra) -> Path:
+    """A thresholds.json beside ``model_path`` as the evaluate stage writes it (``extra``: more keys,
+    e.g. its ``model_sha256``)."""
+    document = {"labels": list(LABELS), "method": "youden", "chosen_on": "val", "thresholds": values,
+                "fallbacks": {}, **extra}  # fmt: skip
+    path = model_path.parent / "thresholds.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def nih_named_pngs(folder: Path, n: int) -> list[str]:
+    """``n`` flat gray 40 px PNGs named as NIH names its images (``00000000_000.png``, ...) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"{i:08d}_000.png" for i in range(n)]
+    for i, name in enumerate(names):
+        Image.fromarray(np.full((40, 40), (20 * i) % 256, np.uint8)).save(folder / name)
+    return names
+
+
 def make_workdir(root: Path, epochs: int, n: int = 48, size: int = 32) -> Path:
     """A tiny prepared cache and split, as prepare and split would leave them, plus params.yaml."""
     rng = np.random.default_rng(0)

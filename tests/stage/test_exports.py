@@ -6,38 +6,21 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from chexnet.core import io
 from chexnet.model.file import load_model
-from tests.helpers import run_cli, save_test_model
-
-SIZE = 32
-
-
-@pytest.fixture
-def model_path(tmp_path: Path) -> Path:
-    path = tmp_path / "models" / "m.pth"
-    save_test_model(path, image_size=SIZE)
-    return path
-
-
-def _png(path: Path, side: int = 40, seed: int = 0) -> Path:
-    pixels = np.random.default_rng(seed).integers(0, 256, (side, side)).astype(np.uint8)
-    Image.fromarray(pixels).save(path, format="PNG")
-    return path
+from tests.helpers import TEST_MODEL_SIZE, png_file, run_cli, save_test_model
 
 
 def test_an_export_of_the_model_before_a_retrain_is_refused(model_path: Path, tmp_path: Path):
     from chexnet.deploy.export import export_onnx
 
     old = tmp_path / "old.pth"
-    save_test_model(old, image_size=SIZE, seed=1)
+    save_test_model(old, image_size=TEST_MODEL_SIZE, seed=1)
     export_onnx(old, tmp_path / "old.onnx")  # the same finding names, the other weights
-    image = str(_png(tmp_path / "x.png"))
+    image = str(png_file(tmp_path / "x.png"))
     result = run_cli(
         "predict", image, "--model", str(model_path), "--engine", "onnx", "--onnx", str(tmp_path / "old.onnx")
     )
@@ -66,7 +49,7 @@ def test_a_bad_onnx_file_is_one_line_naming_it(model_path: Path, tmp_path: Path,
         export_onnx(model_path, target)
         target.write_bytes(target.read_bytes()[:50_000])
     elif kind == "png":
-        _png(target)
+        png_file(target)
     elif kind == "other size":
         # the same weights file (same sha256) whose record says 48 px: only the size differs
         bigger = tmp_path / "big" / "m.pth"
@@ -79,7 +62,7 @@ def test_a_bad_onnx_file_is_one_line_naming_it(model_path: Path, tmp_path: Path,
         target.mkdir()
     result = run_cli(
         "predict",
-        str(_png(tmp_path / "x.png")),
+        str(png_file(tmp_path / "x.png")),
         "--model",
         str(model_path),
         "--engine",
@@ -121,7 +104,7 @@ def test_an_unusable_cache_falls_back_to_torch_under_auto_and_is_named_under_onn
         if os.access(where, os.W_OK):  # root writes anywhere: the case cannot be made here
             pytest.skip("this user can write a read-only folder (root)")
     monkeypatch.setattr(engines, "CACHE_DIR", where / "onnx" if cache == "read-only" else where)
-    image = str(_png(tmp_path / "x.png"))
+    image = str(png_file(tmp_path / "x.png"))
     auto = run_cli("predict", image, "--model", str(model_path), "--engine", "auto", "--json")
     assert auto.returncode == 0 and "running in PyTorch" in auto.stderr
     assert json.loads(auto.stdout)["results"][0]["ok"]

@@ -2,46 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
-from PIL import Image
 
-from tests.helpers import LABELS, run_cli, save_test_model
-
-SIZE = 32
-
-
-@pytest.fixture
-def model_path(tmp_path: Path) -> Path:
-    path = tmp_path / "models" / "m.pth"
-    save_test_model(path, image_size=SIZE)
-    return path
-
-
-def _png(path: Path, side: int = 40, seed: int = 0) -> Path:
-    pixels = np.random.default_rng(seed).integers(0, 256, (side, side)).astype(np.uint8)
-    Image.fromarray(pixels).save(path, format="PNG")
-    return path
-
-
-def _thresholds(model_path: Path, values: dict, **extra) -> Path:
-    document = {
-        "labels": list(LABELS),
-        "method": "youden",
-        "chosen_on": "val",
-        "thresholds": values,
-        "fallbacks": {},
-        **extra,
-    }
-    path = model_path.parent / "thresholds.json"
-    path.write_text(json.dumps(document))
-    return path
+from tests.helpers import LABELS, png_file, run_cli, thresholds_file
 
 
 def test_serve_refuses_an_impossible_port_before_loading_the_model(tmp_path: Path):
@@ -104,13 +72,13 @@ def test_a_state_dict_of_another_backbone_is_named_not_read_as_4096_findings(tmp
 
     path = tmp_path / f"{name}.pth"
     torch.save(getattr(torchvision.models, name)(weights=None).state_dict(), path)
-    result = run_cli("predict", str(_png(tmp_path / "x.png")), "--model", str(path))
+    result = run_cli("predict", str(png_file(tmp_path / "x.png")), "--model", str(path))
     assert result.returncode == 1 and "is not a densenet121 or resnet50 state_dict" in result.stderr
     assert "4096" not in result.stderr and "missing keys" not in result.stderr
 
 
 def test_an_unexpected_error_is_one_line_and_its_traceback_comes_with_v(model_path: Path, monkeypatch):
-    _png(model_path.parent / "x.png")
+    png_file(model_path.parent / "x.png")
 
     def broken(*args, **kwargs):
         raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : something\nwith a second line")
@@ -123,7 +91,7 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_comes_with_v(model_pa
 
 
 def test_a_file_name_that_looks_like_tex_is_a_title_not_math(model_path: Path, tmp_path: Path):
-    image = _png(tmp_path / "scan$_{2.png")
+    image = png_file(tmp_path / "scan$_{2.png")
     result = run_cli(
         "predict",
         str(image),
@@ -134,7 +102,7 @@ def test_a_file_name_that_looks_like_tex_is_a_title_not_math(model_path: Path, t
         "--heatmaps",
         str(tmp_path / "maps"),
         "--thresholds",
-        str(_thresholds(model_path, dict.fromkeys(LABELS, 0.0))),
+        str(thresholds_file(model_path, dict.fromkeys(LABELS, 0.0))),
     )
     assert result.returncode == 0, result.stderr
     assert len(list((tmp_path / "maps").glob("*.png"))) == len(LABELS)

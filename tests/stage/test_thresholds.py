@@ -3,51 +3,19 @@ thresholds.json the same way."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from chexnet.core import io
 from chexnet.core.errors import ChexnetError
 from chexnet.model.file import load_model
 from chexnet.model.thresholds import ThresholdsError, operating_points, stamp
-from tests.helpers import LABELS, run_cli, save_test_model
-
-SIZE = 32
-
-
-@pytest.fixture
-def model_path(tmp_path: Path) -> Path:
-    path = tmp_path / "models" / "m.pth"
-    save_test_model(path, image_size=SIZE)
-    return path
-
-
-def _png(path: Path, side: int = 40, seed: int = 0) -> Path:
-    pixels = np.random.default_rng(seed).integers(0, 256, (side, side)).astype(np.uint8)
-    Image.fromarray(pixels).save(path, format="PNG")
-    return path
-
-
-def _thresholds(model_path: Path, values: dict, **extra) -> Path:
-    document = {
-        "labels": list(LABELS),
-        "method": "youden",
-        "chosen_on": "val",
-        "thresholds": values,
-        "fallbacks": {},
-        **extra,
-    }
-    path = model_path.parent / "thresholds.json"
-    path.write_text(json.dumps(document))
-    return path
+from tests.helpers import LABELS, TEST_MODEL_SIZE, png_file, run_cli, save_test_model, thresholds_file
 
 
 def test_thresholds_of_this_model_are_used_with_their_source(model_path: Path):
-    _thresholds(model_path, dict.fromkeys(LABELS, 0.25), model_sha256=io.sha256_of(model_path))
+    thresholds_file(model_path, dict.fromkeys(LABELS, 0.25), model_sha256=io.sha256_of(model_path))
     chosen = operating_points(model_path, load_model(model_path)[1])
     assert chosen.kind == "validation" and set(chosen.values.values()) == {0.25}
     assert str(model_path.parent / "thresholds.json") in chosen.source
@@ -67,20 +35,20 @@ def test_a_thresholds_file_predict_refuses_stops_the_service_too(model_path: Pat
 
     values = dict.fromkeys(LABELS, 0.3)
     change(values)
-    _thresholds(model_path, values)
+    thresholds_file(model_path, values)
     with pytest.raises(ChexnetError, match=message):
         operating_points(model_path, load_model(model_path)[1])
     with pytest.raises(ChexnetError, match=message):
         Service(model_path, engine="torch", device="cpu")
-    result = run_cli("predict", str(_png(model_path.parent / "x.png")), "--model", str(model_path))
+    result = run_cli("predict", str(png_file(model_path.parent / "x.png")), "--model", str(model_path))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_thresholds_chosen_for_another_model_are_refused_everywhere(model_path: Path, tmp_path: Path):
     other = tmp_path / "other.pth"
-    save_test_model(other, image_size=SIZE, seed=1)  # same findings, other weights: a retrain
-    _thresholds(model_path, dict.fromkeys(LABELS, 0.3), model_sha256=io.sha256_of(other))
+    save_test_model(other, image_size=TEST_MODEL_SIZE, seed=1)  # same findings, other weights: a retrain
+    thresholds_file(model_path, dict.fromkeys(LABELS, 0.3), model_sha256=io.sha256_of(other))
     with pytest.raises(ThresholdsError, match="chosen for another model"):
         operating_points(model_path, load_model(model_path)[1])
     result = run_cli("export", str(model_path), "--out", str(tmp_path / "m.onnx"))

@@ -14,18 +14,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
 from PIL import Image
 
 from chexnet.core.errors import ChexnetError
 from chexnet.deploy.serve import is_loopback, kind_of, serve
-from tests.helpers import LABELS, save_test_model
+from tests.helpers import LABELS, http_get, http_post, multipart_body, png_bytes, save_test_model
 
 TOKEN = "test-token"
 MAX_FILES = 4
@@ -37,12 +35,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _png(seed: int, shape=(80, 90)) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, shape).astype(np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def _dicom(tmp: Path) -> bytes:
     dataset = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
     dataset.Modality = "DX"
@@ -50,34 +42,12 @@ def _dicom(tmp: Path) -> bytes:
     return (tmp / "x.dcm").read_bytes()
 
 
-def _multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    parts = [
-        (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
-         f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n"
-        for name, data in files
-    ]  # fmt: skip
-    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
 def _post(url: str, files: list[tuple[str, bytes]], token: str | None = TOKEN) -> tuple[int, dict]:
-    body, kind = _multipart(files)
-    headers = {"Content-Type": kind, **({"Authorization": f"Bearer {token}"} if token else {})}
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return http_post(url, files, token)  # tests/helpers.py's client, with this module's token
 
 
 def _get(url: str, token: str | None = TOKEN) -> tuple[int, dict]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return http_get(url, token)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +79,7 @@ def server(tmp_path_factory):
 
 
 def test_predict_answers_each_file_and_a_bad_file_fails_alone(server):
-    files = [("a.png", _png(1)), ("x.dcm", _dicom(server["root"])), ("notes.txt", b"hello")]
+    files = [("a.png", png_bytes(1)), ("x.dcm", _dicom(server["root"])), ("notes.txt", b"hello")]
     status, body = _post(f"{server['base']}/predict?heatmaps=true", files)
     assert status == 200 and body["engine"].startswith("onnx")
     a, x, notes = body["results"]
@@ -129,8 +99,8 @@ def test_predict_json_and_the_service_give_the_same_document_for_the_same_files(
     folder = tmp_path / "in"
     folder.mkdir()
     files = {
-        "a.png": _png(11),
-        "b.png": _png(12, (120, 70)),
+        "a.png": png_bytes(11),
+        "b.png": png_bytes(12, (120, 70)),
         "c.dcm": _dicom(tmp_path),
         "d.png": b"\x89PNG\r\n\x1a\nbroken",
     }
@@ -164,7 +134,7 @@ def test_the_model_record_and_the_token(server):
     assert status == 200 and model["record"]["labels"] == list(LABELS) and model["record"]["image_size"] == 64
     assert _get(f"{server['base']}/model", None)[0] == 401
     assert _get(f"{server['base']}/model", "wrong")[0] == 401
-    assert _post(f"{server['base']}/predict", [("a.png", _png(2))], token=None)[0] == 401
+    assert _post(f"{server['base']}/predict", [("a.png", png_bytes(2))], token=None)[0] == 401
     assert _get(f"{server['base']}/health", None)[0] == 200  # health needs no token
 
 
@@ -188,7 +158,7 @@ def _headers_only_post(base: str, headers: dict[str, str]) -> tuple[int, dict]:
 
 def test_limits_get_their_4xx_and_the_service_keeps_answering(server):
     base = server["base"]
-    status, body = _post(f"{base}/predict", [(f"{i}.png", _png(i)) for i in range(MAX_FILES + 1)])
+    status, body = _post(f"{base}/predict", [(f"{i}.png", png_bytes(i)) for i in range(MAX_FILES + 1)])
     assert status == 400 and "at most 4" in body["error"]
     # > 2 MB announced: refused on the header, before a byte of the body is read. Only the headers are
     # sent: a body sent whole would race the server closing the connection (a broken pipe on the
@@ -197,7 +167,7 @@ def test_limits_get_their_4xx_and_the_service_keeps_answering(server):
     assert status == 413 and "larger than" in body["error"]
     bomb = io.BytesIO()
     Image.new("1", (9000, 9000)).save(bomb, "PNG")  # 81 M pixels in a few kB: a decompression bomb
-    status, body = _post(f"{base}/predict", [("bomb.png", bomb.getvalue()), ("a.png", _png(4))])
+    status, body = _post(f"{base}/predict", [("bomb.png", bomb.getvalue()), ("a.png", png_bytes(4))])
     assert status == 200 and body["results"][0]["status"] == 413 and body["results"][1]["ok"]
     status, body = _headers_only_post(base, {"Transfer-Encoding": "chunked"})  # no length: refused
     assert status == 411 and "Content-Length" in body["error"]
@@ -214,7 +184,9 @@ def test_concurrent_clients_share_one_model_and_get_no_error(server):
     _, health = _get(f"{server['base']}/health", None)
 
     def client(seed: int) -> list[int]:
-        return [_post(f"{server['base']}/predict", [("c.png", _png(seed * 10 + i))])[0] for i in range(5)]
+        return [
+            _post(f"{server['base']}/predict", [("c.png", png_bytes(seed * 10 + i))])[0] for i in range(5)
+        ]
 
     with ThreadPoolExecutor(8) as pool:
         statuses = [s for batch in pool.map(client, range(8)) for s in batch]
@@ -232,7 +204,7 @@ def test_an_address_off_this_machine_needs_a_token():
 
 
 def test_the_file_type_comes_from_the_bytes_not_the_name():
-    assert kind_of(_png(0)) == ".png" and kind_of(b"\xff\xd8\xff\xe0" + b"0" * 200) == ".jpg"
+    assert kind_of(png_bytes(0)) == ".png" and kind_of(b"\xff\xd8\xff\xe0" + b"0" * 200) == ".jpg"
     assert kind_of(b"\0" * 128 + b"DICM" + b"\0" * 10) == ".dcm"
     with pytest.raises(ChexnetError, match="not a PNG, JPEG or DICOM"):
         kind_of(b"GIF89a" + b"\0" * 200)
@@ -249,7 +221,7 @@ def test_the_page_in_chromium_uploads_an_image_and_shows_findings_and_heat_maps(
     page, and save a screenshot (benchmarks/results/serve_page.png is one) to look at."""
     websocket = pytest.importorskip("websocket")
     image = tmp_path / "study.png"
-    image.write_bytes(_png(7, shape=(256, 256)))
+    image.write_bytes(png_bytes(7, shape=(256, 256)))
     port = _free_port()
     flags = ["--headless=new", "--no-sandbox", "--disable-gpu", f"--remote-debugging-port={port}",
              f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
@@ -339,7 +311,7 @@ def test_the_openapi_document_declares_the_token_every_refusal_and_a_non_empty_f
     assert predict["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "PredictAnswer"
     )
-    empty, kind = _multipart([])
+    empty, kind = multipart_body([])
     request = urllib.request.Request(
         f"{server['base']}/predict",
         data=empty,

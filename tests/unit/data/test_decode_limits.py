@@ -6,19 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from chexnet.data.dicom import read_dicom
 from chexnet.data.images import ImageReadError, OpenedImage, load_gray, scale_to_uint8
-from tests.helpers import claim_size, dx_dicom, gray_jpeg, jpeg_dx_dicom
-
-SIZE = 32
-
-
-def _png(path: Path, side: int = 40, seed: int = 0) -> Path:
-    pixels = np.random.default_rng(seed).integers(0, 256, (side, side)).astype(np.uint8)
-    Image.fromarray(pixels).save(path, format="PNG")
-    return path
+from tests.helpers import TEST_MODEL_SIZE, claim_size, dx_dicom, gray_jpeg, jpeg_dx_dicom, png_file
 
 
 def test_a_dicom_whose_codestream_is_a_bomb_is_refused_before_decoding(tmp_path: Path):
@@ -54,11 +45,11 @@ def test_a_truncated_dicom_is_called_truncated(tmp_path: Path):
 
 
 def test_the_pixel_limit_holds_for_every_reader(tmp_path: Path):
-    png = _png(tmp_path / "big.png", side=300)
+    png = png_file(tmp_path / "big.png", side=300)
     with OpenedImage(png) as opened:  # the header's count, before any decode (what the service reserves)
         assert opened.pixels == 90_000
     with pytest.raises(ImageReadError, match="90,000 pixels"):
-        load_gray(png, SIZE, max_pixels=80_000)
+        load_gray(png, TEST_MODEL_SIZE, max_pixels=80_000)
     with pytest.raises(ImageReadError, match="90,000 pixels"):
         OpenedImage(png, max_pixels=80_000)
 

@@ -8,25 +8,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from chexnet.core.labels import LabelOptions
 from chexnet.data import dicom, images, prepare
 from chexnet.data.presets import registry
-from tests.helpers import as_radiograph, pydicom_sample
+from tests.helpers import as_radiograph, nih_named_pngs, pydicom_sample
 
 SEED = registry.resolve_columns("seed", "", "", "")
 
 
 # --- the table ----------------------------------------------------------------------------------------
-def _images(folder: Path, n: int) -> list[str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    names = [f"{i:08d}_000.png" for i in range(n)]
-    for i, name in enumerate(names):
-        Image.fromarray(np.full((40, 40), (20 * i) % 256, np.uint8)).save(folder / name)
-    return names
-
-
 # --- DICOM: radiographs only, undecodable files are per-file reasons ---------------------------------
 pydicom = pytest.importorskip("pydicom")
 
@@ -69,7 +60,7 @@ def test_a_dicom_file_without_a_suffix_is_read_as_dicom(tmp_path: Path):
 
 
 def test_prepare_counts_bad_dicom_among_pngs_and_goes_on(tmp_path: Path):
-    names = _images(tmp_path / "images", 4)
+    names = nih_named_pngs(tmp_path / "images", 4)
     as_radiograph(pydicom_sample("JPEG-lossy.dcm"), tmp_path / "images" / "ls.dcm")  # undecodable (above)
     (tmp_path / "images" / "ct.dcm").write_bytes(pydicom_sample("CT_small.dcm").read_bytes())
     table = pd.DataFrame({"imagem": [*names, "ls.dcm", "ct.dcm"], "patologia": ["Mass", "No Finding"] * 3,

@@ -14,19 +14,12 @@ from chexnet.core.labels import LabelOptions, RareLabelError
 from chexnet.data import cache, prepare, tables
 from chexnet.data.presets import base as presets_base
 from chexnet.data.presets import registry
+from tests.helpers import nih_named_pngs
 
 SEED = registry.resolve_columns("seed", "", "", "")
 
 
 # --- the table ----------------------------------------------------------------------------------------
-def _images(folder: Path, n: int) -> list[str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    names = [f"{i:08d}_000.png" for i in range(n)]
-    for i, name in enumerate(names):
-        Image.fromarray(np.full((40, 40), (20 * i) % 256, np.uint8)).save(folder / name)
-    return names
-
-
 def _prepare(tmp_path: Path, table: pd.DataFrame, columns=SEED, **options) -> prepare.PrepareReport:
     return prepare.prepare_cache(
         table, table_path="t.parquet", image_root=tmp_path / "images", out_dir=tmp_path / "prepared",
@@ -36,7 +29,7 @@ def _prepare(tmp_path: Path, table: pd.DataFrame, columns=SEED, **options) -> pr
 
 
 def test_one_row_per_image_and_finding_is_merged_with_findings_united(tmp_path: Path):
-    names = _images(tmp_path / "images", 4)
+    names = nih_named_pngs(tmp_path / "images", 4)
     rows = [(names[0], "Mass", 0), (names[0], "Effusion", 0), (names[0], "Nodule", 0),
             (names[1], "No Finding", 1), (names[2], "Effusion", 2), (names[2], "No Finding", 2),
             (names[3], "Mass", 3)]  # fmt: skip
@@ -53,7 +46,7 @@ def test_one_row_per_image_and_finding_is_merged_with_findings_united(tmp_path: 
 
 
 def test_rows_of_one_image_with_two_patients_are_refused_with_the_rows(tmp_path: Path):
-    names = _images(tmp_path / "images", 2)
+    names = nih_named_pngs(tmp_path / "images", 2)
     table = pd.DataFrame(
         [(names[0], "Mass", 0), (names[0], "Effusion", 7), (names[1], "Mass", 1)],
         columns=["imagem", "patologia", "paciente_id"],
@@ -64,7 +57,7 @@ def test_rows_of_one_image_with_two_patients_are_refused_with_the_rows(tmp_path:
 
 def _wide(tmp_path: Path, columns: dict[str, list]) -> tuple[pd.DataFrame, presets_base.Columns]:
     n = len(next(iter(columns.values())))
-    names = _images(tmp_path / "images", n)
+    names = nih_named_pngs(tmp_path / "images", n)
     table = pd.DataFrame({"Path": [f"patient{i:05d}/study1/{name}" for i, name in enumerate(names)]})
     for folder, name in zip(table["Path"], names, strict=True):
         (tmp_path / "images" / Path(folder).parent).mkdir(parents=True, exist_ok=True)
@@ -92,7 +85,7 @@ def test_a_misspelt_uncertain_key_is_refused(tmp_path: Path):
 
 
 def test_ignore_findings_acts_before_aliases_as_documented(tmp_path: Path):
-    names = _images(tmp_path / "images", 4)
+    names = nih_named_pngs(tmp_path / "images", 4)
     table = pd.DataFrame({"imagem": names, "patologia": ["Infiltrate", "Infiltrate|Mass", "Mass", "Mass"],
                           "paciente_id": range(4)})  # fmt: skip
     report = _prepare(tmp_path, table, aliases={"Infiltrate": "Infiltration"}, ignore=("Infiltrate",))
@@ -154,7 +147,7 @@ def test_a_mimic_join_that_matches_nothing_says_so(tmp_path: Path):
 
 
 def test_a_cache_larger_than_the_disk_is_refused_before_decoding(tmp_path: Path, monkeypatch):
-    names = _images(tmp_path / "images", 2)
+    names = nih_named_pngs(tmp_path / "images", 2)
     table = pd.DataFrame({"imagem": names, "patologia": ["Mass", "No Finding"], "paciente_id": [0, 1]})
     import shutil
 

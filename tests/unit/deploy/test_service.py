@@ -12,25 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from chexnet.model.thresholds import OperatingPoints
-from tests.helpers import LABELS, save_test_model
-
-SIZE = 32
-
-
-@pytest.fixture
-def model_path(tmp_path: Path) -> Path:
-    path = tmp_path / "models" / "m.pth"
-    save_test_model(path, image_size=SIZE)
-    return path
-
-
-def _png(path: Path, side: int = 40, seed: int = 0) -> Path:
-    pixels = np.random.default_rng(seed).integers(0, 256, (side, side)).astype(np.uint8)
-    Image.fromarray(pixels).save(path, format="PNG")
-    return path
+from tests.helpers import LABELS, TEST_MODEL_SIZE, png_file
 
 
 def _service(model_path: Path, **limits):
@@ -49,7 +33,7 @@ async def _running(service):
 
 def test_any_failure_of_one_file_is_that_files_answer(model_path: Path, tmp_path: Path, monkeypatch):
     service = _service(model_path)
-    good = _png(tmp_path / "g.png").read_bytes()
+    good = png_file(tmp_path / "g.png").read_bytes()
     bad_dicom = b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff" + b"\x01" * 40
 
     async def scenario():
@@ -108,7 +92,7 @@ def test_a_plain_request_is_answered_while_the_heat_map_worker_is_busy(model_pat
     service = _service(model_path, max_heatmaps_waiting=1)
     release = threading.Event()
     service.heatmap_worker.submit(release.wait, 60)  # heat maps busy for as long as the test wants
-    image = _png(tmp_path / "g.png").read_bytes()
+    image = png_file(tmp_path / "g.png").read_bytes()
 
     async def scenario():
         task = await _running(service)
@@ -140,7 +124,7 @@ def test_an_image_whose_request_is_gone_is_not_computed(model_path: Path):
         loop = asyncio.get_running_loop()
         gone, waiting = loop.create_future(), loop.create_future()
         gone.cancel()  # its request timed out
-        image = np.zeros((SIZE, SIZE), np.uint8)
+        image = np.zeros((TEST_MODEL_SIZE, TEST_MODEL_SIZE), np.uint8)
         await service.queue.put((image, gone))
         await service.queue.put((image, waiting))
         await waiting
@@ -152,7 +136,7 @@ def test_an_image_whose_request_is_gone_is_not_computed(model_path: Path):
 
 def test_heat_maps_of_a_timed_out_request_are_not_made(model_path: Path):
     service = _service(model_path)
-    image, p = np.zeros((SIZE, SIZE), np.uint8), np.zeros(len(LABELS))
+    image, p = np.zeros((TEST_MODEL_SIZE, TEST_MODEL_SIZE), np.uint8), np.zeros(len(LABELS))
     assert service._overlays(image, "x.png", ["Mass"], p, Path("."), time.monotonic() - 1) is None
 
 
@@ -165,7 +149,7 @@ def test_an_upload_is_typed_once_opened_once_from_memory_and_never_written(
     from chexnet.deploy import serve
 
     service = _service(model_path)
-    uploads = [("a.png", _png(tmp_path / "g.png").read_bytes())]
+    uploads = [("a.png", png_file(tmp_path / "g.png").read_bytes())]
     typed, opened = [], []
     real_kind, real_init = serve.kind_of, serve.OpenedImage.__init__
     monkeypatch.setattr(serve, "kind_of", lambda data: typed.append(1) or real_kind(data))

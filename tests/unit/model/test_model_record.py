@@ -19,7 +19,7 @@ from chexnet.engine import inference, records
 from chexnet.engine.inference import FP32, Precision
 from chexnet.model.file import InputSpec, ModelInfo, RunAs, load_model, save_model
 from chexnet.model.network import CheckpointError, CheXNet
-from tests.helpers import run_cli, save_test_model
+from tests.helpers import TEST_MODEL_SIZE, run_cli, save_test_model
 
 LABELS = LabelList(("Derrame", "Nódulo", "Massa"), "from_data")
 CPU = torch.device("cpu")
@@ -133,14 +133,11 @@ def test_predict_runs_the_model_in_its_recorded_precision(tmp_path: Path):
     np.testing.assert_allclose(served, bf16 if near else fp32, atol=1e-5)
 
 
-SIZE = 32
-
-
 def test_a_failed_save_leaves_neither_the_model_nor_its_record(tmp_path: Path, monkeypatch):
     from chexnet.model import file
 
     path = tmp_path / "models" / "m.pth"
-    save_test_model(path, image_size=SIZE)
+    save_test_model(path, image_size=TEST_MODEL_SIZE)
     before = (path.read_bytes(), file.model_info_path(path).read_text())
     info = load_model(path)[1]
 
