@@ -13,6 +13,16 @@ def peak_rss_mb() -> dict[str, float]:
     return {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
+def peak_rss_of(pid: int) -> float:
+    """Peak resident memory of another process (a server a benchmark started), in MB, from /proc."""
+    from pathlib import Path
+
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
 @contextmanager
 def timed(results: dict[str, float], key: str) -> Iterator[None]:
     started = time.perf_counter()

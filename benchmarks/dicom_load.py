@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,21 +20,9 @@ from pathlib import Path
 
 import pydicom
 
+from benchmarks.common import peak_rss_of
 from chexnet.pipeline import paths
-from tests.helpers import SR_CLASS, Pacs, as_radiograph, c_echo, c_store, pydicom_sample
-
-
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers import SR_CLASS, Pacs, as_radiograph, c_echo, c_store, free_port, pydicom_sample
 
 
 def main() -> None:
@@ -51,7 +38,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="chexnet-dicom-load-"))
     samples = [as_radiograph(pydicom_sample(name), folder / f"{i}.dcm")
                for i, name in enumerate(("CT_small.dcm", "JPEG2000.dcm"))]  # fmt: skip
-    pacs, port = Pacs(), _free_port()
+    pacs, port = Pacs(), free_port()
     command = [sys.executable, "-m", "chexnet", "listen", "--model", str(args.model), "--port", str(port),
                "--send-to", f"PACS@127.0.0.1:{pacs.port}", "--engine", args.engine]  # fmt: skip
     node = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -78,7 +65,7 @@ def main() -> None:
             "lost": expected - len(pacs.of_class(SR_CLASS)),
             "images_per_s": round(expected / elapsed, 2),
             "seconds": round(elapsed, 1),
-            "node_peak_rss_mb": _peak_rss_mb(node.pid),
+            "node_peak_rss_mb": peak_rss_of(node.pid),
             "engine": args.engine,
             "model": str(args.model),
         }

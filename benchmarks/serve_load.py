@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -18,17 +17,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from benchmarks.common import peak_rss_of
 from chexnet.pipeline import paths
-from tests.helpers import http_get, http_post, png_bytes
+from tests.helpers import free_port, http_get, http_post, png_bytes
 
 TOKEN = "load-test"
-
-
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
 
 
 def main() -> None:
@@ -43,9 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     demo = sorted((paths.DEMO_DIR / "images").glob("*.png"))
     image = demo[0].read_bytes() if demo else png_bytes(0, shape=(256, 256))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "chexnet", "serve", "--model", str(args.model), "--port", str(port),
                "--token", TOKEN, "--engine", args.engine]  # fmt: skip
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -96,7 +87,7 @@ def main() -> None:
             },
             "throughput_per_s": round(len(answers) / wall, 2),
             "batches_run": health["batches_run"],
-            "server_peak_rss_mb": _peak_rss_mb(server.pid),
+            "server_peak_rss_mb": peak_rss_of(server.pid),
             "bad_requests": bad,
             "answers_after_bad_requests": http_get(f"{base}/health", None)[0],
         }

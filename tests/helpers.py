@@ -43,6 +43,15 @@ def process_env() -> dict[str, str]:
     return env
 
 
+def free_port() -> int:
+    """A TCP port on loopback nobody listens on now (for a server a test or benchmark starts)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def committed(path: str) -> bytes:
     """``path`` as the checked-out commit holds it (``git show HEAD:path``): the run the repository
     ships, not what a local ``dvc repro`` rewrote. The README's two commands, ``dvc repro`` then the

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import torch
 import yaml
 from PIL import Image
 
-from tests.helpers import REPO, make_workdir, process_env
+from tests.helpers import REPO, free_port, make_workdir, process_env
 from tests.system.test_train_stage import _processes_in
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals and /proc: Linux")
@@ -213,16 +212,10 @@ def test_an_unrelated_param_edited_meanwhile_does_not_fail_the_stage(tmp_path: P
         lifecycle.require_unchanged(tmp_path / "params.yaml", keys, before)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_the_documented_two_machine_command_trains_as_two_nodes_on_loopback(tmp_path: Path):
     """docs/training.md's torchrun --nnodes=2 ... --rdzv_backend=c10d line, as two node processes."""
     work = make_workdir(tmp_path, epochs=2)
-    port = _free_port()
+    port = free_port()
     nodes = [
         subprocess.Popen(
             [

@@ -11,7 +11,6 @@ import email.parser
 import email.policy
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import highdicom as hd
 import pydicom
 import pytest
 
-from tests.helpers import SC_CLASS, SR_CLASS, as_radiograph, c_echo, process_env, pydicom_sample
+from tests.helpers import SC_CLASS, SR_CLASS, as_radiograph, c_echo, free_port, process_env, pydicom_sample
 
 ORTHANC = shutil.which("Orthanc")
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -31,12 +30,6 @@ pytestmark = pytest.mark.skipif(
     ORTHANC is None or not DICOMWEB_PLUGIN.exists(),  # results are read back over DICOMweb
     reason="Orthanc and its DICOMweb plug-in are not installed (apt-get install orthanc orthanc-dicomweb)",
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _http(
@@ -56,7 +49,7 @@ class Orthanc:
     """A private Orthanc: its own configuration, storage and ports; ``chexnet`` is its modality."""
 
     def __init__(self, root: Path, node_port: int):
-        self.http_port, self.dicom_port = _free_port(), _free_port()
+        self.http_port, self.dicom_port = free_port(), free_port()
         config = {
             "Name": "chexnet-test",
             "StorageDirectory": str(root / "storage"),
@@ -169,7 +162,7 @@ def _check_results(orthanc: Orthanc, study: dict, source: Path, model: Path) -> 
 @pytest.mark.parametrize("route", ["c-store", "stow-rs"])
 def test_orthanc_sends_a_radiograph_and_gets_the_report_and_heat_map_back(tmp_path: Path, other_model: Path,
                                                                           route: str):  # fmt: skip
-    node_port = _free_port()
+    node_port = free_port()
     orthanc = Orthanc(tmp_path, node_port)
     send_to = (f"ORTHANC@127.0.0.1:{orthanc.dicom_port}" if route == "c-store"
                else f"{orthanc.url}/dicom-web")  # fmt: skip

@@ -8,7 +8,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,16 +22,10 @@ from PIL import Image
 
 from chexnet.core.errors import ChexnetError
 from chexnet.deploy.serve import is_loopback, kind_of, serve
-from tests.helpers import LABELS, http_get, http_post, multipart_body, png_bytes, save_test_model
+from tests.helpers import LABELS, free_port, http_get, http_post, multipart_body, png_bytes, save_test_model
 
 TOKEN = "test-token"
 MAX_FILES = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _dicom(tmp: Path) -> bytes:
@@ -54,7 +47,7 @@ def _get(url: str, token: str | None = TOKEN) -> tuple[int, dict]:
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     save_test_model(root / "models" / "m.pth", image_size=64)
-    port = _free_port()
+    port = free_port()
     env = os.environ | {"CHEXNET_CACHE": str(root / "cache")}
     command = [sys.executable, "-m", "chexnet", "serve", "--model", str(root / "models" / "m.pth"), "--port",
                str(port), "--token", TOKEN, "--engine", "onnx", "--max-files", str(MAX_FILES),
@@ -222,7 +215,7 @@ def test_the_page_in_chromium_uploads_an_image_and_shows_findings_and_heat_maps(
     websocket = pytest.importorskip("websocket")
     image = tmp_path / "study.png"
     image.write_bytes(png_bytes(7, shape=(256, 256)))
-    port = _free_port()
+    port = free_port()
     flags = ["--headless=new", "--no-sandbox", "--disable-gpu", f"--remote-debugging-port={port}",
              f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
     browser = subprocess.Popen([_chromium(), *flags, "about:blank"], stdout=subprocess.DEVNULL,

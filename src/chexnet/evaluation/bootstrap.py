@@ -83,10 +83,15 @@ def weighted_auroc_ap(
     return auroc, ap
 
 
-def _interval(point: float, replicates: np.ndarray, level: float) -> Interval:
+def percentile_interval(point: float, replicates: np.ndarray, level: float) -> Interval:
+    """``point`` with the ``level`` percentile interval of its finite replicates (replicates that drew
+    no positive are NaN and left out); no interval without any, no value for a non-finite point. The
+    one percentile rule of the evaluate report, the subgroups and ``chexnet compare``."""
+    if not np.isfinite(point):
+        return Interval(None, None, None)
     valid = replicates[np.isfinite(replicates)]
     if not len(valid):
-        return Interval(point, None, None)
+        return Interval(float(point), None, None)
     low, high = np.percentile(valid, [50 * (1 - level), 50 * (1 + level)])
     return Interval(float(point), float(low), float(high))
 
@@ -162,7 +167,7 @@ def _fill_intervals(
     for index, metric in enumerate(result):
         for j, label in enumerate(labels):
             if label in per_class_points:
-                result[metric][label] = _interval(
+                result[metric][label] = percentile_interval(
                     per_class_points[label][index], per_class_reps[metric][:, j], level
                 )
         if defined:
@@ -170,11 +175,11 @@ def _fill_intervals(
             with warnings.catch_warnings():  # a replicate with every class undefined: NaN, left out
                 warnings.simplefilter("ignore", RuntimeWarning)
                 macro_reps = np.nanmean(per_class_reps[metric][:, defined], axis=1)
-            result[metric]["macro"] = _interval(float(np.mean(points)), macro_reps, level)
+            result[metric]["macro"] = percentile_interval(float(np.mean(points)), macro_reps, level)
             micro_point = weighted_auroc_ap(micro_truth, micro_scores, np.ones((1, len(micro_truth))))[index][
                 0
             ]
-            result[metric]["micro"] = _interval(float(micro_point), micro_reps[metric], level)
+            result[metric]["micro"] = percentile_interval(float(micro_point), micro_reps[metric], level)
         else:
             reason = "no finding has both positives and negatives in this split"
             result[metric]["macro"] = result[metric]["micro"] = Interval(None, None, None, reason)

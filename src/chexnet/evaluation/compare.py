@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm, rankdata
 
-from chexnet.evaluation.bootstrap import Interval, patient_draws, weighted_auroc_ap
+from chexnet.evaluation.bootstrap import patient_draws, percentile_interval, weighted_auroc_ap
 from chexnet.evaluation.classification import known, undefined_reason
 
 
@@ -85,11 +85,7 @@ def _decisions(truth: np.ndarray, called_a: np.ndarray, called_b: np.ndarray) ->
 
 
 def _percentile(point: float, replicates: np.ndarray, level: float) -> dict[str, object]:
-    valid = replicates[np.isfinite(replicates)]
-    if not len(valid):
-        return Interval(point, None, None).as_dict()
-    low, high = np.percentile(valid, [50 * (1 - level), 50 * (1 + level)])
-    return Interval(float(point), float(low), float(high)).as_dict()
+    return percentile_interval(point, replicates, level).as_dict()
 
 
 # long: one pass of paired replicates serves every finding and the macro mean (the macro difference

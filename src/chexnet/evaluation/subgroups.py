@@ -34,7 +34,13 @@ import numpy as np
 import pandas as pd
 
 from chexnet.core.errors import ChexnetError
-from chexnet.evaluation.bootstrap import Interval, clopper_pearson, patient_draws, weighted_auroc_ap
+from chexnet.evaluation.bootstrap import (
+    Interval,
+    clopper_pearson,
+    patient_draws,
+    percentile_interval,
+    weighted_auroc_ap,
+)
 from chexnet.evaluation.classification import known
 
 AGE_BANDS = (20, 40, 60, 80)  # edges: 0-20, 20-40, 40-60, 60-80, 80+ (years; a band holds its low edge)
@@ -108,11 +114,7 @@ def _metrics(truth, scores, weights, counts, common: list[int]) -> dict[str, np.
 
 
 def _percentile(point: float, replicates: np.ndarray, level: float, **extra) -> dict[str, object]:
-    valid = replicates[np.isfinite(replicates)]
-    if not np.isfinite(point) or not len(valid):
-        return Interval(None if not np.isfinite(point) else float(point), None, None).as_dict() | extra
-    low, high = np.percentile(valid, [50 * (1 - level), 50 * (1 + level)])
-    return Interval(float(point), float(low), float(high)).as_dict() | extra
+    return percentile_interval(point, replicates, level).as_dict() | extra
 
 
 def _rate(events: int, trials: int, replicates: np.ndarray | None, level: float) -> dict[str, object]:
@@ -205,9 +207,10 @@ def subgroup_results(
                  for g, m in members.items()}  # fmt: skip
         sized = [g for g in members if not small[g]]
         eligible = [g for g in sized if g != UNKNOWN]
-        scorable = {g: [j for j in range(len(names)) if not _finding_too_few(
-            truth[members[g], j], patients[members[g]], min_positive_patients)] for g in members}  # fmt: skip
-        common = sorted(set.intersection(*(set(scorable[g]) for g in eligible))) if eligible else []
+        too_few = {g: {j: _finding_too_few(truth[m, j], patients[m], min_positive_patients)
+                       for j in range(len(names))} for g, m in members.items()}  # fmt: skip
+        scorable = {g: {j for j, reason in too_few[g].items() if not reason} for g in members}
+        common = sorted(set.intersection(*(scorable[g] for g in eligible))) if eligible else []
         points = {
             g: _metrics(truth, scores, m[None, :].astype(float), counts, common) for g, m in members.items()
         }
@@ -241,7 +244,7 @@ def subgroup_results(
                 entry[key] = _rate(events, trials, None if rep is None else rep[key], level)
             entry["auroc_per_finding"] = {}
             for j, label in enumerate(names):
-                few = _finding_too_few(truth[m, j], patients[m], min_positive_patients)
+                few = too_few[g][j]
                 replicates = np.array([]) if rep is None or few else rep["auroc_per_finding"][:, j]
                 entry["auroc_per_finding"][label] = _percentile(
                     points[g]["auroc_per_finding"][0, j],
