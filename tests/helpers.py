@@ -104,6 +104,25 @@ def nih_named_pngs(folder: Path, n: int) -> list[str]:
     return names
 
 
+def param_leaves() -> list[tuple[str, type, dict]]:
+    """Every leaf of the params schema as ``(dotted key, type hint, its param(...) metadata)``: the
+    sweeps over every param derive their cases from the schema, so a param added tomorrow is covered."""
+    import dataclasses
+    import typing
+
+    from chexnet.config.params import Params
+
+    def walk(cls, prefix: str):
+        for spec in dataclasses.fields(cls):
+            hint = typing.get_type_hints(cls)[spec.name]
+            if dataclasses.is_dataclass(hint):
+                yield from walk(hint, f"{prefix}{spec.name}.")
+            else:
+                yield f"{prefix}{spec.name}", hint, dict(spec.metadata)
+
+    return list(walk(Params, ""))
+
+
 def make_workdir(root: Path, epochs: int, n: int = 48, size: int = 32) -> Path:
     """A tiny prepared cache and split, as prepare and split would leave them, plus params.yaml."""
     rng = np.random.default_rng(0)
@@ -130,21 +149,14 @@ def make_workdir(root: Path, epochs: int, n: int = 48, size: int = 32) -> Path:
     return root
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """``chexnet ARGS`` run in this process, answered like ``subprocess.run(capture_output=True)``.
-
-    The command's ``main`` is what ``python -m chexnet`` runs; calling it here skips a new interpreter
-    and a torch import per call (seconds each; the fast inner loop runs dozens). Its log lines go to the
-    captured stderr in the command's own format, as they would in a process. An exception the command
-    does not turn into a message is not caught: the test fails with its traceback, as a process would
-    print one. ``tests/system/test_reliability_processes.py`` keeps real-process runs of the same
-    messages.
-    """
+def _in_process(command: list[str], call, cwd: Path | None) -> subprocess.CompletedProcess:
+    """Run ``call()`` (it returns an exit status or raises ``SystemExit``) in ``cwd`` with stdout and
+    stderr captured, log lines included in the format a stage or the CLI writes them, and answer like
+    ``subprocess.run(capture_output=True)``. An exception ``call`` does not turn into a message is not
+    caught: the test fails with its traceback, as a process would print one."""
     import contextlib
     import io as text_io
     import logging
-
-    from chexnet.cli.main import main
 
     out, err = text_io.StringIO(), text_io.StringIO()
     handler = logging.StreamHandler(err)
@@ -160,13 +172,53 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
             contextlib.redirect_stderr(err),
         ):
             try:
-                code = main(list(args))
-            except SystemExit as stop:  # argparse's usage errors and --help
-                code = stop.code if isinstance(stop.code, int) else 1
+                code = call()
+            except SystemExit as stop:  # argparse's usage errors and --help; a stage's end
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
-    return subprocess.CompletedProcess(["chexnet", *args], code, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess(command, code or 0, out.getvalue(), err.getvalue())
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``chexnet ARGS`` run in this process, answered like ``subprocess.run(capture_output=True)``.
+
+    The command's ``main`` is what ``python -m chexnet`` runs; calling it here skips a new interpreter
+    and a torch import per call (seconds each; the fast inner loop runs dozens).
+    ``tests/system/test_reliability_processes.py`` keeps real-process runs of the same messages.
+    """
+    from chexnet.cli.main import main
+
+    return _in_process(["chexnet", *args], lambda: main(list(args)), cwd)
+
+
+def run_stage(stage: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python stages/<stage>.py ARGS`` as DVC runs it, but in this process, in ``cwd``.
+
+    ``runpy`` executes the script as ``__main__`` with that argv: its imports, its parser, its params
+    and ``run_stage``'s one-line errors are the ones ``dvc repro`` starts, without a new interpreter and
+    a torch import (seconds each). What only a process has is left out here and tested in
+    ``tests/system/`` (test_lifecycle.py, test_robustness.py): the SIGTERM handler and the thread that
+    watches for a vanished ``dvc``, which in this process would outlive the call.
+    """
+    import runpy
+    from unittest import mock
+
+    from chexnet.pipeline import lifecycle
+
+    script = REPO / "stages" / f"{stage}.py"
+
+    def call() -> int:
+        with (
+            mock.patch.object(sys, "argv", [str(script), *args]),
+            mock.patch.object(lifecycle, "handle_sigterm", lambda: None),
+            mock.patch.object(lifecycle, "watch_launcher", lambda *a, **k: None),
+        ):
+            runpy.run_path(str(script), run_name="__main__")
+        return 0
+
+    return _in_process([sys.executable, str(script), *args], call, cwd)
 
 
 # --- DICOM files ---
