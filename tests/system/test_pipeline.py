@@ -1,6 +1,7 @@
 """End to end: a copy of the repo as a fresh git + DVC repo, `dvc repro` on tiny params, experiments.
 
-Tiny means 60 demo images of 96 px, 64 px training, 1 epoch, random init: about a minute on 2 cores.
+Tiny means 60 demo images of 96 px, 64 px training, 1 epoch, random init, a grid of 4 test images and
+one heat map a finding: about 40 s on 2 cores.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ COPY = [
     ".gitignore",
     "pyproject.toml",
 ]
-STAGES = ["check", "demo", "prepare", "split", "train", "evaluate", "external", "card", "explain"]
 
 
 def run(cwd: Path, *args: str) -> str:
@@ -60,6 +60,9 @@ def repo(tmp_path_factory) -> Path:
     params["demo"].update(n_patients=30, n_images=60, image_size=96, external_patients=20, external_images=40)
     params["split"].update(val_fraction=0.2, test_fraction=0.3)
     params["data"].update(min_positives=1)  # 60 images: some findings have only a few positives
+    # figures are most of evaluate's and explain's time at this size: fewer of them (each still drawn)
+    params["evaluate"].update(grid_images=4)
+    params["explain"].update(top_k=1)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(root, "git", "init", "-q")
     run(root, "git", "add", "-A")
@@ -332,7 +335,7 @@ def test_a_queued_sweep_runs_and_exp_show_lists_its_metrics(repo: Path):
         status = run(repo, "dvc", "queue", "status")
         if "Queued" not in status and "Running" not in status:
             break
-        time.sleep(5)
+        time.sleep(1)
     assert "Failed" not in status, status + run(repo, "dvc", "queue", "logs", status.split()[-1])
     table = run(repo, "dvc", "exp", "show", "--csv").splitlines()
     header = table[0].split(",")
@@ -512,12 +515,6 @@ def test_an_external_test_set_in_another_layout_and_vocabulary_is_scored_and_rer
     finally:
         table.write_text(original)
         run(repo, "dvc", "repro")
-
-
-@pytest.mark.parametrize("stage", STAGES)
-def test_every_stage_has_help(stage: str):
-    output = run(REPO, sys.executable, f"stages/{stage}.py", "--help")
-    assert "usage:" in output and "--params" in output
 
 
 def test_exp_run_with_the_nih14_label_list(repo: Path):
