@@ -4,7 +4,7 @@ import pytest
 
 from chexnet.config.params import Params, load_params, params_from_dict
 from chexnet.config.schema import ParamsError
-from tests.helpers import REPO
+from tests.helpers import REPO, param_leaves
 
 
 def test_defaults_are_the_seeds_or_say_why():
@@ -55,6 +55,47 @@ def test_choices_are_checked():
     assert params_from_dict({"train": {"compile_mode": "reduce-overhead"}}).train.compile_mode == (
         "reduce-overhead"
     )
+
+
+# Every param, out of its declared range: the cases come from the schema (a param added tomorrow is covered).
+LEAVES = param_leaves()
+
+
+def _bad_values(hint, meta) -> list:
+    values = []
+    low, high = meta.get("low"), meta.get("high")
+    kind = int if hint is int else float
+    if low is not None:
+        values.append(kind(low) if meta.get("low_open") else kind(low - 1 if kind is int else low - 0.5))
+    if high is not None:
+        values.append(kind(high) if meta.get("high_open") else kind(high + 1 if kind is int else high + 0.5))
+    if meta.get("choices"):
+        values.append("definitely-not-allowed")
+    if meta.get("pattern"):
+        values.append("   ")  # every text pattern here needs a visible character
+    return values
+
+
+def _declared(meta: dict) -> bool:
+    declared = ("free", "choices", "pattern", "low", "high")
+    return bool(meta) and any(meta[k] is not None and meta[k] is not False for k in declared)
+
+
+def test_every_param_declares_what_it_allows():
+    undeclared = [key for key, hint, meta in LEAVES if hint in (int, float, str) and not _declared(meta)]
+    assert not undeclared, f"declare a range or choices with params.param(...) for: {undeclared}"
+
+
+@pytest.mark.parametrize(("key", "value"), [(k, v) for k, h, m in LEAVES for v in _bad_values(h, m)])
+def test_an_out_of_range_param_is_refused_naming_its_key(key: str, value):
+    raw: dict = {}
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = [value] if key == "data.views" else value
+    with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
+        params_from_dict(raw)
 
 
 def test_the_stand_in_files_read_as_no_file_and_imagenet():

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from chexnet.data.dataset import CachedImages
-from chexnet.engine import inference, state, training
+from chexnet.engine import inference, resume, state, training
 from chexnet.engine import loss as training_loss
 from chexnet.model.network import CheXNet, set_memory_efficient
 
@@ -73,6 +74,29 @@ def test_a_checkpoint_for_other_settings_is_not_resumed(tmp_path: Path):
         CheXNet(), dataset, dataset, options, checkpoint=checkpoint, run_fingerprint="other"
     )
     assert result.resumed_from_epoch == 0
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+@pytest.mark.parametrize("fault", ["truncated", "foreign-pickle", "not-a-dict"])
+def test_a_broken_resume_checkpoint_is_skipped_never_fatal(tmp_path: Path, fault: str, monkeypatch, caplog):
+    """What ``fit`` reads back to resume: a file it cannot read is skipped with a warning (training starts
+    from epoch 1, as for another run's checkpoint above), and a foreign pickle's code never runs."""
+    monkeypatch.chdir(tmp_path)
+    checkpoint = tmp_path / "train_checkpoint.pt"
+    if fault == "truncated":
+        torch.save({"epoch": 1, "model": {"w": torch.zeros(50_000)}}, checkpoint)
+        checkpoint.write_bytes(checkpoint.read_bytes()[:100_000])
+    elif fault == "foreign-pickle":
+        torch.save({"fingerprint": "x", "payload": _Evil()}, checkpoint)
+    else:
+        torch.save([1, 2, 3], checkpoint)
+    assert resume.ResumeState.load(checkpoint, "f") is None
+    assert "cannot be read" in caplog.text and "training starts from epoch 1" in caplog.text
+    assert not (tmp_path / "pwned").exists()  # weights_only: the pickle's code never ran
 
 
 def test_best_epoch_is_kept_and_early_stopping_and_plateau_work(tmp_path: Path, monkeypatch):
