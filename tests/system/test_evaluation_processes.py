@@ -4,6 +4,7 @@ tests/unit/evaluation/test_evaluation.py)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,10 +27,11 @@ def _evaluate(work: Path, stage: str = "evaluate") -> subprocess.CompletedProces
     )
 
 
-@pytest.fixture
-def evaluated(tmp_path: Path) -> Path:
-    """The evaluate stage run on a tiny set with a random model, as the pipeline leaves things."""
-    work = make_workdir(tmp_path / "work", epochs=1)
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory) -> Path:
+    """The evaluate stage run on a tiny set with a random model, as the pipeline leaves things (built
+    once: a test that changes it works on its own copy)."""
+    work = make_workdir(tmp_path_factory.mktemp("evaluated") / "work", epochs=1)
     (work / "params.yaml").write_text("weights: none\ndevice: cpu\nevaluate: {bootstrap_resamples: 200}\n")
     save_test_model(work / "models" / "chexnet_model.pth")
     metrics = work / "reports"  # the evaluate stage writes the model card from the stages' reports
@@ -106,7 +108,8 @@ def test_evaluate_stage_writes_metrics_with_intervals_thresholds_plots_and_model
     assert "chosen on validation" in report and "threshold 0.5" in report
 
 
-def test_thresholds_never_look_at_test_labels(evaluated: Path):
+def test_thresholds_never_look_at_test_labels(evaluated: Path, tmp_path: Path):
+    evaluated = Path(shutil.copytree(evaluated, tmp_path / "work"))
     before = (evaluated / "models" / "thresholds.json").read_text()
     auroc_before = json.loads((evaluated / "metrics" / "evaluate.json").read_text())["auroc"]["macro"]
     split = pd.read_parquet(evaluated / "data" / "split.parquet")

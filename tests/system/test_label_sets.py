@@ -2,14 +2,16 @@
 
 A seed-format table whose findings are in Portuguese with its own no-finding token, and a CheXpert-layout
 table with uncertain and blank cells under U-Ignore: prepare → split → train → evaluate → explain, then
-``chexnet predict`` and ``chexnet explain``. Tiny settings (60 images, 32 px, 1 epoch): about a minute each.
+``chexnet predict`` and ``chexnet explain``. Tiny settings (60 images, 32 px, 1 epoch, one heat map a
+finding). The stage scripts and the CLI run in this process (``tests.helpers.run_stage`` and ``run_cli``:
+the same scripts, without an interpreter and a torch import per step; ``dvc repro`` runs them as processes
+in test_pipeline.py); here because each case trains DenseNet121 end to end, about 20 s.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +24,7 @@ from chexnet.config.demo import DemoParams
 from chexnet.core.labels import NIH14, file_safe
 from chexnet.synthetic import layouts
 from chexnet.synthetic.demo import DEMO_BOXES, generate_demo
-from tests.helpers import REPO, process_env
+from tests.helpers import run_cli, run_stage
 
 PORTUGUESE = dict(
     zip(
@@ -46,20 +48,28 @@ PORTUGUESE = dict(
         strict=True,
     )
 )
-TINY = {"epochs": 1, "batch_size": 8, "image_size": 32, "weights": "none", "device": "cpu", "seed": 3}
+TINY = {
+    "epochs": 1,
+    "batch_size": 8,
+    "image_size": 32,
+    "weights": "none",
+    "device": "cpu",
+    "seed": 3,
+    "evaluate": {"grid_images": 4},
+    "explain": {"top_k": 1},
+}
 STAGES = ["prepare", "split", "train", "evaluate", "card", "explain"]
 
 
-def _run(work: Path, *command: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=work, env=process_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{command}\n{result.stderr[-4000:]}"
+def _ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, f"{result.args}\n{result.stderr[-4000:]}"
     return result
 
 
 def _pipeline(work: Path, params: dict) -> None:
     (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     for stage in STAGES:
-        _run(work, sys.executable, str(REPO / "stages" / f"{stage}.py"))
+        _ok(run_stage(stage, cwd=work))
 
 
 @pytest.fixture(scope="module")
@@ -114,33 +124,15 @@ def test_portuguese_findings_travel_by_name_through_every_stage(portuguese: Path
 def test_portuguese_model_predicts_and_explains_by_name(portuguese: Path):
     image = portuguese / "x.png"
     Image.fromarray(np.full((80, 80), 120, np.uint8)).save(image)
-    predicted = _run(portuguese, sys.executable, "-m", "chexnet", "predict", str(image), "--json")
+    predicted = _ok(run_cli("predict", str(image), "--json", cwd=portuguese))
     document = json.loads(predicted.stdout)
     assert (
         document["model"]["findings"] == sorted(PORTUGUESE.values()) and document["model"]["image_size"] == 32
     )
     assert set(document["results"][0]["probabilities"]) == set(PORTUGUESE.values())
-    explained = _run(
-        portuguese,
-        sys.executable,
-        "-m",
-        "chexnet",
-        "explain",
-        str(image),
-        "--finding",
-        "Derrame",
-        "--out",
-        "hm",
-    )
+    explained = _ok(run_cli("explain", str(image), "--finding", "Derrame", "--out", "hm", cwd=portuguese))
     assert "\tDerrame\t" in explained.stdout and (portuguese / "hm" / "x_Derrame.png").exists()
-    refused = subprocess.run(
-        [sys.executable, "-m", "chexnet", "explain", str(image), "--finding", "Effusion"],
-        cwd=portuguese,
-        env=process_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    refused = run_cli("explain", str(image), "--finding", "Effusion", cwd=portuguese)
     assert refused.returncode == 1 and "Derrame" in refused.stderr and "Traceback" not in refused.stderr
 
 
@@ -148,14 +140,7 @@ def test_an_english_box_table_is_refused_by_a_portuguese_model(portuguese: Path)
     params = yaml.safe_load((portuguese / "params.yaml").read_text())
     params["data"]["bbox_table"] = "demo/BBox_List.csv"
     (portuguese / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
-    result = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "explain.py")],
-        cwd=portuguese,
-        env=process_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_stage("explain", cwd=portuguese)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "does not predict" in result.stderr and "Derrame" in result.stderr
 
