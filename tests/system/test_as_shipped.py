@@ -60,3 +60,20 @@ def test_the_cards_set_param_command_and_the_readmes_sweep_queue_on_a_fresh_clon
 
 def test_chexnet_check_passes_on_the_committed_params(clone: Path):
     assert "params.yaml: OK" in _run(clone, "chexnet", "check")
+
+
+def test_the_readmes_metrics_and_plots_commands_read_the_committed_run_on_a_fresh_clone(clone: Path):
+    """``dvc metrics show``, ``dvc metrics diff`` and ``dvc plots show`` as the README has them, before any
+    ``dvc repro``: the headline figures and curves are in git (``cache: false``), so a fresh clone shows
+    the committed run, and the workspace differs from its commit in nothing."""
+    import json
+
+    shown = _run(clone, "dvc", "metrics", "show", "--json")
+    committed_auroc = json.loads((clone / "metrics/evaluate.json").read_text())["auroc"]["macro"]["value"]
+    assert "metrics/evaluate.json" in shown and str(committed_auroc) in shown
+    assert _run(clone, "dvc", "metrics", "diff").strip() == ""  # nothing changed since the commit
+    _run(clone, "dvc", "plots", "show")
+    html = (clone / "dvc_plots" / "index.html").read_text(encoding="utf-8")
+    for chart in ("loss", "val_auroc", "roc", "pr", "calibration"):  # the curves the commit holds
+        assert f"vegaEmbed('#{chart}'" in html, chart
+    assert "cdn.jsdelivr" not in html  # the offline template (.dvc/html), as in test_pipeline.py
