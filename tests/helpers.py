@@ -5,6 +5,7 @@ for the service. One module, imported as ``from tests.helpers import ...`` (fixt
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -63,16 +64,28 @@ def committed(path: str) -> bytes:
     return result.stdout
 
 
-def save_test_model(path: Path, labels: tuple[str, ...] = LABELS, image_size: int | None = 32, seed: int = 0):
-    """A random CheXNet saved as train saves it: the seed-format state_dict and its JSON beside it."""
-    from chexnet.model.file import ModelInfo, save_model
+@functools.cache
+def _random_weights(findings: int, seed: int) -> dict[str, torch.Tensor]:
+    """A random CheXNet's state_dict, built once per process for each (findings, seed): building
+    DenseNet121 costs a quarter of a second, and the fast tiers save a model in dozens of tests. The
+    global RNG is left as it was."""
     from chexnet.model.network import CheXNet
 
-    torch.manual_seed(seed)
-    model = CheXNet(len(labels))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return CheXNet(findings).state_dict()
+
+
+def save_test_model(
+    path: Path, labels: tuple[str, ...] = LABELS, image_size: int | None = 32, seed: int = 0
+) -> Path:
+    """A random CheXNet saved as train saves it: the seed-format state_dict and its JSON beside it."""
+    from chexnet.model.file import ModelInfo, save_model
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(path, model.state_dict(), ModelInfo(LabelList(tuple(labels), "nih14"), image_size))
-    return model
+    weights = _random_weights(len(labels), seed)
+    save_model(path, weights, ModelInfo(LabelList(tuple(labels), "nih14"), image_size))
+    return path
 
 
 TEST_MODEL_SIZE = 32  # the image size of the tiny models the fast tiers run (conftest's model_path)
