@@ -126,14 +126,25 @@ def param_leaves() -> list[tuple[str, type, dict]]:
     from chexnet.config.params import Params
 
     def walk(cls, prefix: str):
+        hints = typing.get_type_hints(cls)
         for spec in dataclasses.fields(cls):
-            hint = typing.get_type_hints(cls)[spec.name]
+            hint = hints[spec.name]
             if dataclasses.is_dataclass(hint):
                 yield from walk(hint, f"{prefix}{spec.name}.")
             else:
                 yield f"{prefix}{spec.name}", hint, dict(spec.metadata)
 
     return list(walk(Params, ""))
+
+
+def set_dotted(mapping: dict, key: str, value) -> dict:
+    """``mapping`` with ``value`` at the dotted params key (``"data.views"``), sections made as needed."""
+    *parents, leaf = key.split(".")
+    node = mapping
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return mapping
 
 
 def make_workdir(root: Path, epochs: int, n: int = 48, size: int = 32) -> Path:

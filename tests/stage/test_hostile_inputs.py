@@ -29,7 +29,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.helpers import make_workdir, param_leaves, run_cli, run_stage, save_test_model
+from tests.helpers import make_workdir, param_leaves, run_cli, run_stage, save_test_model, set_dotted
 from tests.repository.test_dvc_deps import stages_reading
 
 
@@ -325,11 +325,7 @@ def _with(key: str, value) -> dict:
               "evaluate": {"bootstrap_resamples": 20}, "explain": {"top_k": 1},
               "data": {"table": "table.parquet", "images": "images", "min_positives": 1, "workers": 1,
                        "bbox_table": "inputs/none"}}  # fmt: skip
-    node = params
-    *parents, leaf = key.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
+    set_dotted(params, key, value)
     if key == "split.method":
         params["split"]["test_list"] = f"{NOTHING}.txt"
     return params

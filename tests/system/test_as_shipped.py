@@ -9,6 +9,7 @@ does, and then removed.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -66,8 +67,6 @@ def test_the_readmes_metrics_and_plots_commands_read_the_committed_run_on_a_fres
     """``dvc metrics show``, ``dvc metrics diff`` and ``dvc plots show`` as the README has them, before any
     ``dvc repro``: the headline figures and curves are in git (``cache: false``), so a fresh clone shows
     the committed run, and the workspace differs from its commit in nothing."""
-    import json
-
     shown = _run(clone, "dvc", "metrics", "show", "--json")
     committed_auroc = json.loads((clone / "metrics/evaluate.json").read_text())["auroc"]["macro"]["value"]
     assert "metrics/evaluate.json" in shown and str(committed_auroc) in shown

@@ -4,7 +4,7 @@ import pytest
 
 from chexnet.config.params import Params, load_params, params_from_dict
 from chexnet.config.schema import ParamsError
-from tests.helpers import REPO, param_leaves
+from tests.helpers import REPO, param_leaves, set_dotted
 
 
 def test_defaults_are_the_seeds_or_say_why():
@@ -88,12 +88,7 @@ def test_every_param_declares_what_it_allows():
 
 @pytest.mark.parametrize(("key", "value"), [(k, v) for k, h, m in LEAVES for v in _bad_values(h, m)])
 def test_an_out_of_range_param_is_refused_naming_its_key(key: str, value):
-    raw: dict = {}
-    node = raw
-    *parents, leaf = key.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = [value] if key == "data.views" else value
+    raw = set_dotted({}, key, [value] if key == "data.views" else value)
     with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
         params_from_dict(raw)
 
