@@ -11,7 +11,7 @@ from chexnet.core import io
 from chexnet.data import cache
 from chexnet.engine import inference
 from chexnet.engine.opened import LoadedModel
-from chexnet.evaluation import figures, subgroups
+from chexnet.evaluation import curves, figures, subgroups
 from chexnet.evaluation import report as evaluation
 from chexnet.model import thresholds as operating
 from chexnet.model.file import require_labels
@@ -69,8 +69,8 @@ def main(params) -> None:
     io.write_json(paths.REPORT_JSON, result.classification_reports)
     io.write_text(paths.REPORT_TEXT, result.report_text)
     print(result.report_text)  # the seed prints its classification_report
-    curves = {"roc": paths.ROC_CSV, "pr": paths.PR_CSV, "calibration": paths.CALIBRATION_CSV}
-    figures.write_curves(truth, scores, names, result.calibration_bins, **curves)
+    curve_files = {"roc": paths.ROC_CSV, "pr": paths.PR_CSV, "calibration": paths.CALIBRATION_CSV}
+    curves.write_curves(truth, scores, names, result.calibration_bins, **curve_files)
     images = cache.load_images(paths.PREPARED_DIR)
     figures.evaluation_figures(result, test, truth, images, cfg.grid_images, **paths.EVALUATE_FIGURES)
     log.info("test mean AUROC %(value)s (95%% CI %(ci_low)s–%(ci_high)s)", result.summary["auroc"]["macro"])

@@ -1,5 +1,7 @@
 """PNG figures people would rather look at than read: the prediction grid, confusion and reliability
-figures of the evaluate stage, and heat-map overlays."""
+figures of the evaluate stage, and heat-map overlays. (The curve tables ``dvc plots`` draws are
+:mod:`chexnet.evaluation.curves`: computing them needs scikit-learn, which the heat-map paths,
+``chexnet predict``, ``serve`` and the explain stage, need not import: about 1 s of each start.)"""
 
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ import pandas as pd
 
 from chexnet.core import io
 from chexnet.core.labels import findings_string
-from chexnet.evaluation import classification
 
 # Titles hold untrusted text (file names, a table's finding names): "$" must stay a dollar sign, never
 # start TeX math that matplotlib parses (and fails on: "scan$_{2.png" raised ValueError on save).
@@ -32,34 +33,6 @@ def _grid(count: int, cols: int = 5) -> tuple[int, int]:
     """Rows and columns for ``count`` small panels (any number of findings)."""
     cols = max(1, min(cols, count))
     return max(1, math.ceil(count / cols)), cols
-
-
-def curves_frame(curves: dict[str, dict[str, list[float]]], columns: list[str]) -> pd.DataFrame:
-    """Per-finding curves as one long table: ``finding``, ``point`` (the order to draw a curve's points
-    in), then ``columns``; the shape the project's DVC template ``by_finding`` colours by finding."""
-    parts = [
-        pd.DataFrame({"finding": label, "point": range(len(points[columns[0]])), **points})
-        for label, points in curves.items()
-    ]
-    header = ["finding", "point", *columns]
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=header)
-    return frame[header]
-
-
-def write_curves(
-    truth: np.ndarray, scores: np.ndarray, labels: list[str], calibration_bins: list, *,
-    roc: Path, pr: Path, calibration: Path,
-) -> None:  # fmt: skip
-    """The curve tables ``dvc plots`` draws: ROC and PR one long-format file each (one line per finding,
-    for any label list) and the pooled reliability bins."""
-    roc_points, pr_points = (
-        classification.roc_points(truth, scores, labels),
-        classification.pr_points(truth, scores, labels),
-    )
-    io.write_csv(roc, curves_frame(roc_points, ["fpr", "tpr", "threshold"]))
-    io.write_csv(pr, curves_frame(pr_points, ["recall", "precision", "threshold"]))
-    bins = pd.DataFrame(calibration_bins, columns=["bin", "predicted", "observed", "count"])
-    io.write_csv(calibration, bins)
 
 
 def prediction_grid(

@@ -27,7 +27,7 @@ from chexnet.data.dataset import CachedImages
 from chexnet.data.prepare import PrepareReport, prepare_source
 from chexnet.engine import inference
 from chexnet.engine.opened import LoadedModel
-from chexnet.evaluation import figures, report, subgroups
+from chexnet.evaluation import curves, figures, report, subgroups
 from chexnet.explain.boxes import read_boxes
 from chexnet.explain.localisation import localisation
 from chexnet.model.file import ModelInfo
@@ -165,9 +165,10 @@ def write_results(name: str, result: ExternalResult, summary: dict[str, Any], wh
     (:func:`chexnet.pipeline.paths.external_dirs` says where), and one log line."""
     headlines.write("external", summary, report=where["report"], metrics=where["metrics"])
     io.write_parquet(where["data"] / "predictions.parquet", result.predictions)
-    curves = {key: where[key] for key in ("roc", "pr", "calibration")}
+    curve_files = {key: where[key] for key in ("roc", "pr", "calibration")}
     shared = summary["findings_scored"]
-    figures.write_curves(result.truth, result.scores, shared, result.evaluation.calibration_bins, **curves)
+    bins = result.evaluation.calibration_bins
+    curves.write_curves(result.truth, result.scores, shared, bins, **curve_files)
     figures.subgroup_figure(where["subgroups"], summary.get("subgroups") or {})
     macro = summary["auroc"]["macro"].get("value")
     missing, unknown = summary["not_in_this_set"] or "none", summary["not_predicted_by_the_model"] or "none"
