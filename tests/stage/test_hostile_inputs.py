@@ -258,6 +258,9 @@ def test_explain_goes_on_after_a_decompression_bomb(tmp_path: Path):
     ("bad", "stages"),
     [
         ("{train: {early_stopping_patience: -1}}", ["check", "train"]),
+        ("{epochs: -1}", ["check", "train"]),
+        ("{train: {amp: fp8}}", ["check", "train"]),
+        ("{train: {procesess: 2}}", ["check", "train"]),  # a typo: never read as processes 1
         ("{evaluate: {calibration_bins: 0}}", ["check", "evaluate"]),
         ("{explain: {top_k: 0}}", ["check", "explain"]),
         ("{lr: .nan}", ["check", "prepare"]),
