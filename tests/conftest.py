@@ -15,12 +15,14 @@ import torch
 # ONNX exports and engine timings of test models go to a throwaway cache, never the user's ~/.cache
 os.environ.setdefault("CHEXNET_CACHE", tempfile.mkdtemp(prefix="chexnet-test-cache-"))
 
-from tests.helpers import REPO, SHARED_NIH, TEST_MODEL_SIZE, save_test_model
+from tests.helpers import REPO, SHARED_NIH, TEST_MODEL_SIZE, make_workdir, process_env, save_test_model
 
 
 @pytest.fixture(autouse=True)
 def _few_threads():
-    torch.set_num_threads(2)
+    """Two threads in one pytest process (CI's 2 cores); one a worker when pytest-xdist runs two (the
+    system tier: ``-n 2``), as :func:`tests.helpers.process_env` gives the processes they start."""
+    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 SYSTEM_TIER = REPO / "tests" / "system"
@@ -73,6 +75,21 @@ def _guarded_popen_init(self, args, *rest, **options):
 
 
 subprocess.Popen.__init__ = _guarded_popen_init
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_train_run(tmp_path_factory) -> Path:
+    """The train stage run to its end as a real process on :func:`tests.helpers.make_workdir`'s tiny set (4
+    epochs, its params): what every killed, signalled and resumed run in tests/system must match, down
+    to the weights and dvclive's curves. Built once a session (a whole train process) for
+    test_train_stage.py and test_lifecycle.py; tests read it and never write to it."""
+    import sys
+
+    work = make_workdir(tmp_path_factory.mktemp("uninterrupted-train"), epochs=4)
+    result = subprocess.run([sys.executable, str(REPO / "stages" / "train.py")], cwd=work, env=process_env(),
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    return work
 
 
 @pytest.fixture

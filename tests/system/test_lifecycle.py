@@ -86,14 +86,11 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> dict[str, torch.Tensor]:
-    """An uninterrupted train run of the same tiny set (4 epochs): what every interrupted run must match."""
-    work = make_workdir(tmp_path_factory.mktemp("reference"), epochs=4)
-    params = {"epochs": 4, "batch_size": 8, "weights": "none", "device": "cpu", "seed": 3}
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    assert _run(work, sys.executable, TRAIN).returncode == 0
-    return _weights(work / "models" / "chexnet_model.pth")
+@pytest.fixture
+def reference(uninterrupted_train_run: Path) -> dict[str, torch.Tensor]:
+    """The weights of an uninterrupted run of the same tiny set (4 epochs): what every interrupted run must
+    match (tests/conftest.py builds that run once for this module and test_train_stage.py)."""
+    return _weights(uninterrupted_train_run / "models" / "chexnet_model.pth")
 
 
 @pytest.mark.parametrize("processes", [1, 2])
