@@ -57,9 +57,18 @@ def _train_repo(work: Path, epochs: int, processes: int = 1) -> Path:
                      ["data/prepared", "data/split.parquet"], ["models/chexnet_model.pth"])  # fmt: skip
 
 
+def _interruptible() -> None:
+    """In the child before it runs: Ctrl-C at its default, as in a terminal's foreground job. pytest
+    started in the background of a shell without job control (``cmd &``, as some runners do) ignores
+    SIGINT, every process it starts inherits that, and Python then installs no KeyboardInterrupt: a
+    Ctrl-C test would see the stage run to its end (seen here: .ci/run started with ``&``)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_repro(work: Path) -> subprocess.Popen:
     return subprocess.Popen(["dvc", "repro"], cwd=work, env=process_env(), start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+                            preexec_fn=_interruptible, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
 
 
 def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 300) -> None:
@@ -146,7 +155,7 @@ def test_ctrl_c_during_decoding_stops_prepare_promptly_and_a_rerun_gives_the_sam
     assert _run(reference, sys.executable, PREPARE).returncode == 0
     work = _prepare_repo(tmp_path / "work")
     stage = subprocess.Popen([sys.executable, PREPARE], cwd=work, env=process_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
+                             stderr=subprocess.STDOUT, text=True, preexec_fn=_interruptible)  # fmt: skip
     deadline = time.monotonic() + 120
     while not list((work / "data" / "prepared").glob(".images.npy.*.tmp")) and time.monotonic() < deadline:
         time.sleep(0.01)
