@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -15,14 +16,20 @@ import torch
 # ONNX exports and engine timings of test models go to a throwaway cache, never the user's ~/.cache
 os.environ.setdefault("CHEXNET_CACHE", tempfile.mkdtemp(prefix="chexnet-test-cache-"))
 
-from tests.helpers import REPO, SHARED_NIH, TEST_MODEL_SIZE, make_workdir, process_env, save_test_model
+from tests.helpers import (
+    REPO,
+    SHARED_NIH,
+    TEST_MODEL_SIZE,
+    make_workdir,
+    process_env,
+    save_test_model,
+    torch_threads,
+)
 
 
 @pytest.fixture(autouse=True)
 def _few_threads():
-    """Two threads in one pytest process (CI's 2 cores); one a worker when pytest-xdist runs two (the
-    system tier: ``-n 2``), as :func:`tests.helpers.process_env` gives the processes they start."""
-    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+    torch.set_num_threads(torch_threads())
 
 
 SYSTEM_TIER = REPO / "tests" / "system"
@@ -83,8 +90,6 @@ def uninterrupted_train_run(tmp_path_factory) -> Path:
     epochs, its params): what every killed, signalled and resumed run in tests/system must match, down
     to the weights and dvclive's curves. Built once a session (a whole train process) for
     test_train_stage.py and test_lifecycle.py; tests read it and never write to it."""
-    import sys
-
     work = make_workdir(tmp_path_factory.mktemp("uninterrupted-train"), epochs=4)
     result = subprocess.run([sys.executable, str(REPO / "stages" / "train.py")], cwd=work, env=process_env(),
                             capture_output=True, text=True, timeout=600)  # fmt: skip

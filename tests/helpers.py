@@ -33,16 +33,24 @@ SHARED_NIH = REPO.parent / "shared" / "data" / "nih"
 # --- processes, models and work folders ---
 
 
+def torch_threads() -> int:
+    """Threads for a test's own torch work: 2 (CI's cores) in one pytest process; 1 in each of
+    pytest-xdist's workers (the system tier runs as two: README, "Test"), and one OpenMP thread for the
+    processes they start (:func:`process_env`). Two workers of two threads each on 2 cores made the
+    tests that train 2-8 times slower (measured, README)."""
+    return 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+
+
 def process_env() -> dict[str, str]:
     """The environment of a process a system test starts: ``python`` and ``dvc`` are this venv's (as
     after ``. .venv/bin/activate``), DVC sends no analytics, and git commits need no user config. Under
-    pytest-xdist each worker's processes get one OpenMP thread (unless a test sets its own): two workers
-    of two threads each on 2 cores made the tests that train 2-8 times slower (measured, README)."""
+    pytest-xdist each worker's processes get one OpenMP thread (unless a test sets its own), as the
+    worker itself does (:func:`torch_threads`)."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["DVC_NO_ANALYTICS"] = "1"
-    if os.environ.get("PYTEST_XDIST_WORKER"):  # the system tier runs as two workers (README, "Test"):
-        env.setdefault("OMP_NUM_THREADS", "1")  # one core each, or their training threads spin
+    if torch_threads() == 1:
+        env.setdefault("OMP_NUM_THREADS", "1")
     env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "test"
     env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@example.invalid"
     return env

@@ -329,6 +329,8 @@ def _predict_json(cwd: Path, image: Path) -> str:
 
 
 def test_a_queued_sweep_runs_and_exp_show_lists_its_metrics(repo: Path):
+    run(repo, "git", "add", "-A")  # HEAD holds a run (its lock): the baseline compare reads below
+    run(repo, "git", "commit", "-qm", "before the sweep", "--allow-empty")
     before = set(run(repo, "dvc", "exp", "list", "--all-commits", "--name-only").split())
     run(repo, "dvc", "exp", "run", "--queue", "-S", "lr=0.0001,0.0003", "-S", "batch_size=8")
     run(repo, "dvc", "queue", "start", "-j", "1")
@@ -342,7 +344,8 @@ def test_a_queued_sweep_runs_and_exp_show_lists_its_metrics(repo: Path):
     table = run(repo, "dvc", "exp", "show", "--csv").splitlines()
     header = table[0].split(",")
     lr, macro = header.index("lr"), header.index("auroc.macro.value")
-    swept = [row.split(",") for row in table[1:] if row.split(",")[0] and row.split(",")[0] not in before]
+    rows = [line.split(",") for line in table[1:]]
+    swept = [row for row in rows if row[0] and row[0] not in before]  # row[0]: the experiment's name
     assert sorted(row[lr] for row in swept) == ["0.0001", "0.0003"], table  # the two points, as experiments
     assert all(row[macro] not in ("", "-") for row in swept)
     assert any(h.endswith("train.images") for h in header), header  # headline counts from split.json
